@@ -1,0 +1,748 @@
+"""LLM-Codec: a neural audio codec whose residual-VQ codebooks are frozen LLM embedding tables.
+
+Encoder: convolution + residual blocks (Snake activations) down-sampling 16 kHz audio by `hop_length`, then a
+local (windowed) self-attention. Quantizer: three residual VQ layers that average-pool the latent by
+`vq_strides` (4, 2, 1), look up the nearest codebook vector after projecting the frozen codebook into the latent
+space with a learned linear layer (cosine similarity), and repeat the result back to the frame rate. Decoder: the
+mirror image with transposed convolutions and optional multiplicative noise.
+
+Weights are stored without weight norm (as in transformers' DAC); call `apply_weight_norm()` before training and
+`remove_weight_norm()` before saving.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_llm_codec import LLMCodecConfig
+
+
+@dataclass
+class LLMCodecEncoderOutput(ModelOutput):
+    """
+    Output of [`LLMCodecModel.encode`].
+
+    Args:
+        audio_codes (`tuple[torch.LongTensor]`): one `(batch, frames / vq_strides[k])` tensor per VQ layer `k`.
+        audio_codes_lengths (`torch.LongTensor` of shape `(batch, num_quantizers)`): valid codes of each item and
+            layer (the rest belongs to batch padding).
+        audio_lengths (`torch.LongTensor` of shape `(batch,)`): valid samples of each input, for trimming in `decode`.
+        quantized_representation (`torch.FloatTensor` of shape `(batch, latent_dim, frames)`, *optional*): sum of
+            the quantized vectors of all layers (what the decoder consumes).
+        commitment_loss (`torch.FloatTensor`, *optional*): commitment loss (training only).
+        codebook_loss (`torch.FloatTensor`, *optional*): codebook loss (training only).
+    """
+
+    audio_codes: tuple[torch.LongTensor, ...] | None = None
+    audio_codes_lengths: torch.LongTensor | None = None
+    audio_lengths: torch.LongTensor | None = None
+    quantized_representation: torch.FloatTensor | None = None
+    commitment_loss: torch.FloatTensor | None = None
+    codebook_loss: torch.FloatTensor | None = None
+
+
+@dataclass
+class LLMCodecDecoderOutput(ModelOutput):
+    """
+    Output of [`LLMCodecModel.decode`].
+
+    Args:
+        audio_values (`torch.FloatTensor` of shape `(batch, 1, samples)`): decoded audio; trimmed to the original
+            lengths (zeros past each item's end) when they are known.
+        padding_mask (`torch.LongTensor` of shape `(batch, samples)`, *optional*): 1 for valid samples.
+    """
+
+    audio_values: torch.FloatTensor | None = None
+    padding_mask: torch.LongTensor | None = None
+
+
+@dataclass
+class LLMCodecOutput(ModelOutput):
+    """
+    Output of [`LLMCodecModel.forward`].
+
+    Args:
+        loss (`torch.FloatTensor`, *optional*): `commitment_loss_weight * commitment + codebook_loss_weight *
+            codebook` loss (training only; reconstruction and adversarial losses live in `llm_codec.training`).
+        audio_values (`torch.FloatTensor` of shape `(batch, 1, samples)`): reconstruction, trimmed to the input length.
+        audio_codes (`tuple[torch.LongTensor]`): one `(batch, frames / vq_strides[k])` tensor per VQ layer.
+        audio_codes_lengths (`torch.LongTensor` of shape `(batch, num_quantizers)`): valid codes per item and layer.
+        quantized_representation (`torch.FloatTensor` of shape `(batch, latent_dim, frames)`): decoder input.
+        commitment_loss (`torch.FloatTensor`, *optional*): commitment loss (training only).
+        codebook_loss (`torch.FloatTensor`, *optional*): codebook loss (training only).
+    """
+
+    loss: torch.FloatTensor | None = None
+    audio_values: torch.FloatTensor | None = None
+    audio_codes: tuple[torch.LongTensor, ...] | None = None
+    audio_codes_lengths: torch.LongTensor | None = None
+    quantized_representation: torch.FloatTensor | None = None
+    commitment_loss: torch.FloatTensor | None = None
+    codebook_loss: torch.FloatTensor | None = None
+
+
+class LLMCodecSnake1d(nn.Module):
+    """Snake activation `x + sin(alpha * x)**2 / alpha` with one learned `alpha` per channel."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`hidden_states`: (batch, channels, time) -> same shape."""
+        alpha = self.alpha
+        return hidden_states + (alpha + 1e-9).reciprocal() * torch.sin(alpha * hidden_states).pow(2)
+
+
+class LLMCodecResidualUnit(nn.Module):
+    """Snake -> dilated convolution (kernel 7) -> Snake -> 1x1 convolution, plus the input."""
+
+    def __init__(self, dim: int, dilation: int, groups: int, kernel_size: int = 7):
+        super().__init__()
+        padding = (kernel_size - 1) * dilation // 2
+        self.snake1 = LLMCodecSnake1d(dim)
+        self.conv1 = nn.Conv1d(dim, dim, kernel_size, dilation=dilation, padding=padding, groups=groups)
+        self.snake2 = LLMCodecSnake1d(dim)
+        self.conv2 = nn.Conv1d(dim, dim, kernel_size=1)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`hidden_states`: (batch, dim, time) -> same shape."""
+        residual = hidden_states
+        hidden_states = self.conv1(self.snake1(hidden_states))
+        hidden_states = self.conv2(self.snake2(hidden_states))
+        return residual + hidden_states
+
+
+class LLMCodecEncoderBlock(nn.Module):
+    """Three residual units (dilations 1, 3, 9) then a strided convolution that doubles the channels."""
+
+    def __init__(self, input_dim: int, output_dim: int, stride: int, groups: int):
+        super().__init__()
+        self.res_unit1 = LLMCodecResidualUnit(input_dim, dilation=1, groups=groups)
+        self.res_unit2 = LLMCodecResidualUnit(input_dim, dilation=3, groups=groups)
+        self.res_unit3 = LLMCodecResidualUnit(input_dim, dilation=9, groups=groups)
+        self.snake = LLMCodecSnake1d(input_dim)
+        self.conv = nn.Conv1d(input_dim, output_dim, 2 * stride, stride=stride, padding=math.ceil(stride / 2))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`hidden_states`: (batch, input_dim, time) -> (batch, output_dim, time / stride)."""
+        hidden_states = self.res_unit3(self.res_unit2(self.res_unit1(hidden_states)))
+        return self.conv(self.snake(hidden_states))
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+class LLMCodecLocalAttention(nn.Module):
+    """
+    Pre-norm multi-head self-attention inside non-overlapping windows of `window_size` frames, with rotary position
+    embeddings restarting at every window; the output is added to the input.
+    """
+
+    def __init__(self, dim: int, window_size: int, head_dim: int):
+        super().__init__()
+        self.window_size = window_size
+        self.head_dim = head_dim
+        self.num_heads = dim // head_dim
+        self.norm = nn.LayerNorm(dim)
+        self.qkv_proj = nn.Linear(dim, 3 * dim, bias=False)
+        self.out_proj = nn.Linear(dim, dim, bias=False)
+
+    def rotary_angles(self, device: torch.device) -> torch.Tensor:
+        """Rotary angles `(window_size, head_dim)` of positions 0..window_size-1 (float32)."""
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, self.head_dim, 2, device=device).float() / self.head_dim))
+        positions = torch.arange(self.window_size, device=device, dtype=torch.float32)
+        angles = positions[:, None] * inv_freq[None, :]
+        return torch.cat((angles, angles), dim=-1)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`hidden_states`: (batch, dim, time), time a multiple of `window_size` -> same shape."""
+        batch, dim, length = hidden_states.shape
+        if length % self.window_size:
+            raise ValueError(
+                f"Local attention needs a multiple of {self.window_size} frames, got {length}. Encode through "
+                "`LLMCodecModel.encode` (it pads) or give codes whose frame count is a multiple of the window."
+            )
+        windows = length // self.window_size
+        residual = hidden_states
+        hidden_states = self.norm(hidden_states.transpose(1, 2))
+        qkv = self.qkv_proj(hidden_states).view(batch, windows, self.window_size, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)  # each (batch, heads, windows, window, head_dim)
+        angles = self.rotary_angles(hidden_states.device)
+        cos, sin = angles.cos().to(query.dtype), angles.sin().to(query.dtype)
+        query = query * cos + _rotate_half(query) * sin
+        key = key * cos + _rotate_half(key) * sin
+        scores = (query @ key.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+        attended = scores.softmax(dim=-1) @ value
+        attended = attended.permute(0, 2, 3, 1, 4).reshape(batch, length, dim)
+        return self.out_proj(attended).transpose(1, 2) + residual
+
+
+class LLMCodecEncoder(nn.Module):
+    """Audio (batch, 1, samples) -> latent (batch, latent_dim, samples / hop_length)."""
+
+    def __init__(self, config: LLMCodecConfig):
+        super().__init__()
+        dim = config.encoder_dim
+        self.conv_in = nn.Conv1d(1, dim, kernel_size=7, padding=3)
+        blocks = []
+        for stride in config.encoder_rates:
+            groups = dim if config.depthwise else 1
+            blocks.append(LLMCodecEncoderBlock(dim, 2 * dim, stride, groups))
+            dim *= 2
+        self.blocks = nn.ModuleList(blocks)
+        self.attention = (
+            LLMCodecLocalAttention(dim, config.attn_window_size, config.attn_head_dim)
+            if config.attn_window_size is not None
+            else None
+        )
+        self.conv_out = nn.Conv1d(dim, dim, kernel_size=7, padding=3, groups=dim if config.depthwise else 1)
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        """`input_values`: (batch, 1, samples), samples a multiple of `config.pad_multiple` -> (batch, dim, frames)."""
+        hidden_states = self.conv_in(input_values)
+        for block in self.blocks:
+            hidden_states = block(hidden_states)
+        if self.attention is not None:
+            hidden_states = self.attention(hidden_states)
+        return self.conv_out(hidden_states)
+
+
+class LLMCodecNoiseBlock(nn.Module):
+    """Adds `noise * conv(x)` where `noise ~ N(0, 1)` has shape (batch, 1, time)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv = nn.Conv1d(dim, dim, kernel_size=1, bias=False)
+
+    def forward(self, hidden_states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`hidden_states`: (batch, dim, time) -> same shape. Draws from `generator` (default: the global RNG)."""
+        batch, _, length = hidden_states.shape
+        noise = torch.randn(
+            (batch, 1, length), device=hidden_states.device, dtype=hidden_states.dtype, generator=generator
+        )
+        return hidden_states + noise * self.conv(hidden_states)
+
+
+class LLMCodecDecoderBlock(nn.Module):
+    """Snake -> transposed convolution (up-sample by `stride`, halve channels) -> noise -> three residual units."""
+
+    def __init__(self, input_dim: int, output_dim: int, stride: int, noise: bool, groups: int):
+        super().__init__()
+        self.snake = LLMCodecSnake1d(input_dim)
+        self.conv_t = nn.ConvTranspose1d(
+            input_dim,
+            output_dim,
+            kernel_size=2 * stride,
+            stride=stride,
+            padding=math.ceil(stride / 2),
+            output_padding=stride % 2,
+        )
+        self.noise = LLMCodecNoiseBlock(output_dim) if noise else None
+        self.res_unit1 = LLMCodecResidualUnit(output_dim, dilation=1, groups=groups)
+        self.res_unit2 = LLMCodecResidualUnit(output_dim, dilation=3, groups=groups)
+        self.res_unit3 = LLMCodecResidualUnit(output_dim, dilation=9, groups=groups)
+
+    def forward(self, hidden_states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`hidden_states`: (batch, input_dim, time) -> (batch, output_dim, time * stride)."""
+        hidden_states = self.conv_t(self.snake(hidden_states))
+        if self.noise is not None:
+            hidden_states = self.noise(hidden_states, generator=generator)
+        return self.res_unit3(self.res_unit2(self.res_unit1(hidden_states)))
+
+
+class LLMCodecDecoder(nn.Module):
+    """Latent (batch, latent_dim, frames) -> audio (batch, 1, frames * hop_length) in [-1, 1]."""
+
+    def __init__(self, config: LLMCodecConfig):
+        super().__init__()
+        latent, dim = config.latent_dim, config.decoder_dim
+        if config.depthwise:
+            self.conv_in_depthwise = nn.Conv1d(latent, latent, kernel_size=7, padding=3, groups=latent)
+            self.conv_in = nn.Conv1d(latent, dim, kernel_size=1)
+        else:
+            self.conv_in_depthwise = None
+            self.conv_in = nn.Conv1d(latent, dim, kernel_size=7, padding=3)
+        self.attention = (
+            LLMCodecLocalAttention(dim, config.attn_window_size, config.attn_head_dim)
+            if config.attn_window_size is not None
+            else None
+        )
+        blocks = []
+        for stride in config.decoder_rates:
+            groups = dim // 2 if config.depthwise else 1
+            blocks.append(LLMCodecDecoderBlock(dim, dim // 2, stride, config.noise, groups))
+            dim //= 2
+        self.blocks = nn.ModuleList(blocks)
+        self.snake_out = LLMCodecSnake1d(dim)
+        self.conv_out = nn.Conv1d(dim, 1, kernel_size=7, padding=3)
+
+    def forward(self, hidden_states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`hidden_states`: (batch, latent_dim, frames) -> (batch, 1, frames * hop_length)."""
+        if self.conv_in_depthwise is not None:
+            hidden_states = self.conv_in_depthwise(hidden_states)
+        hidden_states = self.conv_in(hidden_states)
+        if self.attention is not None:
+            hidden_states = self.attention(hidden_states)
+        for block in self.blocks:
+            hidden_states = block(hidden_states, generator=generator)
+        return torch.tanh(self.conv_out(self.snake_out(hidden_states)))
+
+
+class LLMCodecVectorQuantize(nn.Module):
+    """
+    One VQ layer. Pools the latent by `stride`, picks for every pooled frame the codebook entry of highest cosine
+    similarity in the latent space, and repeats the chosen (un-normalised) vectors `stride` times.
+
+    The codebook is a frozen buffer (an LLM embedding table). With `use_cblinear` the codebook is projected into the
+    latent space by `codebook_proj` (Linear codebook_dim -> latent_dim); the projected, L2-normalised table is cached
+    and only recomputed when the codebook or the projection changes (tracked through tensor versions).
+    """
+
+    lookup_block_frames = 1024  # frames scored against the codebook at once (bounds the similarity matrix)
+
+    def __init__(self, config: LLMCodecConfig, layer_idx: int):
+        super().__init__()
+        self.stride = config.vq_strides[layer_idx]
+        self.codebook_size = config.codebook_sizes[layer_idx]
+        self.use_cblinear = config.use_cblinear
+        self.register_buffer("codebook", torch.zeros(self.codebook_size, config.codebook_dim))
+        if config.use_cblinear:
+            self.codebook_proj = nn.Linear(config.codebook_dim, config.latent_dim)
+        else:
+            self.in_proj = nn.Conv1d(config.latent_dim, config.codebook_dim, kernel_size=1)
+            self.out_proj = nn.Conv1d(config.codebook_dim, config.latent_dim, kernel_size=1)
+        self._cache_key = None
+        self._cache = None
+
+    def _tensors_defining_table(self) -> list[torch.Tensor]:
+        if self.use_cblinear:
+            return [self.codebook, self.codebook_proj.weight, self.codebook_proj.bias]
+        return [self.codebook]
+
+    def search_table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        The table searched by the lookup, in float32, without gradient: `(table (codebook_size, dim), inv_norm
+        (codebook_size,))`. Cached until a defining tensor is modified, moved or replaced.
+        """
+        key = tuple((t.data_ptr(), t._version, t.device, t.dtype, t.shape) for t in self._tensors_defining_table())
+        if self._cache_key != key:
+            with torch.no_grad():
+                codebook = self.codebook.float()
+                if self.use_cblinear:
+                    table = F.linear(codebook, self.codebook_proj.weight.float(), self.codebook_proj.bias.float())
+                else:
+                    table = codebook
+                inv_norm = table.norm(dim=1).clamp_min(1e-12).reciprocal()
+            self._cache, self._cache_key = (table, inv_norm), key
+        return self._cache
+
+    def clear_cache(self):
+        self._cache_key = self._cache = None
+
+    def lookup(self, latents: torch.Tensor) -> torch.LongTensor:
+        """`latents`: (batch, dim, frames) in the search space -> nearest entries by cosine, (batch, frames)."""
+        table, inv_norm = self.search_table()
+        batch, dim, frames = latents.shape
+        flat = latents.detach().transpose(1, 2).reshape(-1, dim).float()
+        flat = F.normalize(flat, dim=1)
+        codes = torch.empty(flat.shape[0], dtype=torch.long, device=flat.device)
+        for start in range(0, flat.shape[0], self.lookup_block_frames):
+            block = flat[start : start + self.lookup_block_frames]
+            codes[start : start + block.shape[0]] = ((block @ table.t()) * inv_norm).argmax(dim=1)
+        return codes.view(batch, frames)
+
+    def embed(self, codes: torch.LongTensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """
+        `codes`: (batch, time) -> codebook vectors in the latent space, (batch, latent_dim, time). Gathers the rows
+        first and projects only those.
+        """
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise ValueError(
+                f"Code {int(codes.min()) if int(codes.min()) < 0 else int(codes.max())} is outside this layer's "
+                f"codebook (0..{self.codebook_size - 1}). Check the layer order of `audio_codes`."
+            )
+        rows = F.embedding(codes, self.codebook)
+        if dtype is not None:
+            rows = rows.to(dtype)
+        if self.use_cblinear:
+            return self.codebook_proj(rows).transpose(1, 2)
+        return self.out_proj(rows.transpose(1, 2))
+
+    def forward(self, residual: torch.Tensor):
+        """
+        `residual`: (batch, latent_dim, frames), frames a multiple of `stride` ->
+        `(quantized (batch, latent_dim, frames), codes (batch, frames / stride), commitment_loss, codebook_loss)`.
+        The quantized output carries the straight-through gradient; the losses are per item, shape (batch,).
+        """
+        pooled = F.avg_pool1d(residual, self.stride, self.stride) if self.stride > 1 else residual
+        search_input = pooled if self.use_cblinear else self.in_proj(pooled)
+        codes = self.lookup(search_input)
+        if self.use_cblinear:
+            quantized = self.codebook_proj(F.embedding(codes, self.codebook).to(pooled.dtype)).transpose(1, 2)
+        else:
+            quantized = F.embedding(codes, self.codebook).to(pooled.dtype).transpose(1, 2)
+        commitment_loss = codebook_loss = None
+        if self.training:
+            commitment_loss = F.mse_loss(search_input, quantized.detach(), reduction="none").mean([1, 2])
+            codebook_loss = F.mse_loss(quantized, search_input.detach(), reduction="none").mean([1, 2])
+            quantized = search_input + (quantized - search_input).detach()
+        if not self.use_cblinear:
+            quantized = self.out_proj(quantized)
+        if self.stride > 1:
+            quantized = quantized.repeat_interleave(self.stride, dim=-1)
+        return quantized, codes, commitment_loss, codebook_loss
+
+
+class LLMCodecResidualVectorQuantizer(nn.Module):
+    """Residual VQ over `len(vq_strides)` layers; layer k quantizes what layers < k left over."""
+
+    def __init__(self, config: LLMCodecConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(LLMCodecVectorQuantize(config, k) for k in range(len(config.vq_strides)))
+
+    def forward(self, latents: torch.Tensor):
+        """
+        `latents`: (batch, latent_dim, frames) -> `(quantized (batch, latent_dim, frames), codes (tuple of
+        (batch, frames / stride_k)), commitment_loss, codebook_loss, per_layer_quantized (list))`.
+        """
+        quantized = torch.zeros_like(latents)
+        residual = latents
+        codes, per_layer = [], []
+        commitment_loss = codebook_loss = None
+        for layer in self.layers:
+            layer_quantized, layer_codes, commit, cb = layer(residual)
+            quantized = quantized + layer_quantized
+            residual = residual - layer_quantized
+            codes.append(layer_codes)
+            per_layer.append(layer_quantized)
+            if commit is not None:
+                commitment_loss = commit if commitment_loss is None else commitment_loss + commit
+                codebook_loss = cb if codebook_loss is None else codebook_loss + cb
+        return quantized, tuple(codes), commitment_loss, codebook_loss, per_layer
+
+    def from_codes(self, codes, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Codes (one (batch, frames / stride_k) tensor per layer) -> quantized latent (batch, latent_dim, frames)."""
+        quantized = None
+        for layer, layer_codes in zip(self.layers, codes):
+            vectors = layer.embed(layer_codes, dtype=dtype).repeat_interleave(layer.stride, dim=-1)
+            quantized = vectors if quantized is None else quantized + vectors
+        return quantized
+
+
+class LLMCodecPreTrainedModel(PreTrainedModel):
+    config_class = LLMCodecConfig
+    config: LLMCodecConfig
+    base_model_prefix = "llm_codec"
+    main_input_name = "input_values"
+    input_modalities = "audio"
+    supports_gradient_checkpointing = False
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, LLMCodecSnake1d):
+            init.ones_(module.alpha)
+        elif isinstance(module, LLMCodecVectorQuantize):
+            init.normal_(module.codebook, std=0.02)
+
+    def _weight_norm_modules(self):
+        return [m for m in self.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]
+
+    def apply_weight_norm(self):
+        """Re-parametrises every convolution with weight norm (magnitude and direction), as the original trains."""
+        for module in self._weight_norm_modules():
+            nn.utils.parametrizations.weight_norm(module)
+
+    def remove_weight_norm(self):
+        """Folds weight norm back into plain weights (the stored form)."""
+        for module in self._weight_norm_modules():
+            if nn.utils.parametrize.is_parametrized(module, "weight"):
+                nn.utils.parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+
+
+class LLMCodecModel(LLMCodecPreTrainedModel):
+    """
+    LLM-Codec. Encodes 16 kHz mono audio into one code sequence per VQ layer (layer 1: indices of words, layers 2-3:
+    LLM token ids), and decodes codes back into audio.
+    """
+
+    def __init__(self, config: LLMCodecConfig):
+        super().__init__(config)
+        self.encoder = LLMCodecEncoder(config)
+        self.quantizer = LLMCodecResidualVectorQuantizer(config)
+        self.decoder = LLMCodecDecoder(config)
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------------------- helpers
+
+    def _check_input_values(self, input_values: torch.Tensor, padding_mask: torch.Tensor | None):
+        if not torch.is_tensor(input_values):
+            raise TypeError(
+                f"`input_values` must be a torch tensor of shape (batch, 1, samples), got {type(input_values).__name__}. "
+                "Use `LLMCodecFeatureExtractor` to turn raw audio into model inputs."
+            )
+        if input_values.dim() != 3 or input_values.shape[1] != 1:
+            raise ValueError(
+                f"`input_values` must have shape (batch, 1, samples) (mono), got {tuple(input_values.shape)}. "
+                "Downmix and batch with `LLMCodecFeatureExtractor`."
+            )
+        if input_values.shape[-1] == 0:
+            raise ValueError("`input_values` is empty (0 samples): give at least one sample of audio.")
+        if padding_mask is not None and tuple(padding_mask.shape) != (input_values.shape[0], input_values.shape[-1]):
+            raise ValueError(
+                f"`padding_mask` must have shape (batch, samples) = {(input_values.shape[0], input_values.shape[-1])}, "
+                f"got {tuple(padding_mask.shape)}."
+            )
+
+    def _audio_lengths(self, input_values, padding_mask) -> torch.LongTensor:
+        batch, _, length = input_values.shape
+        if padding_mask is None:
+            return torch.full((batch,), length, dtype=torch.long, device=input_values.device)
+        lengths = padding_mask.long().sum(-1)
+        if (lengths == 0).any():
+            raise ValueError("An item of the batch has an all-zero `padding_mask` (no audio): remove it.")
+        return lengths
+
+    def _codes_lengths(self, audio_lengths: torch.LongTensor) -> torch.LongTensor:
+        unit = self.config.pad_multiple
+        frames = (audio_lengths + unit - 1) // unit * (unit // self.config.hop_length)
+        return torch.stack([frames // s for s in self.config.vq_strides], dim=1)
+
+    def _pad(self, input_values: torch.Tensor) -> torch.Tensor:
+        """Right-pads (batch, 1, samples) with zeros to a multiple of `config.pad_multiple` (the original rule)."""
+        unit = self.config.pad_multiple
+        return F.pad(input_values, (0, -input_values.shape[-1] % unit))
+
+    def encode_latents(self, input_values: torch.Tensor) -> torch.Tensor:
+        """
+        `input_values`: (batch, 1, samples) -> latent (batch, latent_dim, frames), padding by the original rule.
+        Inputs longer than `config.encode_chunk_s` go through the encoder in windows of that length with
+        `config.encode_context_s` of context on each side, aligned to `pad_multiple`, so memory stays bounded.
+        """
+        input_values = self._pad(input_values)
+        unit = self.config.pad_multiple
+        chunk = max(1, round(self.config.encode_chunk_s * self.config.sample_rate / unit)) * unit
+        context = math.ceil(self.config.encode_context_s * self.config.sample_rate / unit) * unit
+        total = input_values.shape[-1]
+        if total <= chunk + 2 * context or self.training:
+            return self.encoder(input_values)
+        hop = self.config.hop_length
+        pieces = []
+        for start in range(0, total, chunk):
+            end = min(start + chunk, total)
+            lo, hi = max(0, start - context), min(total, end + context)
+            latent = self.encoder(input_values[..., lo:hi])
+            pieces.append(latent[..., (start - lo) // hop : (end - lo) // hop])
+        return torch.cat(pieces, dim=-1)
+
+    # ------------------------------------------------------------------------------------------------ public API
+
+    def encode(
+        self,
+        input_values: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> tuple | LLMCodecEncoderOutput:
+        """
+        Encodes audio into LLM-vocabulary codes.
+
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch, 1, samples)`): 16 kHz mono audio in [-1, 1].
+            padding_mask (`torch.Tensor` of shape `(batch, samples)`, *optional*): 1 for real samples, 0 for batch
+                padding (right padding only), as returned by `LLMCodecFeatureExtractor`.
+            return_dict (`bool`, *optional*): return an [`LLMCodecEncoderOutput`] (default) or a tuple.
+
+        Returns:
+            [`LLMCodecEncoderOutput`]: `audio_codes`, a tuple with one `(batch, frames / vq_strides[k])` LongTensor per
+            layer (frames = padded samples / hop_length), `audio_codes_lengths` `(batch, num_quantizers)`,
+            `audio_lengths` `(batch,)` and `quantized_representation` `(batch, latent_dim, frames)`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self._check_input_values(input_values, padding_mask)
+        audio_lengths = self._audio_lengths(input_values, padding_mask)
+        if padding_mask is not None:
+            input_values = input_values * padding_mask[:, None, :].to(input_values.dtype)
+        input_values = input_values.to(self.dtype)
+        latents = self.encode_latents(input_values)
+        quantized, codes, commitment_loss, codebook_loss, _ = self.quantizer(latents)
+        codes_lengths = self._codes_lengths(audio_lengths)
+        if not return_dict:
+            return (codes, codes_lengths, audio_lengths, quantized, commitment_loss, codebook_loss)
+        return LLMCodecEncoderOutput(
+            audio_codes=codes,
+            audio_codes_lengths=codes_lengths,
+            audio_lengths=audio_lengths,
+            quantized_representation=quantized,
+            commitment_loss=commitment_loss,
+            codebook_loss=codebook_loss,
+        )
+
+    def check_codes(self, audio_codes) -> tuple[torch.LongTensor, ...]:
+        """
+        Validates codes for `decode`: one `(batch, T_k)` (or `(T_k,)`) integer tensor per layer with
+        `T_k * vq_strides[k]` equal across layers and a multiple of the attention window. Returns them as a tuple of
+        2-D LongTensors; raises `ValueError` saying what is wrong otherwise.
+        """
+        num_layers = self.config.num_quantizers
+        if torch.is_tensor(audio_codes) and audio_codes.dim() == 3 and audio_codes.shape[1] == num_layers:
+            raise ValueError(
+                "`audio_codes` must be a sequence with one tensor per VQ layer (layers have different lengths), "
+                "not a single (batch, layers, time) tensor."
+            )
+        if torch.is_tensor(audio_codes) or len(audio_codes) != num_layers:
+            got = "a tensor" if torch.is_tensor(audio_codes) else f"{len(audio_codes)} layers"
+            raise ValueError(f"`audio_codes` must hold {num_layers} code tensors (one per VQ layer), got {got}.")
+        codes = []
+        for k, layer_codes in enumerate(audio_codes):
+            layer_codes = torch.as_tensor(layer_codes)
+            if layer_codes.is_floating_point() or layer_codes.is_complex():
+                raise ValueError(f"Codes of layer {k} must be integers, got dtype {layer_codes.dtype}.")
+            if layer_codes.dim() == 1:
+                layer_codes = layer_codes[None]
+            if layer_codes.dim() != 2:
+                raise ValueError(f"Codes of layer {k} must have shape (batch, time), got {tuple(layer_codes.shape)}.")
+            codes.append(layer_codes.long())
+        frames = [c.shape[1] * s for c, s in zip(codes, self.config.vq_strides)]
+        if len({c.shape[0] for c in codes}) != 1 or len(set(frames)) != 1:
+            raise ValueError(
+                f"Code lengths {[tuple(c.shape) for c in codes]} do not describe one clip: layer k must have "
+                f"frames / {self.config.vq_strides} codes, with the same batch size in every layer."
+            )
+        window = self.config.attn_window_size or 1
+        if frames[0] == 0 or frames[0] % window:
+            raise ValueError(
+                f"The codes span {frames[0]} frames; decoding needs a positive multiple of {window} frames "
+                f"({window // math.gcd(window, self.config.vq_strides[0])} layer-1 codes), as `encode` produces."
+            )
+        return tuple(codes)
+
+    def decode(
+        self,
+        audio_codes,
+        audio_lengths: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple | LLMCodecDecoderOutput:
+        """
+        Decodes codes into audio.
+
+        Args:
+            audio_codes (`tuple[torch.LongTensor]`): one `(batch, frames / vq_strides[k])` tensor per layer, as
+                returned by `encode`.
+            audio_lengths (`torch.LongTensor` of shape `(batch,)`, *optional*): original sample counts (from
+                `encode`); when given the output is trimmed to the longest and zeroed past each item's end.
+            return_dict (`bool`, *optional*): return an [`LLMCodecDecoderOutput`] (default) or a tuple.
+            generator (`torch.Generator`, *optional*): source of the decoder noise (default: torch's global RNG,
+                which reproduces the original implementation under the same seed).
+
+        Returns:
+            [`LLMCodecDecoderOutput`] with `audio_values` `(batch, 1, samples)` and, when trimmed, `padding_mask`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        codes = tuple(c.to(self.device) for c in self.check_codes(audio_codes))
+        quantized = self.quantizer.from_codes(codes, dtype=self.dtype)
+        audio_values = self.decoder(quantized, generator=generator)
+        padding_mask = None
+        if audio_lengths is not None:
+            audio_values, padding_mask = self._trim(audio_values, audio_lengths)
+        if not return_dict:
+            return (audio_values, padding_mask)
+        return LLMCodecDecoderOutput(audio_values=audio_values, padding_mask=padding_mask)
+
+    @staticmethod
+    def _trim(audio_values: torch.Tensor, audio_lengths) -> tuple[torch.Tensor, torch.LongTensor]:
+        audio_lengths = torch.as_tensor(audio_lengths, device=audio_values.device).long().view(-1)
+        if audio_lengths.shape[0] != audio_values.shape[0]:
+            raise ValueError(
+                f"`audio_lengths` has {audio_lengths.shape[0]} entries for a batch of {audio_values.shape[0]}."
+            )
+        if int(audio_lengths.max()) > audio_values.shape[-1]:
+            raise ValueError(
+                f"`audio_lengths` asks for {int(audio_lengths.max())} samples but the codes decode to "
+                f"{audio_values.shape[-1]}: the lengths do not belong to these codes."
+            )
+        audio_values = audio_values[..., : int(audio_lengths.max())]
+        positions = torch.arange(audio_values.shape[-1], device=audio_values.device)
+        padding_mask = (positions[None, :] < audio_lengths[:, None]).long()
+        return audio_values * padding_mask[:, None, :].to(audio_values.dtype), padding_mask
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple | LLMCodecOutput:
+        """
+        Encodes then decodes.
+
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch, 1, samples)`): 16 kHz mono audio.
+            padding_mask (`torch.Tensor` of shape `(batch, samples)`, *optional*): 1 for real samples.
+            return_dict (`bool`, *optional*): return an [`LLMCodecOutput`] (default) or a tuple.
+            generator (`torch.Generator`, *optional*): source of the decoder noise.
+
+        Returns:
+            [`LLMCodecOutput`]: `audio_values` `(batch, 1, samples)` trimmed to the input, the codes, and in training
+            mode `loss`, `commitment_loss` and `codebook_loss` (averaged over the batch).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        encoded = self.encode(input_values, padding_mask=padding_mask, return_dict=True)
+        audio_values = self.decoder(encoded.quantized_representation, generator=generator)
+        audio_values = audio_values[..., : input_values.shape[-1]]
+        if padding_mask is not None:
+            audio_values, _ = self._trim(audio_values, encoded.audio_lengths)
+        loss = commitment_loss = codebook_loss = None
+        if encoded.commitment_loss is not None:
+            commitment_loss = encoded.commitment_loss.mean()
+            codebook_loss = encoded.codebook_loss.mean()
+            loss = (
+                self.config.commitment_loss_weight * commitment_loss
+                + self.config.codebook_loss_weight * codebook_loss
+            )
+        if not return_dict:
+            return (
+                loss,
+                audio_values,
+                encoded.audio_codes,
+                encoded.audio_codes_lengths,
+                encoded.quantized_representation,
+                commitment_loss,
+                codebook_loss,
+            )
+        return LLMCodecOutput(
+            loss=loss,
+            audio_values=audio_values,
+            audio_codes=encoded.audio_codes,
+            audio_codes_lengths=encoded.audio_codes_lengths,
+            quantized_representation=encoded.quantized_representation,
+            commitment_loss=commitment_loss,
+            codebook_loss=codebook_loss,
+        )
+
+
+__all__ = [
+    "LLMCodecModel",
+    "LLMCodecPreTrainedModel",
+    "LLMCodecEncoderOutput",
+    "LLMCodecDecoderOutput",
+    "LLMCodecOutput",
+]
