@@ -1,6 +1,13 @@
-"""llm-codec: audio as a foreign language for any frozen causal language model (LLM-Codec, UniAudio 1.5)."""
+"""llm-codec: audio as a foreign language for any frozen causal language model (LLM-Codec, UniAudio 1.5).
+
+Importing the package registers the config, model, feature extractor and processor with transformers' Auto
+classes, and marks them for `trust_remote_code` export: `save_pretrained` writes the code next to the weights.
+"""
+
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
 
 from .configuration_llm_codec import LLMCodecConfig
+from .feature_extraction_llm_codec import LLMCodecFeatureExtractor
 from .modeling_llm_codec import (
     LLMCodecDecoderOutput,
     LLMCodecEncoderOutput,
@@ -8,8 +15,18 @@ from .modeling_llm_codec import (
     LLMCodecOutput,
     LLMCodecPreTrainedModel,
 )
+from .processing_llm_codec import LLMCodecProcessor
 
 __version__ = "0.1.0"
+
+AutoConfig.register(LLMCodecConfig.model_type, LLMCodecConfig, exist_ok=True)
+AutoModel.register(LLMCodecConfig, LLMCodecModel, exist_ok=True)
+AutoFeatureExtractor.register(LLMCodecConfig, LLMCodecFeatureExtractor, exist_ok=True)
+AutoProcessor.register(LLMCodecConfig, LLMCodecProcessor, exist_ok=True)
+LLMCodecConfig.register_for_auto_class()
+LLMCodecModel.register_for_auto_class("AutoModel")
+LLMCodecFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
+LLMCodecProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
     "LLMCodecConfig",
@@ -18,4 +35,6 @@ __all__ = [
     "LLMCodecEncoderOutput",
     "LLMCodecDecoderOutput",
     "LLMCodecOutput",
+    "LLMCodecFeatureExtractor",
+    "LLMCodecProcessor",
 ]

@@ -85,6 +85,11 @@ class LLMCodecConfig(PreTrainedConfig):
                 f"`codebook_sizes` has {len(self.codebook_sizes)} entries but `vq_strides` has {len(self.vq_strides)}: "
                 "give one codebook size per VQ layer."
             )
+        if self.latent_dim != self.encoder_dim * 2 ** len(self.encoder_rates):
+            raise ValueError(
+                f"`latent_dim` ({self.latent_dim}) must equal the encoder output width encoder_dim * 2**len(encoder_rates) "
+                f"= {self.encoder_dim * 2 ** len(self.encoder_rates)} (or be left as None)."
+            )
         if math.prod(self.encoder_rates) != math.prod(self.decoder_rates):
             raise ValueError(
                 f"The encoder hop ({math.prod(self.encoder_rates)}) must equal the decoder up-sampling "

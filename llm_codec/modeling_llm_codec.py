@@ -11,6 +11,7 @@ Weights are stored without weight norm (as in transformers' DAC); call `apply_we
 """
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_llm_codec import LLMCodecConfig
+from .model_card import build_model_card
 
 
 @dataclass
@@ -97,7 +99,12 @@ class LLMCodecSnake1d(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """`hidden_states`: (batch, channels, time) -> same shape."""
         alpha = self.alpha
-        return hidden_states + (alpha + 1e-9).reciprocal() * torch.sin(alpha * hidden_states).pow(2)
+        if torch.is_grad_enabled() and (hidden_states.requires_grad or alpha.requires_grad):
+            return hidden_states + (alpha + 1e-9).reciprocal() * torch.sin(alpha * hidden_states).pow(2)
+        # Inference: the same arithmetic in one temporary buffer (the activation is memory-bound at audio rate).
+        out = torch.mul(hidden_states, alpha)
+        out.sin_().square_().mul_((alpha + 1e-9).reciprocal())
+        return out.add_(hidden_states)
 
 
 class LLMCodecResidualUnit(nn.Module):
@@ -223,20 +230,31 @@ class LLMCodecNoiseBlock(nn.Module):
         super().__init__()
         self.conv = nn.Conv1d(dim, dim, kernel_size=1, bias=False)
 
-    def forward(self, hidden_states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """`hidden_states`: (batch, dim, time) -> same shape. Draws from `generator` (default: the global RNG)."""
-        batch, _, length = hidden_states.shape
-        noise = torch.randn(
-            (batch, 1, length), device=hidden_states.device, dtype=hidden_states.dtype, generator=generator
-        )
+    @staticmethod
+    def draw(hidden_states: torch.Tensor, length: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Noise (batch, 1, length) in the dtype and device of `hidden_states` (the original's single draw)."""
+        shape = (hidden_states.shape[0], 1, length)
+        return torch.randn(shape, device=hidden_states.device, dtype=hidden_states.dtype, generator=generator)
+
+    def forward(self, hidden_states: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """`hidden_states`: (batch, dim, time), `noise`: (batch, 1, time) -> (batch, dim, time)."""
         return hidden_states + noise * self.conv(hidden_states)
 
 
 class LLMCodecDecoderBlock(nn.Module):
-    """Snake -> transposed convolution (up-sample by `stride`, halve channels) -> noise -> three residual units."""
+    """
+    Snake -> transposed convolution (up-sample by `stride`, halve channels) -> noise -> three residual units.
+
+    Without gradient, long inputs are processed in overlapping time tiles of about `tile_samples` output samples
+    (the activations then stay in the CPU cache). Tiles overlap by more than the block's receptive field and the
+    noise is drawn once for the whole output, so the result equals the untiled computation.
+    """
+
+    tile_samples = 16384
 
     def __init__(self, input_dim: int, output_dim: int, stride: int, noise: bool, groups: int):
         super().__init__()
+        self.stride = stride
         self.snake = LLMCodecSnake1d(input_dim)
         self.conv_t = nn.ConvTranspose1d(
             input_dim,
@@ -250,13 +268,35 @@ class LLMCodecDecoderBlock(nn.Module):
         self.res_unit1 = LLMCodecResidualUnit(output_dim, dilation=1, groups=groups)
         self.res_unit2 = LLMCodecResidualUnit(output_dim, dilation=3, groups=groups)
         self.res_unit3 = LLMCodecResidualUnit(output_dim, dilation=9, groups=groups)
+        # Output samples on each side that depend on inputs outside a tile: the transposed convolution's reach
+        # (2 * stride) plus the residual units' (3 * (1 + 3 + 9)), in input frames, plus one frame of slack.
+        self.halo_frames = math.ceil((2 * stride + 3 * (1 + 3 + 9)) / stride) + 1
+
+    def _block(self, hidden_states: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        hidden_states = self.conv_t(self.snake(hidden_states))
+        if self.noise is not None:
+            hidden_states = self.noise(hidden_states, noise)
+        return self.res_unit3(self.res_unit2(self.res_unit1(hidden_states)))
 
     def forward(self, hidden_states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """`hidden_states`: (batch, input_dim, time) -> (batch, output_dim, time * stride)."""
-        hidden_states = self.conv_t(self.snake(hidden_states))
-        if self.noise is not None:
-            hidden_states = self.noise(hidden_states, generator=generator)
-        return self.res_unit3(self.res_unit2(self.res_unit1(hidden_states)))
+        frames = hidden_states.shape[-1]
+        out_length = frames * self.stride
+        noise = self.noise.draw(hidden_states, out_length, generator) if self.noise is not None else None
+        tile = max(1, self.tile_samples // self.stride)
+        if torch.is_grad_enabled() or frames <= 2 * tile:
+            return self._block(hidden_states, noise)
+        output = None
+        for start in range(0, frames, tile):
+            end = min(frames, start + tile)
+            lo, hi = max(0, start - self.halo_frames), min(frames, end + self.halo_frames)
+            tile_noise = noise[..., lo * self.stride : hi * self.stride] if noise is not None else None
+            result = self._block(hidden_states[..., lo:hi], tile_noise)
+            if output is None:
+                output = result.new_empty(result.shape[0], result.shape[1], out_length)
+            offset = (start - lo) * self.stride
+            output[..., start * self.stride : end * self.stride] = result[..., offset : offset + (end - start) * self.stride]
+        return output
 
 
 class LLMCodecDecoder(nn.Module):
@@ -462,6 +502,12 @@ class LLMCodecPreTrainedModel(PreTrainedModel):
             init.ones_(module.alpha)
         elif isinstance(module, LLMCodecVectorQuantize):
             init.normal_(module.codebook, std=0.02)
+
+    def save_pretrained(self, save_directory, *args, model_card_sections: dict[str, str] | None = None, **kwargs):
+        """`PreTrainedModel.save_pretrained` (safetensors) plus a Hub model card `README.md` in the folder."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            build_model_card(self.config, model_card_sections).save(os.path.join(save_directory, "README.md"))
 
     def _weight_norm_modules(self):
         return [m for m in self.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]
