@@ -599,6 +599,27 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
             pieces.append(latent[..., (start - lo) // hop : (end - lo) // hop])
         return torch.cat(pieces, dim=-1)
 
+    def _encode_batch_latents(self, input_values: torch.Tensor, audio_lengths: torch.LongTensor) -> torch.Tensor:
+        """
+        Latents of a right-padded batch. Items are grouped by their own padded length and each group is encoded at
+        that length, so every item gets exactly the latents (and codes) it gets when encoded alone; frames past an
+        item's length are zero.
+        """
+        unit = self.config.pad_multiple
+        padded = (audio_lengths + unit - 1) // unit * unit
+        lengths = padded.unique()
+        if len(lengths) == 1:
+            return self.encode_latents(input_values[..., : int(lengths[0])])
+        hop = self.config.hop_length
+        latents = None
+        for length in lengths.tolist():
+            index = (padded == length).nonzero().flatten()
+            group = self.encode_latents(input_values[index, :, :length])
+            if latents is None:
+                latents = group.new_zeros(input_values.shape[0], group.shape[1], int(padded.max()) // hop)
+            latents[index, :, : length // hop] = group
+        return latents
+
     # ------------------------------------------------------------------------------------------------ public API
 
     def encode(
@@ -613,7 +634,8 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
         Args:
             input_values (`torch.FloatTensor` of shape `(batch, 1, samples)`): 16 kHz mono audio in [-1, 1].
             padding_mask (`torch.Tensor` of shape `(batch, samples)`, *optional*): 1 for real samples, 0 for batch
-                padding (right padding only), as returned by `LLMCodecFeatureExtractor`.
+                padding (right padding only), as returned by `LLMCodecFeatureExtractor`. Each item then gets the
+                same codes as when encoded alone.
             return_dict (`bool`, *optional*): return an [`LLMCodecEncoderOutput`] (default) or a tuple.
 
         Returns:
@@ -627,7 +649,7 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
         if padding_mask is not None:
             input_values = input_values * padding_mask[:, None, :].to(input_values.dtype)
         input_values = input_values.to(self.dtype)
-        latents = self.encode_latents(input_values)
+        latents = self._encode_batch_latents(input_values, audio_lengths)
         quantized, codes, commitment_loss, codebook_loss, _ = self.quantizer(latents)
         codes_lengths = self._codes_lengths(audio_lengths)
         if not return_dict:

@@ -1,0 +1,56 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from llm_codec import LLMCodecConfig, LLMCodecModel
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LLM_CODEC_SHARED", REPO.parent / "shared"))
+OFFICIAL = SHARED / "fixtures" / "official_llm_codec"
+
+
+def tiny_config(**overrides) -> LLMCodecConfig:
+    """A small codec (hop 6, window 2, 40/200/200-entry codebooks of width 32) that runs in milliseconds."""
+    arguments = dict(
+        encoder_dim=16,
+        encoder_rates=[2, 3],
+        latent_dim=None,
+        decoder_dim=64,
+        decoder_rates=[3, 2],
+        attn_window_size=2,
+        codebook_sizes=[40, 200, 200],
+        codebook_dim=32,
+    )
+    arguments.update(overrides)
+    return LLMCodecConfig(**arguments)
+
+
+@pytest.fixture
+def tiny_model():
+    torch.manual_seed(0)
+    model = LLMCodecModel(tiny_config()).eval()
+    # Random codebooks with more spread than the init, so that codes vary over a clip.
+    for layer in model.quantizer.layers:
+        layer.codebook.normal_()
+    return model
+
+
+@pytest.fixture(scope="session")
+def official_dir():
+    if not OFFICIAL.is_dir():
+        pytest.skip(f"official fixtures not found at {OFFICIAL}")
+    return OFFICIAL
+
+
+def tiny_tokenizer(vocab_size: int = 200):
+    """A local word-level tokenizer with `vocab_size` entries (no download): tokens `<unk>`, `<s>`, `</s>`, w3..."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab.update({f"w{i}": i for i in range(3, vocab_size)})
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")

@@ -1,0 +1,122 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llm_codec import LLMCodecModel
+from llm_codec.conversion.convert_llm_codec_checkpoint import ConversionError, convert_checkpoint, rename_table
+
+
+@pytest.mark.parametrize("variant", ["noise", "nonoise"])
+def test_official_parity(official_dir, variant):
+    model = convert_checkpoint(
+        official_dir / f"official_{variant}.pth",
+        official_dir / f"official_{variant}_config.json",
+        official_dir / "layer1_words.json",
+    )
+    expected = load_file(official_dir / f"expected_{variant}.safetensors")
+    assert model.config.noise is (variant == "noise")
+    for i in range(3):
+        x = expected[f"input_{i}"]
+        with torch.no_grad():
+            codes = model.encode(x).audio_codes
+        for j in range(3):
+            assert torch.equal(codes[j], expected[f"codes_{i}_layer{j}"]), (i, j)
+        reference_codes = tuple(expected[f"codes_{i}_layer{j}"] for j in range(3))
+        torch.manual_seed(1234)
+        with torch.no_grad():
+            decoded = model.decode(reference_codes).audio_values
+        assert decoded.shape == expected[f"decoded_{i}"].shape
+        assert (decoded - expected[f"decoded_{i}"]).abs().max() < 1e-4
+
+
+def test_codebook_sizes_and_words_come_from_the_files(official_dir):
+    model = convert_checkpoint(
+        official_dir / "official_noise.pth", official_dir / "official_noise_config.json", official_dir / "layer1_words.json"
+    )
+    state = torch.load(official_dir / "official_noise.pth", weights_only=True)["codec_model"]
+    sizes = [state[f"quantizer.quantizers.{k}.codebook.weight"].shape[0] for k in range(3)]
+    assert model.config.codebook_sizes == sizes
+    assert len(model.config.layer1_words) == sizes[0]
+    # codebooks are copied bit for bit
+    assert torch.equal(model.quantizer.layers[1].codebook, state["quantizer.quantizers.1.codebook.weight"])
+
+
+def test_other_layer1_size_is_read_from_checkpoint(official_dir, tmp_path):
+    state = torch.load(official_dir / "official_noise.pth", weights_only=True)["codec_model"]
+    state["quantizer.quantizers.0.codebook.weight"] = torch.randn(200, state["quantizer.quantizers.0.codebook.weight"].shape[1])
+    torch.save({"codec_model": state}, tmp_path / "big_layer1.pth")
+    model = convert_checkpoint(tmp_path / "big_layer1.pth", official_dir / "official_noise_config.json")
+    assert model.config.codebook_sizes[0] == 200
+
+
+def test_missing_and_extra_keys_are_named(official_dir, tmp_path):
+    state = torch.load(official_dir / "official_noise.pth", weights_only=True)["codec_model"]
+    broken = dict(state)
+    del broken["decoder.model.6.bias"]
+    torch.save({"codec_model": broken}, tmp_path / "missing.pth")
+    with pytest.raises(ConversionError, match=r"decoder\.conv_out\.bias"):
+        convert_checkpoint(tmp_path / "missing.pth", official_dir / "official_noise_config.json")
+    extra = dict(state)
+    extra["encoder.block.9.weight"] = torch.zeros(1)
+    torch.save({"codec_model": extra}, tmp_path / "extra.pth")
+    with pytest.raises(ConversionError, match=r"encoder\.block\.9\.weight"):
+        convert_checkpoint(tmp_path / "extra.pth", official_dir / "official_noise_config.json")
+    # a config that does not match the checkpoint (noise blocks absent) is caught too
+    with pytest.raises(ConversionError):
+        convert_checkpoint(official_dir / "official_noise.pth", official_dir / "official_nonoise_config.json")
+
+
+class NotAWeight:
+    pass
+
+
+def test_pickles_that_are_not_weights_are_refused(tmp_path, official_dir):
+    torch.save({"codec_model": {"x": NotAWeight()}}, tmp_path / "evil.pth")
+    with pytest.raises(ConversionError, match="weights-only"):
+        convert_checkpoint(tmp_path / "evil.pth", official_dir / "official_noise_config.json")
+
+
+def test_rename_table_is_ordered_and_covers_the_layout():
+    from .conftest import tiny_config
+
+    table = rename_table(tiny_config())
+    olds = [old for old, _ in table]
+    assert len(olds) == len(set(olds))
+    assert ("encoder.block.0.", "encoder.conv_in.") == table[0]
+    assert ("decoder.model.2.to_qkv.", "decoder.attention.qkv_proj.") in table
+
+
+def test_cli_and_module_entry_points(official_dir, tmp_path):
+    arguments = [
+        "--checkpoint", str(official_dir / "official_noise.pth"),
+        "--config", str(official_dir / "official_noise_config.json"),
+        "--layer1-words", str(official_dir / "layer1_words.json"),
+    ]
+    for command in (
+        [sys.executable, "-m", "llm_codec.cli", "convert"],
+        [sys.executable, "-m", "llm_codec.conversion.convert_llm_codec_checkpoint"],
+    ):
+        out = tmp_path / command[-1].replace(".", "_")
+        result = subprocess.run(command + arguments + ["--output-dir", str(out)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        files = {p.name for p in out.iterdir()}
+        assert "model.safetensors" in files and "README.md" in files
+        assert not any(name.endswith((".bin", ".pth", ".pt")) for name in files)
+        model = LLMCodecModel.from_pretrained(out).eval()
+        expected = load_file(official_dir / "expected_noise.safetensors")
+        codes = model.encode(expected["input_1"]).audio_codes
+        assert all(torch.equal(codes[j], expected[f"codes_1_layer{j}"]) for j in range(3))
+
+
+def test_cli_reports_bad_checkpoint_cleanly(tmp_path, official_dir):
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    result = subprocess.run(
+        [sys.executable, "-m", "llm_codec.cli", "convert", "--checkpoint", str(tmp_path / "broken.pth"),
+         "--config", str(official_dir / "official_noise_config.json"), "--output-dir", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode != 0
+    assert "weights-only" in result.stderr and "Traceback" not in result.stderr
