@@ -19,6 +19,14 @@ from .processing_llm_codec import LLMCodecProcessor
 
 __version__ = "0.1.0"
 
+
+def example_audio_path() -> str:
+    """Path of the bundled 5.6 s English speech clip (16 kHz mono FLAC; see `assets/ATTRIBUTION.md`)."""
+    from importlib.resources import files
+
+    return str(files(__name__) / "assets" / "example_speech.flac")
+
+
 AutoConfig.register(LLMCodecConfig.model_type, LLMCodecConfig, exist_ok=True)
 AutoModel.register(LLMCodecConfig, LLMCodecModel, exist_ok=True)
 AutoFeatureExtractor.register(LLMCodecConfig, LLMCodecFeatureExtractor, exist_ok=True)
@@ -29,6 +37,7 @@ LLMCodecFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 LLMCodecProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
+    "example_audio_path",
     "LLMCodecConfig",
     "LLMCodecModel",
     "LLMCodecPreTrainedModel",

@@ -1,21 +1,104 @@
-"""Processor pairing the LLM-Codec feature extractor with the tokenizer of the LLM whose vocabulary the codes use."""
+"""Processor: audio <-> LLM-Codec inputs, and codec codes <-> token ids of the LLM whose vocabulary they use.
 
+Two serialisations of codes as LLM token ids (see `docs/pipelines.md`):
+
+* **understanding** (prompt input, one-way): the chosen layers one after the other (layer order 1, 2, 3), with
+  layer-1 codes written as their words (each word = the LLM ids of `" " + word`, 1-2 sub-words) and layer-2/3 codes
+  as the LLM token ids themselves. The paper feeds only layer 1 for understanding tasks; that is the default.
+* **generation** (what an LLM writes, invertible): all layers, layer-major:
+  `words of layer 1 ... SEP ids of layer 2 ... ids of layer 3`, where SEP is the separator token (a newline by
+  default) and layer k holds exactly `T1 * vq_strides[0] / vq_strides[k]` ids. Layer 1 must hold a whole number of
+  attention windows (`window / vq_strides[0]` words; 2 for the released model). `ids_to_codes` is the exact inverse;
+  a malformed sequence raises `CodeSequenceError` saying where, or with `repair=True` is cut back to the longest
+  prefix that holds whole windows in every layer (documented rule; never re-aligned by guessing).
+"""
+
+import math
+
+import numpy as np
+import torch
 from transformers import ProcessorMixin
 from transformers.feature_extraction_utils import BatchFeature
+
+from .vocabulary import check_vocabulary, word_token_ids
+
+
+class CodeSequenceError(ValueError):
+    """A token sequence is not a valid serialisation of codec codes; the message says where it breaks."""
 
 
 class LLMCodecProcessor(ProcessorMixin):
     """
-    Wraps an [`LLMCodecFeatureExtractor`] (audio -> `input_values`, `padding_mask`) and, optionally, the LLM's
-    tokenizer (text -> `input_ids`).
+    Wraps an [`LLMCodecFeatureExtractor`] (audio -> `input_values`, `padding_mask`) and the tokenizer of the LLM
+    the codebooks came from, and converts codec codes to and from that LLM's token ids.
 
     Args:
         feature_extractor (`LLMCodecFeatureExtractor`): turns raw audio into model inputs.
-        tokenizer (`PreTrainedTokenizerBase`, *optional*): the tokenizer of the LLM the codebooks came from.
+        tokenizer (`PreTrainedTokenizerBase`, *optional*): the LLM's tokenizer (needed for token conversions).
+        layer1_words (`list[str]`, *optional*): word of each layer-1 codebook entry (from the codec config).
+        vq_strides (`list[int]`): pooling stride of each VQ layer.
+        codebook_sizes (`list[int]`, *optional*): entries of each codebook.
+        layer_token_ids (`list`, *optional*): per layer, the LLM token id of each code when a layer uses a subset
+            of the vocabulary (`None`: code == token id).
+        attn_window_size (`int`, *optional*): the codec's attention window in frames.
+        llm_name_or_path, llm_vocab_fingerprint (`str`, *optional*): the vocabulary the codes belong to.
+        separator (`str`): text of the separator token of the generation serialisation (default newline).
+        allow_vocabulary_mismatch (`bool`): skip the vocabulary check (experts only).
     """
 
-    def __init__(self, feature_extractor, tokenizer=None):
+    def __init__(
+        self,
+        feature_extractor,
+        tokenizer=None,
+        layer1_words=None,
+        vq_strides=(4, 2, 1),
+        codebook_sizes=None,
+        layer_token_ids=None,
+        attn_window_size=8,
+        llm_name_or_path=None,
+        llm_vocab_fingerprint=None,
+        separator="\n",
+        allow_vocabulary_mismatch=False,
+    ):
+        self.layer1_words = list(layer1_words) if layer1_words is not None else None
+        self.vq_strides = list(vq_strides)
+        self.codebook_sizes = list(codebook_sizes) if codebook_sizes is not None else None
+        self.layer_token_ids = layer_token_ids
+        self.attn_window_size = attn_window_size
+        self.llm_name_or_path = llm_name_or_path
+        self.llm_vocab_fingerprint = llm_vocab_fingerprint
+        self.separator = separator
+        self.allow_vocabulary_mismatch = allow_vocabulary_mismatch
         super().__init__(feature_extractor, tokenizer)
+        self._tables = None
+        if tokenizer is not None:
+            check_vocabulary(self, tokenizer, allow_mismatch=allow_vocabulary_mismatch)
+
+    @classmethod
+    def from_codec(cls, codec, tokenizer, feature_extractor=None, allow_vocabulary_mismatch=False, **kwargs):
+        """
+        Builds the processor for a codec (an `LLMCodecModel` or its config) and the LLM's tokenizer. Raises
+        `VocabularyMismatchError` if the tokenizer's vocabulary is not the codec's.
+        """
+        from .feature_extraction_llm_codec import LLMCodecFeatureExtractor
+
+        config = getattr(codec, "config", codec)
+        feature_extractor = feature_extractor or LLMCodecFeatureExtractor(sampling_rate=config.sample_rate)
+        return cls(
+            feature_extractor,
+            tokenizer,
+            layer1_words=config.layer1_words,
+            vq_strides=config.vq_strides,
+            codebook_sizes=config.codebook_sizes,
+            layer_token_ids=config.layer_token_ids,
+            attn_window_size=config.attn_window_size,
+            llm_name_or_path=config.llm_name_or_path,
+            llm_vocab_fingerprint=config.llm_vocab_fingerprint,
+            allow_vocabulary_mismatch=allow_vocabulary_mismatch,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------------------------------------ features
 
     def __call__(self, audio=None, text=None, sampling_rate=None, return_tensors=None, **kwargs) -> BatchFeature:
         """
@@ -29,10 +112,224 @@ class LLMCodecProcessor(ProcessorMixin):
         if audio is not None:
             outputs.update(self.feature_extractor(audio, sampling_rate=sampling_rate, return_tensors=return_tensors, **kwargs))
         if text is not None:
-            if self.tokenizer is None:
-                raise ValueError("This processor has no tokenizer: build it with the LLM's tokenizer to encode text.")
-            outputs.update(self.tokenizer(text, return_tensors=return_tensors))
+            outputs.update(self._require_tokenizer()(text, return_tensors=return_tensors))
         return BatchFeature(outputs, tensor_type=return_tensors)
 
+    # ------------------------------------------------------------------------------------------- token tables
 
-__all__ = ["LLMCodecProcessor"]
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError("This processor has no tokenizer: build it with the LLM's tokenizer (`from_codec`).")
+        return self.tokenizer
+
+    @property
+    def window_words(self) -> int:
+        """Layer-1 codes per attention window: generated layer-1 blocks must be a multiple of this."""
+        window = self.attn_window_size or 1
+        return max(1, math.lcm(window, self.vq_strides[0]) // self.vq_strides[0])
+
+    def tables(self) -> dict:
+        """Lazily built lookup tables (word ids, layer id maps, separator id, a trie over layer-1 word ids)."""
+        if self._tables is not None:
+            return self._tables
+        tokenizer = self._require_tokenizer()
+        if self.layer1_words is None:
+            raise ValueError("The codec records no layer-1 words (`config.layer1_words`): layer 1 cannot become text.")
+        word_ids = [tuple(word_token_ids(tokenizer, word)) for word in self.layer1_words]
+        if any(len(ids) == 0 for ids in word_ids):
+            raise ValueError("A layer-1 word tokenises to no ids with this tokenizer.")
+        trie: dict = {}
+        for code, ids in enumerate(word_ids):
+            node = trie
+            for token in ids:
+                node = node.setdefault(token, {})
+            node.setdefault(None, []).append(code)
+        separator = tokenizer(self.separator, add_special_tokens=False)["input_ids"]
+        if len(separator) != 1:
+            raise ValueError(f"The separator {self.separator!r} must be a single token of this tokenizer, got {separator}.")
+        separator_id = separator[0]
+        if any(separator_id in ids for ids in word_ids):
+            raise ValueError(f"The separator {self.separator!r} occurs inside a layer-1 word; choose another separator.")
+        layer_maps = []
+        for k in range(len(self.vq_strides)):
+            ids = (self.layer_token_ids or [None] * len(self.vq_strides))[k]
+            if k == 0 or ids is None:
+                layer_maps.append(None)
+            else:
+                ids = np.asarray(ids, dtype=np.int64)
+                inverse = {int(t): i for i, t in enumerate(ids)}
+                layer_maps.append((ids, inverse))
+        self._tables = {"word_ids": word_ids, "trie": trie, "separator_id": separator_id, "layer_maps": layer_maps}
+        return self._tables
+
+    def _layer_ids(self, k: int, codes: list[int]) -> list[int]:
+        """Codes of layer k >= 1 -> LLM token ids."""
+        mapping = self.tables()["layer_maps"][k]
+        size = self.codebook_sizes[k] if self.codebook_sizes else None
+        for c in codes:
+            if c < 0 or (size is not None and c >= size):
+                raise CodeSequenceError(f"Code {c} of layer {k + 1} is outside its codebook (0..{size - 1}).")
+        return list(codes) if mapping is None else [int(mapping[0][c]) for c in codes]
+
+    def _layer_codes(self, k: int, ids: list[int], position: int) -> list[int]:
+        """LLM token ids of layer k >= 1 -> codes (errors name the position in the sequence)."""
+        mapping = self.tables()["layer_maps"][k]
+        size = self.codebook_sizes[k] if self.codebook_sizes else None
+        codes = []
+        for offset, token in enumerate(ids):
+            code = token if mapping is None else mapping[1].get(token)
+            if code is None or code < 0 or (size is not None and code >= size):
+                raise CodeSequenceError(
+                    f"Token id {token} at position {position + offset} is not a code of layer {k + 1}."
+                )
+            codes.append(code)
+        return codes
+
+    # ------------------------------------------------------------------------------------- codes -> token ids
+
+    @staticmethod
+    def _per_item(audio_codes, audio_codes_lengths=None) -> list[list[list[int]]]:
+        """Codes (tuple of (batch, T_k)) -> per item, per layer, the valid codes as Python lists."""
+        codes = [torch.as_tensor(c) for c in audio_codes]
+        codes = [c[None] if c.dim() == 1 else c for c in codes]
+        batch = codes[0].shape[0]
+        items = []
+        for i in range(batch):
+            layers = []
+            for k, c in enumerate(codes):
+                n = int(audio_codes_lengths[i][k]) if audio_codes_lengths is not None else c.shape[1]
+                layers.append(c[i, :n].tolist())
+            items.append(layers)
+        return items
+
+    def codes_to_ids(self, audio_codes, audio_codes_lengths=None, layers=(0,), format="understanding") -> list[list[int]]:
+        """
+        Codec codes -> LLM token ids, one list per batch item.
+
+        Args:
+            audio_codes: tuple with one `(batch, T_k)` (or `(T_k,)`) tensor per layer, from `LLMCodecModel.encode`.
+            audio_codes_lengths: `(batch, layers)` valid lengths (from `encode`), to drop batch padding.
+            layers: layers to serialise for `format="understanding"` (0-based; default layer 1 only).
+            format: `"understanding"` (chosen layers back to back) or `"generation"` (all layers with the separator,
+                invertible by `ids_to_codes`).
+        """
+        tables = self.tables()
+        if format not in ("understanding", "generation"):
+            raise ValueError(f"format must be 'understanding' or 'generation', got {format!r}.")
+        if format == "generation":
+            layers = tuple(range(len(self.vq_strides)))
+        for k in layers:
+            if not 0 <= k < len(self.vq_strides):
+                raise ValueError(f"Layer {k} does not exist (0..{len(self.vq_strides) - 1}).")
+        result = []
+        for item in self._per_item(audio_codes, audio_codes_lengths):
+            ids = []
+            for k in layers:
+                if k == 0:
+                    for c in item[0]:
+                        if not 0 <= c < len(tables["word_ids"]):
+                            raise CodeSequenceError(f"Layer-1 code {c} is outside the word list (0..{len(tables['word_ids']) - 1}).")
+                        ids.extend(tables["word_ids"][c])
+                    if format == "generation":
+                        ids.append(tables["separator_id"])
+                else:
+                    ids.extend(self._layer_ids(k, item[k]))
+            result.append(ids)
+        return result
+
+    def codes_to_text(self, audio_codes, audio_codes_lengths=None, layers=(0,)) -> list[str]:
+        """Codec codes -> the text the LLM reads (the tokenizer's decoding of `codes_to_ids`), one string per item."""
+        ids = self.codes_to_ids(audio_codes, audio_codes_lengths, layers=layers)
+        return [self._require_tokenizer().decode(i) for i in ids]
+
+    def codes_to_words(self, layer1_codes) -> list[list[str]]:
+        """Layer-1 codes `(batch, T1)` -> their words."""
+        if self.layer1_words is None:
+            raise ValueError("The codec records no layer-1 words.")
+        layer1_codes = torch.as_tensor(layer1_codes)
+        layer1_codes = layer1_codes[None] if layer1_codes.dim() == 1 else layer1_codes
+        return [[self.layer1_words[c] for c in row.tolist()] for row in layer1_codes]
+
+    # ------------------------------------------------------------------------------------- token ids -> codes
+
+    def _parse_words(self, ids: list[int]) -> tuple[list[int], int]:
+        """
+        Splits a run of ids (ending where the separator or the sequence ends) into layer-1 words. Returns the codes
+        and the number of ids consumed. A word whose ids are a prefix of another's is resolved by dynamic programming
+        (the parse must consume every id); several full parses take the one with the longest first words.
+        """
+        trie = self.tables()["trie"]
+        n = len(ids)
+        # best[i]: a parse of ids[i:] as words, or None.
+        best: list = [None] * (n + 1)
+        best[n] = []
+        for start in range(n - 1, -1, -1):
+            node, pos, choice = trie, start, None
+            while pos < n and ids[pos] in node:
+                node = node[ids[pos]]
+                pos += 1
+                if None in node and best[pos] is not None:
+                    choice = [node[None][0]] + best[pos]  # keep the longest match that completes a parse
+            best[start] = choice
+        if best[0] is None:
+            known = {token for word in self.tables()["word_ids"] for token in word}
+            stray = next((p for p, token in enumerate(ids) if token not in known), None)
+            if stray is not None:
+                raise CodeSequenceError(f"Token id {ids[stray]} at position {stray} is not part of any layer-1 word.")
+            raise CodeSequenceError("The layer-1 ids do not split into whole words (a word is cut or out of order).")
+        return best[0], n
+
+    def ids_to_codes(self, ids, repair: bool = False) -> tuple[torch.LongTensor, ...]:
+        """
+        Inverse of `codes_to_ids(..., format="generation")`: LLM token ids -> one `(1, T_k)` LongTensor per layer.
+
+        Raises `CodeSequenceError` if the separator is missing, a token is not valid where it stands, layer 1 is not
+        a whole number of attention windows, or layers 2-3 are shorter or longer than layer 1 implies. With
+        `repair=True`, a sequence that is cut short or too long is reduced to the longest prefix holding whole
+        attention windows in every layer (at least one window, else the error is raised).
+        """
+        ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
+        tables = self.tables()
+        separator = tables["separator_id"]
+        if separator not in ids:
+            raise CodeSequenceError("No separator after the layer-1 words: the sequence is not in the generation format.")
+        cut = ids.index(separator)
+        words, _ = self._parse_words(ids[:cut])
+        rest = ids[cut + 1 :]
+        ratios = [self.vq_strides[0] // s for s in self.vq_strides]
+        n1 = len(words)
+        needed = [n1 * r for r in ratios[1:]]
+        if repair:
+            # whole windows that every layer can fill
+            available = rest
+            windows = n1 // self.window_words
+            while windows > 0:
+                n1_try = windows * self.window_words
+                if sum(n1_try * r for r in ratios[1:]) <= len(available):
+                    break
+                windows -= 1
+            if windows == 0:
+                raise CodeSequenceError("Not even one whole attention window of codes in the sequence; cannot repair.")
+            n1 = windows * self.window_words
+            words = words[:n1]
+            needed = [n1 * r for r in ratios[1:]]
+            rest = rest[: sum(needed)]
+        if n1 == 0 or n1 % self.window_words:
+            raise CodeSequenceError(
+                f"Layer 1 holds {n1} words; it must be a positive multiple of {self.window_words} (whole attention windows)."
+            )
+        if len(rest) != sum(needed):
+            raise CodeSequenceError(
+                f"After {n1} layer-1 words, layers 2-{len(self.vq_strides)} need {needed} ids ({sum(needed)} in all), "
+                f"got {len(rest)}. The sequence is truncated or has extra tokens (use repair=True to cut to whole windows)."
+            )
+        codes = [torch.tensor([words], dtype=torch.long)]
+        position = cut + 1
+        for k, count in enumerate(needed, start=1):
+            layer = self._layer_codes(k, rest[position - cut - 1 : position - cut - 1 + count], position)
+            codes.append(torch.tensor([layer], dtype=torch.long))
+            position += count
+        return tuple(codes)
+
+
+__all__ = ["LLMCodecProcessor", "CodeSequenceError"]

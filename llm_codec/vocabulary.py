@@ -13,3 +13,35 @@ def vocabulary_fingerprint(tokenizer) -> str:
     pairs = sorted(((int(i), str(t)) for t, i in vocab.items()))
     digest = hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode("utf-8")).hexdigest()
     return f"sha256:{digest[:16]}:{len(pairs)}"
+
+
+class VocabularyMismatchError(ValueError):
+    """A codec was paired with a tokenizer (or LM) whose vocabulary is not the one its codebooks came from."""
+
+
+def word_token_ids(tokenizer, word: str) -> list[int]:
+    """
+    LLM token ids of a layer-1 word as it appears inside a sentence: the tokenizer's ids of `" " + word` without
+    special tokens (the same rule builds the word codebook and serialises layer-1 codes).
+    """
+    return list(tokenizer(" " + word, add_special_tokens=False)["input_ids"])
+
+
+def check_vocabulary(config, tokenizer, allow_mismatch: bool = False) -> None:
+    """
+    Raises `VocabularyMismatchError` when `tokenizer`'s vocabulary differs from the one recorded in the codec
+    `config` (`llm_vocab_fingerprint`), naming the expected LLM. Codecs that record no vocabulary (random or
+    converted without `--tokenizer`) are accepted. `allow_mismatch=True` turns the error off (for experts who know
+    the two vocabularies share ids).
+    """
+    expected = getattr(config, "llm_vocab_fingerprint", None)
+    if expected is None or allow_mismatch:
+        return
+    got = vocabulary_fingerprint(tokenizer)
+    if got != expected:
+        raise VocabularyMismatchError(
+            f"This codec's codebooks come from the vocabulary of {config.llm_name_or_path!r} (fingerprint {expected}), "
+            f"but the tokenizer given has fingerprint {got} ({getattr(tokenizer, 'name_or_path', '?')!r}). Codes would "
+            "map to the wrong tokens. Use that LLM's tokenizer, build a codec for your LLM with "
+            "`LLMCodecModel.from_language_model`, or pass `allow_vocabulary_mismatch=True` if you know the ids agree."
+        )
