@@ -21,6 +21,8 @@ setup(
         "soxr",
         "tqdm",
         "pyyaml",
+        "gguf>=0.10.0",
+        "filelock",
     ],
     extras_require={
         "test": ["pytest", "hypothesis"],

@@ -15,7 +15,12 @@ from .modeling_llm_codec import (
     LLMCodecOutput,
     LLMCodecPreTrainedModel,
 )
-from .processing_llm_codec import LLMCodecProcessor
+from .pipeline_llm_codec import (
+    AudioFewShotClassificationPipeline,
+    AudioFewShotGenerationPipeline,
+    register_pipelines,
+)
+from .processing_llm_codec import CodeSequenceError, LLMCodecProcessor
 
 __version__ = "0.1.0"
 
@@ -35,6 +40,7 @@ LLMCodecConfig.register_for_auto_class()
 LLMCodecModel.register_for_auto_class("AutoModel")
 LLMCodecFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 LLMCodecProcessor.register_for_auto_class("AutoProcessor")
+register_pipelines()
 
 __all__ = [
     "example_audio_path",
@@ -46,4 +52,7 @@ __all__ = [
     "LLMCodecOutput",
     "LLMCodecFeatureExtractor",
     "LLMCodecProcessor",
+    "CodeSequenceError",
+    "AudioFewShotClassificationPipeline",
+    "AudioFewShotGenerationPipeline",
 ]

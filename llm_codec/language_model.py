@@ -105,6 +105,14 @@ def _file_lock(path: Path):
     return FileLock(str(path))
 
 
+def _apply_umask(folder: Path) -> None:
+    """Gives the folder and its files the usual permissions (mkdtemp and some writers use 0700/0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def populate_cache(target: str | os.PathLike, write: Callable[[Path], dict | None]) -> Path:
     """
     Creates the cache folder `target` once, atomically: `write(tmp_dir)` fills a temporary sibling folder, a marker
@@ -142,6 +150,7 @@ def populate_cache(target: str | os.PathLike, write: Callable[[Path], dict | Non
             info = write(tmp) or {}
             marker = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}
             (tmp / CACHE_MARKER).write_text(json.dumps(marker, indent=2, default=str) + "\n")
+            _apply_umask(tmp)
             os.rename(tmp, target)  # atomic on one file system; fails if target appeared meanwhile
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -537,6 +537,29 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
         self.decoder = LLMCodecDecoder(config)
         self.post_init()
 
+    @classmethod
+    def from_language_model(
+        cls, lm_or_path=None, tokenizer=None, word_list=None, max_subwords=2, layer_subset=None, **config_kwargs
+    ) -> "LLMCodecModel":
+        """
+        A new (untrained) codec whose codebooks come from a causal LM, the paper's way: layers 2-3 are the LM's
+        input-embedding table (code = token id, or a subset with `layer_subset`), layer 1 holds the words of
+        `word_list` (default: the shipped English list) that the LM splits into at most `max_subwords` sub-words,
+        each the mean of its sub-word embeddings. `lm_or_path`: a loaded LM (with `tokenizer`), a local folder, or
+        `None` for the offline default LM. The LM's name and vocabulary fingerprint are recorded in the config.
+        """
+        from .codebooks import build_codec_from_language_model
+
+        return build_codec_from_language_model(
+            lm_or_path,
+            tokenizer=tokenizer,
+            word_list=word_list,
+            max_subwords=max_subwords,
+            layer_subset=layer_subset,
+            model_class=cls,
+            **config_kwargs,
+        )
+
     # ----------------------------------------------------------------------------------------------------- helpers
 
     def _check_input_values(self, input_values: torch.Tensor, padding_mask: torch.Tensor | None):

@@ -20,7 +20,8 @@ import torch
 from transformers import ProcessorMixin
 from transformers.feature_extraction_utils import BatchFeature
 
-from .vocabulary import check_vocabulary, word_token_ids
+from .codebooks import word_token_ids
+from .vocabulary import check_vocabulary
 
 
 class CodeSequenceError(ValueError):
@@ -135,7 +136,7 @@ class LLMCodecProcessor(ProcessorMixin):
         tokenizer = self._require_tokenizer()
         if self.layer1_words is None:
             raise ValueError("The codec records no layer-1 words (`config.layer1_words`): layer 1 cannot become text.")
-        word_ids = [tuple(word_token_ids(tokenizer, word)) for word in self.layer1_words]
+        word_ids = [tuple(ids) for ids in word_token_ids(tokenizer, self.layer1_words)]
         if any(len(ids) == 0 for ids in word_ids):
             raise ValueError("A layer-1 word tokenises to no ids with this tokenizer.")
         trie: dict = {}
@@ -145,11 +146,9 @@ class LLMCodecProcessor(ProcessorMixin):
                 node = node.setdefault(token, {})
             node.setdefault(None, []).append(code)
         separator = tokenizer(self.separator, add_special_tokens=False)["input_ids"]
-        if len(separator) != 1:
-            raise ValueError(f"The separator {self.separator!r} must be a single token of this tokenizer, got {separator}.")
-        separator_id = separator[0]
-        if any(separator_id in ids for ids in word_ids):
-            raise ValueError(f"The separator {self.separator!r} occurs inside a layer-1 word; choose another separator.")
+        separator_id = separator[0] if len(separator) == 1 else None
+        if separator_id is not None and any(separator_id in ids for ids in word_ids):
+            separator_id = None
         layer_maps = []
         for k in range(len(self.vq_strides)):
             ids = (self.layer_token_ids or [None] * len(self.vq_strides))[k]
@@ -161,6 +160,16 @@ class LLMCodecProcessor(ProcessorMixin):
                 layer_maps.append((ids, inverse))
         self._tables = {"word_ids": word_ids, "trie": trie, "separator_id": separator_id, "layer_maps": layer_maps}
         return self._tables
+
+    def separator_id(self) -> int:
+        """Id of the separator token of the generation serialisation (a single token not used by any word)."""
+        separator_id = self.tables()["separator_id"]
+        if separator_id is None:
+            raise ValueError(
+                f"The separator {self.separator!r} is not a single token of this tokenizer outside every layer-1 word; "
+                "pass another `separator=` (text of one token) to the processor or pipeline."
+            )
+        return separator_id
 
     def _layer_ids(self, k: int, codes: list[int]) -> list[int]:
         """Codes of layer k >= 1 -> LLM token ids."""
@@ -231,7 +240,7 @@ class LLMCodecProcessor(ProcessorMixin):
                             raise CodeSequenceError(f"Layer-1 code {c} is outside the word list (0..{len(tables['word_ids']) - 1}).")
                         ids.extend(tables["word_ids"][c])
                     if format == "generation":
-                        ids.append(tables["separator_id"])
+                        ids.append(self.separator_id())
                 else:
                     ids.extend(self._layer_ids(k, item[k]))
             result.append(ids)
@@ -290,7 +299,7 @@ class LLMCodecProcessor(ProcessorMixin):
         """
         ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
         tables = self.tables()
-        separator = tables["separator_id"]
+        separator = self.separator_id()
         if separator not in ids:
             raise CodeSequenceError("No separator after the layer-1 words: the sequence is not in the generation format.")
         cut = ids.index(separator)

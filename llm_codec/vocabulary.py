@@ -19,14 +19,6 @@ class VocabularyMismatchError(ValueError):
     """A codec was paired with a tokenizer (or LM) whose vocabulary is not the one its codebooks came from."""
 
 
-def word_token_ids(tokenizer, word: str) -> list[int]:
-    """
-    LLM token ids of a layer-1 word as it appears inside a sentence: the tokenizer's ids of `" " + word` without
-    special tokens (the same rule builds the word codebook and serialises layer-1 codes).
-    """
-    return list(tokenizer(" " + word, add_special_tokens=False)["input_ids"])
-
-
 def check_vocabulary(config, tokenizer, allow_mismatch: bool = False) -> None:
     """
     Raises `VocabularyMismatchError` when `tokenizer`'s vocabulary differs from the one recorded in the codec

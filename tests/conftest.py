@@ -45,12 +45,12 @@ def official_dir():
 
 
 def tiny_tokenizer(vocab_size: int = 200):
-    """A local word-level tokenizer with `vocab_size` entries (no download): tokens `<unk>`, `<s>`, `</s>`, w3..."""
+    """A local word-level tokenizer with `vocab_size` entries (no download): `<unk>`, `<s>`, `</s>`, `<sep>`, w4..."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
-    vocab.update({f"w{i}": i for i in range(3, vocab_size)})
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "<sep>": 3}
+    vocab.update({f"w{i}": i for i in range(4, vocab_size)})
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")

@@ -1,0 +1,181 @@
+"""Few-shot pipelines on tiny local LMs (Llama-style and GPT-2-style) with codecs built from their embeddings."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, pipeline
+
+from llm_codec import LLMCodecModel
+from llm_codec.processing_llm_codec import LLMCodecProcessor
+from llm_codec.vocabulary import VocabularyMismatchError
+
+from .conftest import tiny_tokenizer
+
+VOCAB = 200
+WORDS = [f"w{i}" for i in range(4, 44)]
+CODEC_ARCH = dict(
+    encoder_dim=16, encoder_rates=[2, 3], latent_dim=None, decoder_dim=64, decoder_rates=[3, 2], attn_window_size=2
+)
+
+
+def make_lm(kind):
+    torch.manual_seed(0)
+    if kind == "llama":
+        config = LlamaConfig(
+            vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        )
+        return LlamaForCausalLM(config).eval()
+    config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def setup(request):
+    lm = make_lm(request.param)
+    tokenizer = tiny_tokenizer(VOCAB)
+    torch.manual_seed(1)
+    codec = LLMCodecModel.from_language_model(lm, tokenizer, word_list=WORDS, **CODEC_ARCH).eval()
+    return request.param, lm, tokenizer, codec
+
+
+def clips(n, seed, length=1600):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(length).astype(np.float32) * 0.3 for _ in range(n)]
+
+
+def naive_label_scores(pipe, prefix, query_ids, labels):
+    """One full forward pass per (query, label): mean log-probability of the label's tokens."""
+    scores = np.zeros((len(query_ids), len(labels)))
+    for i, q in enumerate(query_ids):
+        suffix = pipe.query_suffix(q)
+        for j, label_ids in enumerate(pipe.label_ids(labels)):
+            ids = torch.tensor([prefix + suffix + label_ids])
+            with torch.no_grad():
+                logprobs = torch.log_softmax(pipe.language_model(input_ids=ids).logits[0].float(), -1)
+            start = len(prefix) + len(suffix)
+            scores[i, j] = np.mean([logprobs[start + t - 1, tok].item() for t, tok in enumerate(label_ids)])
+    return scores
+
+
+def test_cached_scores_equal_naive_forward(setup):
+    kind, lm, tokenizer, codec = setup
+    pipe = pipeline("audio-few-shot-classification", model=codec, language_model=lm, tokenizer=tokenizer, device="cpu")
+    labels = ["w50", "w60 w61", "w70"]  # a two-token label too
+    demos = list(zip(clips(3, 0), labels))
+    demo_codes = pipe.encode_audio([a for a, _ in demos], 16000)
+    demo_ids = [pipe.codec_processor.codes_to_ids(c)[0] for c in demo_codes]
+    prefix = pipe.build_prefix(demo_ids, labels, labels, n_repeats=2)
+    queries = [pipe.codec_processor.codes_to_ids(c)[0] for c in pipe.encode_audio(clips(5, 1, 2400) + clips(2, 2, 800), 16000)]
+    cached = pipe.score_labels(prefix, queries, labels, batch_size=3)
+    naive = naive_label_scores(pipe, prefix, queries, labels)
+    np.testing.assert_allclose(cached, naive, atol=2e-4, rtol=0)
+    assert (cached.argmax(1) == naive.argmax(1)).all()
+
+
+def test_classification_outputs(setup):
+    kind, lm, tokenizer, codec = setup
+    pipe = pipeline("audio-few-shot-classification", model=codec, language_model=lm, tokenizer=tokenizer, device="cpu")
+    demos = list(zip(clips(4, 0), ["w50", "w60", "w50", "w60"]))
+    queries = clips(3, 5)
+    for kwargs in ({}, {"calibrate": True}, {"method": "embedding"}, {"instruction": False, "n_repeats": 2}):
+        results = pipe(queries, demonstrations=demos, sampling_rate=16000, **kwargs)
+        assert len(results) == 3
+        for ranked in results:
+            assert {r["label"] for r in ranked} == {"w50", "w60"}
+            assert abs(sum(r["score"] for r in ranked) - 1) < 1e-6
+            assert ranked[0]["score"] >= ranked[1]["score"]
+    single = pipe(queries[0], demonstrations=demos, sampling_rate=16000)
+    assert single == pipe(queries[:1], demonstrations=demos, sampling_rate=16000)[0]
+    with pytest.raises(ValueError, match="sampling_rate"):
+        pipe(queries[0], demonstrations=demos)
+    with pytest.raises(ValueError, match="not among candidate_labels"):
+        pipe(queries[0], demonstrations=demos, sampling_rate=16000, candidate_labels=["w50", "w70"])
+
+
+def test_embedding_method_uses_prototypes(setup):
+    kind, lm, tokenizer, codec = setup
+    pipe = pipeline("audio-few-shot-classification", model=codec, language_model=lm, tokenizer=tokenizer, device="cpu")
+    demos = list(zip(clips(4, 0), ["w50", "w60", "w50", "w60"]))
+    # a demonstration clip queried back is closest to its own class prototype when classes are its copies
+    exact = [(demos[0][0], "w50"), (demos[1][0], "w60")]
+    result = pipe([demos[0][0], demos[1][0]], demonstrations=exact, sampling_rate=16000, method="embedding")
+    assert result[0][0]["label"] == "w50" and result[1][0]["label"] == "w60"
+
+
+def test_generation_emits_only_valid_codec_tokens(setup):
+    kind, lm, tokenizer, codec = setup
+    gen = pipeline(
+        "audio-few-shot-generation", model=codec, language_model=lm, tokenizer=tokenizer, device="cpu", separator="<sep>"
+    )
+    source, target, query = clips(3, 3, length=500)
+    for kwargs in ({}, {"do_sample": True, "seed": 0, "top_k": 20}):
+        out = gen(query, demonstrations=[(source, target), ("w70 w71", target)], sampling_rate=16000,
+                  max_audio_seconds=0.05, **kwargs)
+        processor = gen.codec_processor
+        codes = processor.ids_to_codes(out["tokens"])  # strict: no repair needed
+        frames = codes[0].shape[1] * codec.config.vq_strides[0]
+        assert out["audio"].shape == (frames * codec.config.hop_length,)
+        assert out["sampling_rate"] == 16000
+        assert all(0 <= int(c.min()) and int(c.max()) < n for c, n in zip(codes, codec.config.codebook_sizes))
+        max_words = int(0.05 * codec.config.frame_rate / 4)
+        assert codes[0].shape[1] <= max_words
+
+
+def test_generation_with_text_input(setup):
+    kind, lm, tokenizer, codec = setup
+    gen = pipeline(
+        "audio-few-shot-generation", model=codec, language_model=lm, tokenizer=tokenizer, device="cpu", separator="<sep>"
+    )
+    target = clips(1, 9, length=500)[0]
+    out = gen("w80", demonstrations=[("w81", target), ("w82", target)], sampling_rate=16000, max_audio_seconds=0.03)
+    assert out["audio"].ndim == 1 and np.isfinite(out["audio"]).all()
+
+
+def test_vocabulary_mismatch_is_refused(setup):
+    kind, lm, tokenizer, codec = setup
+    other = tiny_tokenizer(VOCAB + 5)
+    with pytest.raises(VocabularyMismatchError, match="fingerprint"):
+        pipeline("audio-few-shot-classification", model=codec, language_model=lm, tokenizer=other, device="cpu")
+    with pytest.raises(VocabularyMismatchError):
+        LLMCodecProcessor.from_codec(codec, other)
+    LLMCodecProcessor.from_codec(codec, other, allow_vocabulary_mismatch=True)  # the expert override
+
+
+def test_context_overflow_is_a_clear_error(setup):
+    kind, lm, tokenizer, codec = setup
+    gen = pipeline(
+        "audio-few-shot-generation", model=codec, language_model=lm, tokenizer=tokenizer, device="cpu", separator="<sep>"
+    )
+    long_clip = clips(1, 4, length=16000)[0]
+    if kind == "gpt2":  # 1024 positions
+        with pytest.raises(ValueError, match="context"):
+            gen(long_clip, demonstrations=[(long_clip, long_clip)], sampling_rate=16000, max_audio_seconds=1.0)
+
+
+def test_concurrent_calls_do_not_mix_results(setup):
+    kind, lm, tokenizer, codec = setup
+    pipe = pipeline("audio-few-shot-classification", model=codec, language_model=lm, tokenizer=tokenizer, device="cpu")
+    demo_sets = [list(zip(clips(2, s), ["w50", "w60"])) for s in range(3)]
+    queries = clips(4, 11)
+    expected = [pipe(queries, demonstrations=d, sampling_rate=16000) for d in demo_sets]
+    results, errors = [None] * 6, []
+
+    def work(i):
+        try:
+            results[i] = pipe(queries, demonstrations=demo_sets[i % 3], sampling_rate=16000)
+        except Exception as error:  # pragma: no cover
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i, result in enumerate(results):
+        for got, want in zip(result, expected[i % 3]):
+            assert [r["label"] for r in got] == [r["label"] for r in want]
+            np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in want], atol=1e-5)
