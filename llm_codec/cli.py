@@ -91,6 +91,13 @@ def cmd_reconstruct(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.output_dir, args.audio)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .conversion.convert_llm_codec_checkpoint import build_parser as convert_parser
 
@@ -120,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_argument("--audio", required=True)
     reconstruct.add_argument("--output", required=True)
     reconstruct.set_defaults(func=cmd_reconstruct)
+
+    demo = sub.add_parser("demo", help="the main job: round-trip the bundled clip, print its LLM tokens")
+    demo.add_argument("--output-dir", default="outputs")
+    demo.add_argument("--audio", default=None, help="use this clip instead of the bundled one")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

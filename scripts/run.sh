@@ -23,6 +23,6 @@ pip_install -e ".[test,plots]"
 
 case "$job" in
   demo) exec "$venv/bin/llm-codec" demo "$@" ;;
-  test) exec "$py" -m pytest -q tests "$@" ;;
+  test) LLM_CODEC_SLOW="${LLM_CODEC_SLOW:-1}" exec "$py" -m pytest -q tests "$@" ;;
   *) echo "usage: bash scripts/run.sh [demo|test] [extra args]" >&2; exit 2 ;;
 esac

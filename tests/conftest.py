@@ -54,3 +54,17 @@ def tiny_tokenizer(vocab_size: int = 200):
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+def slow_enabled(config) -> bool:
+    """Slow tests (the real default LM) run with `-m slow` or LLM_CODEC_SLOW=1 (`scripts/run.sh test` sets it)."""
+    return "slow" in (config.getoption("-m") or "") or os.environ.get("LLM_CODEC_SLOW", "") not in ("", "0")
+
+
+def pytest_collection_modifyitems(config, items):
+    if slow_enabled(config):
+        return
+    skip = pytest.mark.skip(reason="slow: loads the real default LM (run with -m slow or LLM_CODEC_SLOW=1)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

