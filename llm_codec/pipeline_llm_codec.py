@@ -304,6 +304,23 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
         bar.close()
         return scores
 
+    @torch.no_grad()
+    def score_labels_naive(self, prefix_ids, query_ids, labels, length_normalize=True):
+        """
+        Reference for `score_labels`: one full forward pass of prefix + query + label for every (query, label)
+        pair, no cache. Same output; used to verify the cached path and to measure what the cache saves.
+        """
+        label_ids = self.label_ids(labels)
+        scores = np.zeros((len(query_ids), len(labels)))
+        for i, query in enumerate(query_ids):
+            context = list(prefix_ids) + self.query_suffix(query)
+            for j, ids in enumerate(label_ids):
+                logits = self.language_model(input_ids=torch.tensor([context + ids], device=self.device)).logits[0]
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+                total = sum(logprobs[len(context) + t - 1, token].item() for t, token in enumerate(ids))
+                scores[i, j] = total / len(ids) if length_normalize else total
+        return scores
+
     def _score_batch(self, prefix_cache, prefix_len, suffixes, label_ids, length_normalize):
         device, lm = self.device, self.language_model
         batch, num_labels = len(suffixes), len(label_ids)

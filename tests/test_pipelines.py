@@ -47,7 +47,7 @@ def clips(n, seed, length=1600):
 
 
 def naive_label_scores(pipe, prefix, query_ids, labels):
-    """One full forward pass per (query, label): mean log-probability of the label's tokens."""
+    """Written out independently of the pipeline: one full forward per (query, label), mean label log-prob."""
     scores = np.zeros((len(query_ids), len(labels)))
     for i, q in enumerate(query_ids):
         suffix = pipe.query_suffix(q)
@@ -72,6 +72,7 @@ def test_cached_scores_equal_naive_forward(setup):
     cached = pipe.score_labels(prefix, queries, labels, batch_size=3)
     naive = naive_label_scores(pipe, prefix, queries, labels)
     np.testing.assert_allclose(cached, naive, atol=2e-4, rtol=0)
+    np.testing.assert_allclose(pipe.score_labels_naive(prefix, queries, labels), naive, atol=1e-5, rtol=0)
     assert (cached.argmax(1) == naive.argmax(1)).all()
 
 
