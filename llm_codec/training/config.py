@@ -1,0 +1,211 @@
+"""`TrainingConfig`: everything a training run needs, loadable from YAML or JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .discriminators import LLM_CODEC_HIDDEN_CHANNELS, LLM_CODEC_HOP_LENGTHS
+from .losses import DAC_MEL_BANDS, DAC_MEL_WINDOWS
+
+DEFAULT_LOSS_WEIGHTS = {
+    "mel": 15.0,  # multi-scale log-mel L1 (summed over the 7 scales, as DAC)
+    "stft": 0.0,  # multi-scale STFT magnitude loss (off by default, as DAC)
+    "adversarial": 1.0,  # least-squares generator loss
+    "feature_matching": 2.0,
+    "commitment": 0.25,
+    "codebook": 1.0,
+    "consistency": 1.0,  # only used with a `consistency_teacher`
+    "semantic": 1.0,  # only used with a semantic (clip) teacher passed to the Trainer
+}
+
+
+@dataclass
+class TrainingConfig:
+    """
+    Configuration of a codec training run.
+
+    Data:
+        train_data (`str`, *optional*): folder of audio files, JSONL/CSV manifest with a `path_column`, or one file
+            (a `datasets.Dataset` can be passed to the `Trainer` directly).
+        val_data (`str`, *optional*): held-out audio (same forms); when absent, `num_val_clips` clips are held out of
+            `train_data`.
+        num_val_clips (`int`, defaults to 4): validation clips (held out, or the first ones of `val_data`).
+        val_seconds (`float`, defaults to 4.0): first seconds of each validation clip used.
+        audio_column (`str`, defaults to "audio"): audio column of a `datasets.Dataset`.
+        path_column (`str`, defaults to "path"): path column of a manifest.
+        crop_seconds (`float`, defaults to 1.0): training crop length (a multiple of the codec's `pad_multiple` /
+            sample_rate, 0.24 s for the released architecture, avoids padding inside the codec).
+        gain_db (`list[float]`, *optional*): random gain range `[low, high]` in dB.
+        batch_size (`int`, defaults to 8): per process.
+        num_workers (`int`, defaults to 0): data-loading workers (0 or 1).
+
+    Codec:
+        codec (`dict`): `LLMCodecConfig` architecture arguments (encoder_dim, encoder_rates, decoder_dim, ...).
+        lm (`str`, *optional*, defaults to "default"): the LM giving the codebooks: "default" (the offline
+            SmolLM2-135M via `llm_codec.language_model.load_language_model()`) or a local transformers folder.
+        word_list: layer-1 candidate words: `None` (the shipped list), 10 or 20 (SCOWL size of the shipped list),
+            a text file with one word per line, or a list of words.
+        max_subwords (`int`, defaults to 2), layer_subset (`None`, "no_special" or token ids): see
+            `llm_codec.codebooks`.
+        init_from (`str`, *optional*): start from a saved codec folder instead (`codec`/`lm` are then ignored).
+
+    Optimisation:
+        max_steps (`int`), lr_generator / lr_discriminator (`float`, 2e-4), betas (`[0.8, 0.99]`), eps (1e-6),
+        weight_decay (0.01, torch's AdamW default), lr_decay_gamma (per-step exponential decay, 0.999996 as DAC),
+        grad_clip_generator (1000, as DAC) / grad_clip_discriminator (10; `None` disables clipping),
+        discriminator_start_step (adversarial losses start at this step), mixed_precision ("no", "fp16", "bf16"),
+        seed.
+
+    Losses:
+        loss_weights (`dict`): see `DEFAULT_LOSS_WEIGHTS`; given keys replace the defaults.
+        mel_window_lengths / mel_n_mels: the multi-scale mel loss scales; stft_window_lengths: the STFT loss scales.
+        consistency_teacher (`str`, *optional*): "whisper", "whisper:<CTranslate2 folder>", "whisper-30s" (see
+            `teachers.load_teacher`) or `None`.
+        consistency_layer (`int`, defaults to 1): 0-based VQ layer compared with the teacher (1 = layer 2).
+        semantic_layer (`int`, defaults to 0): VQ layer of the semantic loss (layer 1).
+        teacher_required (`bool`, defaults to `False`): fail, rather than warn and skip the loss, when the teacher
+            cannot be loaded.
+
+    Discriminator:
+        disc_hop_lengths, disc_hidden_channels, disc_domain, disc_mel_scale: the multi-frequency discriminator.
+        disc_periods (`list[int]`, *optional*): add a multi-period discriminator (e.g. [2, 3, 5, 7, 11]).
+        disc_period_channels: its widths.
+
+    Bookkeeping:
+        output_dir (`str`), log_every, eval_every, save_every (steps; 0 disables), keep_last (checkpoints kept),
+        progress (`bool`, tqdm bar).
+    """
+
+    # data
+    train_data: str | None = None
+    val_data: str | None = None
+    num_val_clips: int = 4
+    val_seconds: float = 4.0
+    audio_column: str = "audio"
+    path_column: str = "path"
+    crop_seconds: float = 1.0
+    gain_db: list[float] | None = None
+    batch_size: int = 8
+    num_workers: int = 0
+    # codec
+    codec: dict[str, Any] = field(default_factory=dict)
+    lm: str | None = "default"
+    word_list: Any = None
+    max_subwords: int = 2
+    layer_subset: Any = None
+    init_from: str | None = None
+    # optimisation
+    max_steps: int = 100000
+    lr_generator: float = 2e-4
+    lr_discriminator: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
+    eps: float = 1e-6
+    weight_decay: float = 0.01
+    lr_decay_gamma: float = 0.999996
+    grad_clip_generator: float | None = 1000.0
+    grad_clip_discriminator: float | None = 10.0
+    discriminator_start_step: int = 0
+    mixed_precision: str = "no"
+    seed: int = 0
+    # losses
+    loss_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
+    mel_window_lengths: list[int] = field(default_factory=lambda: list(DAC_MEL_WINDOWS))
+    mel_n_mels: list[int] = field(default_factory=lambda: list(DAC_MEL_BANDS))
+    stft_window_lengths: list[int] = field(default_factory=lambda: [2048, 512])
+    consistency_teacher: str | None = None
+    consistency_layer: int = 1
+    semantic_layer: int = 0
+    teacher_required: bool = False
+    # discriminator
+    disc_hop_lengths: list[int] = field(default_factory=lambda: list(LLM_CODEC_HOP_LENGTHS))
+    disc_hidden_channels: list[int] = field(default_factory=lambda: list(LLM_CODEC_HIDDEN_CHANNELS))
+    disc_domain: str = "double"
+    disc_mel_scale: bool = True
+    disc_periods: list[int] | None = None
+    disc_period_channels: list[int] = field(default_factory=lambda: [32, 128, 512, 1024, 1024])
+    # bookkeeping
+    output_dir: str = "outputs/llm_codec"
+    log_every: int = 10
+    eval_every: int = 500
+    save_every: int = 1000
+    keep_last: int = 3
+    progress: bool = True
+
+    def __post_init__(self):
+        weights = dict(DEFAULT_LOSS_WEIGHTS)
+        unknown = sorted(set(self.loss_weights or {}) - set(weights))
+        if unknown:
+            raise ValueError(f"Unknown loss weights {unknown}; known: {sorted(weights)}.")
+        weights.update({k: float(v) for k, v in (self.loss_weights or {}).items()})
+        self.loss_weights = weights
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"`mixed_precision` must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}.")
+        if self.num_workers not in (0, 1):
+            raise ValueError(f"`num_workers` must be 0 or 1, got {self.num_workers}.")
+        for name in ("batch_size", "max_steps", "keep_last"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
+        if self.crop_seconds <= 0:
+            raise ValueError(f"`crop_seconds` must be positive, got {self.crop_seconds}.")
+        if len(self.mel_window_lengths) != len(self.mel_n_mels):
+            raise ValueError("`mel_window_lengths` and `mel_n_mels` need the same number of entries.")
+        if self.gain_db is not None and len(self.gain_db) != 2:
+            raise ValueError(f"`gain_db` must be [low, high] in dB, got {self.gain_db!r}.")
+        self.codec = dict(self.codec or {})
+
+    # ------------------------------------------------------------------------------------------------ (de)serialise
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON/YAML-ready dict of all fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":
+        """Builds a config from a dict; unknown keys raise `ValueError` naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown training config keys {unknown}.")
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainingConfig":
+        """Reads a `.yaml`/`.yml` or `.json` file."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"No training config at {path}.")
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a mapping of config keys.")
+        return cls.from_dict(values)
+
+    def replace(self, **changes) -> "TrainingConfig":
+        """A copy with some fields changed (`None` values are ignored, so CLI defaults do not override)."""
+        values = self.to_dict()
+        values.update({k: v for k, v in changes.items() if v is not None})
+        return self.from_dict(values)
+
+    def save(self, path: str | Path) -> Path:
+        """Writes the config as YAML (`.yaml`/`.yml`) or JSON."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        else:
+            path.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+        return path
+
+
+__all__ = ["DEFAULT_LOSS_WEIGHTS", "TrainingConfig"]

