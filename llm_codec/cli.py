@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_argument("--output", required=True)
     reconstruct.set_defaults(func=cmd_reconstruct)
 
+    from .training.cli import add_train_subparser
+
+    add_train_subparser(sub)
+
     demo = sub.add_parser("demo", help="the main job: round-trip the bundled clip, print its LLM tokens")
     demo.add_argument("--output-dir", default="outputs")
     demo.add_argument("--audio", default=None, help="use this clip instead of the bundled one")

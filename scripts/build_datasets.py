@@ -171,9 +171,30 @@ def _ffmpeg_decode(path: Path, fmt: str | None = None) -> tuple[np.ndarray, int]
     return data, rate
 
 
-def decode(path: Path, decoder: str = "auto") -> tuple[np.ndarray, int]:
+def g722_batch(paths: list[Path], out_dir: Path) -> dict[Path, Path]:
+    """
+    Decodes many .g722 files with ONE ffmpeg process (ffmpeg's start-up dominates per-file calls: ~10x faster).
+    Returns {source: decoded wav} for the ones that came out; on any error returns {} and the caller decodes file by
+    file, so a bad file is still reported on its own.
+    """
+    if not paths or shutil.which("ffmpeg") is None:
+        return {}
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-y"]
+    for path in paths:
+        cmd += ["-f", "g722", "-i", str(path)]
+    outs = [out_dir / f"{i}.wav" for i in range(len(paths))]
+    for i, out in enumerate(outs):
+        cmd += ["-map", f"{i}:a", "-c:a", "pcm_s16le", str(out)]
+    if subprocess.run(cmd, capture_output=True).returncode != 0:
+        return {}
+    return {path: out for path, out in zip(paths, outs) if out.is_file()}
+
+
+def decode(path: Path, decoder: str = "auto", predecoded: Path | None = None) -> tuple[np.ndarray, int]:
     """-> (mono float32 samples, original rate)."""
-    if decoder == "g722":
+    if predecoded is not None:
+        data, rate = sf.read(str(predecoded), dtype="float32", always_2d=True)
+    elif decoder == "g722":
         data, rate = _ffmpeg_decode(path, "g722")
     else:
         try:
@@ -212,8 +233,12 @@ def fade_out(x: np.ndarray, seconds: float = 0.05) -> np.ndarray:
     return x
 
 
-def finish(x: np.ndarray, max_seconds: float | None = None, trim_start: bool = True) -> np.ndarray:
-    """Checks and conditions a 16 kHz mono clip; raises ValueError for garbage."""
+def finish(x: np.ndarray, max_seconds: float | None = None, trim_start: bool = True, min_seconds: float = 0.1,
+           pad_to: float | None = None) -> np.ndarray:
+    """
+    Checks and conditions a 16 kHz mono clip; raises ValueError for garbage. `pad_to`: a shorter clip (a one-shot drum
+    sample) gets trailing zeros up to that length.
+    """
     if not np.all(np.isfinite(x)):
         raise ValueError("non-finite samples")
     if len(x) == 0 or np.abs(x).max() < 10 ** (-50 / 20):
@@ -225,8 +250,10 @@ def finish(x: np.ndarray, max_seconds: float | None = None, trim_start: bool = T
         x = trim_edges(np.concatenate([np.full(SR // 100, 1.0, np.float32), x]))[SR // 100 :]  # keep the onset at 0
     if max_seconds is not None and len(x) > max_seconds * SR:
         x = fade_out(x[: int(max_seconds * SR)])
-    if len(x) < 0.1 * SR:
+    if len(x) < min_seconds * SR:
         raise ValueError(f"too short after trimming ({len(x) / SR:.3f} s)")
+    if pad_to is not None and len(x) < pad_to * SR:
+        x = np.concatenate([x, np.zeros(int(pad_to * SR) - len(x), np.float32)])
     peak = float(np.abs(x).max())
     if peak > 0.999:  # resampling overshoot or hot source: scale down rather than clip
         x = x * (0.999 / peak)
@@ -361,7 +388,7 @@ def hydrogen_items():
                 yield dict(
                     id=f"hydrogen/{slug(kit)}/{slug(Path(element.text).stem)}", orig=path, decoder="auto",
                     source="hydrogen-drumkits", license=KIT_LICENSES.get(kit, "UNKNOWN"), kind="drums", kit=kit,
-                    instrument=name, drum_label=drum_label(name), max_seconds=4.0,
+                    instrument=name, drum_label=drum_label(name), max_seconds=4.0, min_seconds=0.01, pad_to=0.25,
                     split="heldout" if held else "train", split_reason="held-out kit" if held else "",
                 )
 
@@ -452,7 +479,7 @@ def render_program(program: int, notes: list[tuple[int, int]]) -> list[np.ndarra
 def record_of(item: dict, duration: float, orig_rate: int | None) -> dict:
     rec = {"path": f"clips/{item['id']}.flac", "duration": round(duration, 3)}
     for key, value in item.items():
-        if key in {"id", "decoder", "max_seconds"}:
+        if key in {"id", "decoder", "max_seconds", "min_seconds", "pad_to"}:
             continue
         rec[key] = str(value) if isinstance(value, Path) else value
     rec["orig_rate"] = orig_rate
@@ -465,34 +492,52 @@ def fail(item: dict, error: str) -> None:
 
 def build_file_source(name: str, items: list[dict], root: Path) -> list[dict]:
     records, hashes = [], {}
-    for item in tqdm(items, desc=f"{name:11s}", unit="clip", dynamic_ncols=True, mininterval=1.0):
-        out = root / "clips" / f"{item['id']}.flac"
-        try:
-            digest = file_sha1(item["orig"])
-        except OSError as error:
-            fail(item, f"unreadable: {error}")
-            continue
-        if digest in hashes:  # byte-identical copy (e.g. sr vs sr@latin, kits sharing a sample)
-            fail(item, f"duplicate of {hashes[digest]}")
-            continue
-        hashes[digest] = item["id"]
-        duration, orig_rate = existing_duration(out), None
-        if duration is None:
-            try:
-                mono, orig_rate = decode(item["orig"], item["decoder"])
-                x = finish(to_16k(mono, orig_rate), item.get("max_seconds"))
-            except Exception as error:
-                fail(item, str(error))
-                continue
-            write_flac(out, x)
-            duration = len(x) / SR
-        else:
-            try:
-                orig_rate = 16000 if item["decoder"] == "g722" else sf.info(str(item["orig"])).samplerate
-            except Exception:
-                orig_rate = None
-        records.append(record_of(item, duration, orig_rate))
+    batch, predecoded = 64, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, item in enumerate(tqdm(items, desc=f"{name:11s}", unit="clip", dynamic_ncols=True, mininterval=1.0)):
+            if k % batch == 0:  # G.722: decode the next files that are still to be built in one ffmpeg call
+                for old in predecoded.values():
+                    old.unlink(missing_ok=True)
+                todo = [it["orig"] for it in items[k : k + batch]
+                        if it["decoder"] == "g722" and not (root / "clips" / f"{it['id']}.flac").is_file()]
+                chunk_dir = Path(tmp) / str(k)
+                chunk_dir.mkdir()
+                predecoded = g722_batch(todo, chunk_dir)
+            record = build_one(item, root, hashes, predecoded.get(item["orig"]))
+            if record is not None:
+                records.append(record)
     return records
+
+
+def build_one(item: dict, root: Path, hashes: dict, predecoded: Path | None) -> dict | None:
+    """Builds (or finds already built) the clip of one source file -> its record, or None (reported)."""
+    out = root / "clips" / f"{item['id']}.flac"
+    try:
+        digest = file_sha1(item["orig"])
+    except OSError as error:
+        fail(item, f"unreadable: {error}")
+        return None
+    if digest in hashes:  # byte-identical copy (e.g. sr vs sr@latin, kits sharing a sample)
+        fail(item, f"duplicate of {hashes[digest]}")
+        return None
+    hashes[digest] = item["id"]
+    duration, orig_rate = existing_duration(out), None
+    if duration is None:
+        try:
+            mono, orig_rate = decode(item["orig"], item["decoder"], predecoded)
+            x = finish(to_16k(mono, orig_rate), item.get("max_seconds"), min_seconds=item.get("min_seconds", 0.1),
+                       pad_to=item.get("pad_to"))
+        except Exception as error:
+            fail(item, str(error))
+            return None
+        write_flac(out, x)
+        duration = len(x) / SR
+    else:
+        try:
+            orig_rate = 16000 if item["decoder"] == "g722" else sf.info(str(item["orig"])).samplerate
+        except Exception:
+            orig_rate = None
+    return record_of(item, duration, orig_rate)
 
 
 def build_instruments(items: list[dict], root: Path) -> list[dict]:
@@ -712,6 +757,7 @@ def main(argv=None) -> int:
         print(f"[licence] WARNING {problem}", file=sys.stderr)
 
     old = {r["path"]: r for r in read_jsonl(root / "clips.jsonl")}
+    old_failures = read_jsonl(root / "build_failures.jsonl")
     records = []
     for name, make in SOURCES.items():
         items = list(make()) if (args.only is None or name in args.only) else []
@@ -719,6 +765,7 @@ def main(argv=None) -> int:
             prefix = {"fillets": "clips/fillets-ng/", "klettres": "clips/klettres/", "ktuberling": "clips/ktuberling/",
                       "asterisk": "clips/asterisk/", "hydrogen": "clips/hydrogen/", "instruments": "clips/fluid-gm/"}[name]
             records += [r for p, r in old.items() if p.startswith(prefix)]  # keep what an earlier run built
+            FAILURES.extend(f for f in old_failures if f"clips/{f['id']}".startswith(prefix))
             continue
         if not items:
             print(f"[{name}] no source files found: is its package installed? (scripts/prepare_data.sh)", file=sys.stderr)

@@ -1,5 +1,6 @@
 """llm_codec.training: losses, discriminators, data, teachers, and short training runs of a tiny codec."""
 
+import argparse
 import json
 import math
 import struct
@@ -11,10 +12,8 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-pytest.importorskip("accelerate")
-
-from llm_codec import LLMCodecModel  # noqa: E402
-from llm_codec.training import (  # noqa: E402
+from llm_codec import LLMCodecModel
+from llm_codec.training import (
     CallableClipTeacher,
     CodecDiscriminator,
     MultiScaleMelLoss,
@@ -26,16 +25,16 @@ from llm_codec.training import (  # noqa: E402
     feature_matching_loss,
     generator_adversarial_loss,
 )
-from llm_codec.training.data import AudioCropDataset, CropBatchSampler, list_audio_files, read_manifest, resolve_sources  # noqa: E402
-from llm_codec.training.losses import mel_filterbank  # noqa: E402
-from llm_codec.training.teachers import (  # noqa: E402
+from llm_codec.training.data import AudioCropDataset, CropBatchSampler, list_audio_files, read_manifest, resolve_sources
+from llm_codec.training.losses import mel_filterbank
+from llm_codec.training.teachers import (
     WhisperEncoder,
     WhisperTeacher,
     consistency_loss,
     read_ctranslate2_model,
 )
 
-from .conftest import tiny_tokenizer  # noqa: E402
+from .conftest import tiny_tokenizer
 
 VOCAB = 200
 WORDS = [f"w{i}" for i in range(4, 44)]
@@ -90,7 +89,7 @@ def run_config(tmp: Path, data: Path, **changes) -> TrainingConfig:
         train_data=str(data), output_dir=str(tmp), word_list=WORDS, codec=dict(TINY_ARCH),
         crop_seconds=0.1, batch_size=2, max_steps=3, log_every=1, eval_every=100, save_every=2, keep_last=5,
         num_val_clips=1, val_seconds=0.5, mel_window_lengths=[32, 64, 128], mel_n_mels=[5, 10, 20],
-        disc_hop_lengths=[8, 16], disc_hidden_channels=[4, 8, 8], disc_periods=[2, 3], disc_period_channels=[4, 8],
+        disc_hop_lengths=[8, 16], disc_hidden_channels=[4, 8, 8], disc_periods=[2], disc_period_channels=[4, 8],
         progress=False, seed=1,
     )
     values.update(changes)
@@ -104,15 +103,25 @@ def make_trainer(config, **kwargs):
                    semantic_teacher=CallableClipTeacher(toy_clip_embedding, dim=3), **kwargs)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP thread thrashing on a busy machine (20x slower otherwise)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Run A: 3 steps with checkpoints at 2 and 3. Run B: resumed from A's step-2 checkpoint, trained to step 3."""
+    pytest.importorskip("accelerate")
     root = tmp_path_factory.mktemp("training")
     write_clips(root / "data", np.random.default_rng(0))
     trainer_a = make_trainer(run_config(root / "a", root / "data"))
     initial_codebooks = [layer.codebook.clone() for layer in trainer_a.codec.quantizer.layers]
     trainer_a.train()
-    trainer_b = make_trainer(run_config(root / "b", root / "data"))
+    trainer_b = make_trainer(run_config(root / "b", root / "data", eval_every=0, save_every=0))
     trainer_b.train(resume=str(root / "a" / "checkpoints" / "step_00000002"))
     return {"root": root, "a": trainer_a, "b": trainer_b, "codebooks": initial_codebooks}
 
@@ -312,9 +321,8 @@ def test_config_files_and_example_config(tmp_path):
 
 
 def test_cli_trains_from_a_local_lm_folder(tmp_path):
+    pytest.importorskip("accelerate")
     from llm_codec.training.cli import add_train_subparser, main
-
-    import argparse
 
     subparsers = argparse.ArgumentParser(prog="llm-codec").add_subparsers(dest="command")
     parser = add_train_subparser(subparsers)

@@ -544,7 +544,11 @@ class Trainer:
             last = self.step >= max_steps
             if count and (self.step % max(1, config.log_every) == 0 or last):
                 elapsed = time.perf_counter() - started
-                record = {"type": "train", "step": self.step, **{k: v / count for k, v in sums.items()},
+                names = sorted(sums)
+                means = torch.tensor([sums[k] / count for k in names], dtype=torch.float64, device=self.device)
+                if self.accelerator.num_processes > 1:  # average over the processes' batches
+                    means = self.accelerator.reduce(means, reduction="mean")
+                record = {"type": "train", "step": self.step, **dict(zip(names, means.tolist())),
                           "sec_per_step": elapsed / count, "time": time.time()}
                 self._log(record)
                 sums, count, started = {}, 0, time.perf_counter()
