@@ -289,6 +289,28 @@ def test_saved_model_reloads_without_weight_norm(runs):
     assert torch.allclose(reloaded, reference, atol=1e-5)
 
 
+def test_metrics_record_nan_with_a_reason():
+    pytest.importorskip("pesq")
+    from llm_codec.training.trainer import audio_metrics
+
+    values, errors = audio_metrics(np.zeros(16000, np.float32), np.zeros(16000, np.float32), 16000)
+    assert math.isnan(values["pesq_wb"]) and errors["pesq_wb"]
+
+
+def test_missing_teacher_is_skipped_or_required(tmp_path):
+    pytest.importorskip("accelerate")
+    from llm_codec.training import TeacherUnavailable
+
+    write_clips(tmp_path / "data", np.random.default_rng(4))
+    config = run_config(tmp_path / "out", tmp_path / "data", consistency_teacher="whisper:/nonexistent/folder")
+    codec = LLMCodecModel.from_language_model(tiny_lm(), tiny_tokenizer(VOCAB), word_list=WORDS, **TINY_ARCH)
+    with pytest.warns(UserWarning, match="consistency loss is skipped"):
+        trainer = Trainer(config, codec=codec)
+    assert trainer.teacher is None and trainer.accelerator.unwrap_model(trainer.generator).consistency_head is None
+    with pytest.raises(TeacherUnavailable):
+        Trainer(config.replace(teacher_required=True), codec=codec)
+
+
 def test_consistency_loss_aligns_teacher_frames():
     head = torch.nn.Linear(4, 6)
     quantized = torch.randn(2, 6, 10)

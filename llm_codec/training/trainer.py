@@ -89,6 +89,15 @@ def build_codec(config: TrainingConfig, lm=None, tokenizer=None) -> LLMCodecMode
     )
 
 
+def has_weight_norm(codec: nn.Module) -> bool:
+    """Whether some convolution of `codec` is already weight-normalised (e.g. by an earlier `Trainer`)."""
+    from torch.nn.utils import parametrize
+
+    return any(
+        parametrize.is_parametrized(m, "weight") for m in codec.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))
+    )
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters (frozen codebooks are buffers and do not count)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -220,6 +229,12 @@ def audio_metrics(reference: np.ndarray, estimate: np.ndarray, sample_rate: int)
         is missing) and `errors` maps the failed ones to the reason.
     """
     values, errors = {}, {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # both packages warn on silence / very short clips
+        return _audio_metrics(reference, estimate, sample_rate, values, errors)
+
+
+def _audio_metrics(reference, estimate, sample_rate, values, errors):
     try:
         from pesq import pesq
 
@@ -231,9 +246,13 @@ def audio_metrics(reference: np.ndarray, estimate: np.ndarray, sample_rate: int)
     try:
         from pystoi import stoi
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            values["stoi"] = float(stoi(reference.astype(np.float64), estimate.astype(np.float64), sample_rate, extended=False))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = float(stoi(reference.astype(np.float64), estimate.astype(np.float64), sample_rate, extended=False))
+        short = [str(w.message) for w in caught if "Not enough STFT frames" in str(w.message)]
+        if short:  # pystoi then returns the sentinel 1e-5
+            value, errors["stoi"] = float("nan"), short[0][:300]
+        values["stoi"] = value
     except Exception as error:  # noqa: BLE001
         values["stoi"], errors["stoi"] = float("nan"), _nan_reason(error)
     return values, errors
@@ -315,7 +334,8 @@ class Trainer:
         # ---- codec
         codec = codec if codec is not None else build_codec(config, lm, tokenizer)
         codec.float()
-        codec.apply_weight_norm()
+        if not has_weight_norm(codec):
+            codec.apply_weight_norm()
         codec.train()
         for name, _ in codec.named_parameters():
             if name.endswith(".codebook"):
@@ -396,14 +416,15 @@ class Trainer:
         sources = resolve_sources(train_data, config.audio_column, config.path_column)
         val_data = val_data if val_data is not None else config.val_data
         if val_data is not None:
-            val_sources = list(resolve_sources(val_data, config.audio_column, config.path_column))[: config.num_val_clips]
+            val_all = resolve_sources(val_data, config.audio_column, config.path_column)
+            val_sources = [val_all[i] for i in range(min(len(val_all), config.num_val_clips))]
         else:
             held = min(config.num_val_clips, len(sources) - 1)
             sources, val_sources = split_holdout(sources, max(0, held), config.seed)
         self.train_dataset = AudioCropDataset(sources, self.sample_rate, config.crop_seconds, config.gain_db)
         self.val_clips = load_validation_clips(val_sources, self.sample_rate, config.val_seconds)
         if not self.val_clips:
-            logger.warning("No validation clips: evaluation only logs nothing.")
+            logger.warning("No validation clips: evaluation is skipped.")
         unit = codec.config.pad_multiple
         if self.train_dataset.crop_samples % unit:
             logger.info(
@@ -671,6 +692,7 @@ __all__ = [
     "count_parameters",
     "export_codec",
     "folded_codec",
+    "has_weight_norm",
     "load_word_list",
     "save_spectrogram_png",
     "train",
