@@ -9,8 +9,9 @@ Two serialisations of codes as LLM token ids (see `docs/pipelines.md`):
   `words of layer 1 ... SEP ids of layer 2 ... ids of layer 3`, where SEP is the separator token (a newline by
   default) and layer k holds exactly `T1 * vq_strides[0] / vq_strides[k]` ids. Layer 1 must hold a whole number of
   attention windows (`window / vq_strides[0]` words; 2 for the released model). `ids_to_codes` is the exact inverse;
-  a malformed sequence raises `CodeSequenceError` saying where, or with `repair=True` is cut back to the longest
-  prefix that holds whole windows in every layer (documented rule; never re-aligned by guessing).
+  a malformed sequence raises `CodeSequenceError` saying where, or with `repair=True` keeps, from each layer's own
+  block (whose place the number of layer-1 words fixes), the longest prefix holding whole windows in every layer
+  (documented rule; blocks are never shifted to fit).
 """
 
 import math
@@ -294,11 +295,11 @@ class LLMCodecProcessor(ProcessorMixin):
 
         Raises `CodeSequenceError` if the separator is missing, a token is not valid where it stands, layer 1 is not
         a whole number of attention windows, or layers 2-3 are shorter or longer than layer 1 implies. With
-        `repair=True`, a sequence that is cut short or too long is reduced to the longest prefix holding whole
-        attention windows in every layer (at least one window, else the error is raised).
+        `repair=True`, a sequence that is cut short or too long keeps, from each layer's own block (placed by the
+        number of layer-1 words), the longest prefix holding whole attention windows in every layer (at least one
+        window, else the error is raised).
         """
         ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
-        tables = self.tables()
         separator = self.separator_id()
         if separator not in ids:
             raise CodeSequenceError("No separator after the layer-1 words: the sequence is not in the generation format.")
@@ -306,38 +307,33 @@ class LLMCodecProcessor(ProcessorMixin):
         words, _ = self._parse_words(ids[:cut])
         rest = ids[cut + 1 :]
         ratios = [self.vq_strides[0] // s for s in self.vq_strides]
-        n1 = len(words)
-        needed = [n1 * r for r in ratios[1:]]
+        written = len(words)  # the separator fixes the layout: layer k holds written * ratio_k ids
+        blocks, offset = [], 0
+        for ratio in ratios[1:]:
+            blocks.append((offset, rest[offset : offset + written * ratio]))
+            offset += written * ratio
+        n1 = written
+        if not repair and (written == 0 or written % self.window_words):
+            raise CodeSequenceError(
+                f"Layer 1 holds {written} words; it must be a positive multiple of {self.window_words} (whole attention "
+                "windows)."
+            )
         if repair:
-            # whole windows that every layer can fill
-            available = rest
-            windows = n1 // self.window_words
-            while windows > 0:
-                n1_try = windows * self.window_words
-                if sum(n1_try * r for r in ratios[1:]) <= len(available):
-                    break
-                windows -= 1
-            if windows == 0:
+            # whole windows that every layer can fill, each layer read from its own block
+            whole = min([written] + [len(block) // ratio for (_, block), ratio in zip(blocks, ratios[1:])])
+            n1 = whole // self.window_words * self.window_words
+            if n1 == 0:
                 raise CodeSequenceError("Not even one whole attention window of codes in the sequence; cannot repair.")
-            n1 = windows * self.window_words
-            words = words[:n1]
-            needed = [n1 * r for r in ratios[1:]]
-            rest = rest[: sum(needed)]
-        if n1 == 0 or n1 % self.window_words:
+        elif len(rest) != offset:
             raise CodeSequenceError(
-                f"Layer 1 holds {n1} words; it must be a positive multiple of {self.window_words} (whole attention windows)."
+                f"After {written} layer-1 words, layers 2-{len(self.vq_strides)} need "
+                f"{[written * r for r in ratios[1:]]} ids ({offset} in all), got {len(rest)}. The sequence is truncated "
+                "or has extra tokens (use repair=True to cut to whole windows)."
             )
-        if len(rest) != sum(needed):
-            raise CodeSequenceError(
-                f"After {n1} layer-1 words, layers 2-{len(self.vq_strides)} need {needed} ids ({sum(needed)} in all), "
-                f"got {len(rest)}. The sequence is truncated or has extra tokens (use repair=True to cut to whole windows)."
-            )
-        codes = [torch.tensor([words], dtype=torch.long)]
-        position = cut + 1
-        for k, count in enumerate(needed, start=1):
-            layer = self._layer_codes(k, rest[position - cut - 1 : position - cut - 1 + count], position)
+        codes = [torch.tensor([words[:n1]], dtype=torch.long)]
+        for k, ((start, block), ratio) in enumerate(zip(blocks, ratios[1:]), start=1):
+            layer = self._layer_codes(k, block[: n1 * ratio], cut + 1 + start)
             codes.append(torch.tensor([layer], dtype=torch.long))
-            position += count
         return tuple(codes)
 
 

@@ -1,0 +1,137 @@
+"""LLMCodecProcessor: codes <-> LLM token ids (both serialisations), errors and the repair rule."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from llm_codec import LLMCodecModel
+from llm_codec.processing_llm_codec import CodeSequenceError, LLMCodecProcessor
+
+from .conftest import tiny_tokenizer
+
+VOCAB = 200
+# words of one and of two tokens; "w5 w6"-style two-token words exercise the trie and its prefixes
+WORDS = [f"w{i}" for i in range(4, 40)]
+ARCH = dict(encoder_dim=16, encoder_rates=[2, 3], latent_dim=None, decoder_dim=64, decoder_rates=[3, 2], attn_window_size=8)
+
+
+@pytest.fixture(scope="module")
+def codec_and_processor():
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                      intermediate_size=64)).eval()
+    tokenizer = tiny_tokenizer(VOCAB)
+    codec = LLMCodecModel.from_language_model(lm, tokenizer, word_list=WORDS, **ARCH).eval()
+    return codec, LLMCodecProcessor.from_codec(codec, tokenizer, separator="<sep>"), tokenizer
+
+
+def random_codes(codec, windows, batch=1, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    t1 = windows * 2  # attention window 8 frames = 2 layer-1 codes
+    return tuple(
+        torch.randint(0, n, (batch, t1 * codec.config.vq_strides[0] // s), generator=generator)
+        for n, s in zip(codec.config.codebook_sizes, codec.config.vq_strides)
+    )
+
+
+def test_understanding_format_is_word_ids_of_chosen_layers(codec_and_processor):
+    codec, processor, tokenizer = codec_and_processor
+    codes = random_codes(codec, 2)
+    words = processor.codes_to_words(codes[0])[0]
+    ids = processor.codes_to_ids(codes)[0]
+    assert ids == tokenizer(" " + " ".join(words), add_special_tokens=False)["input_ids"]
+    assert processor.codes_to_text(codes)[0] == " ".join(words)
+    both = processor.codes_to_ids(codes, layers=(0, 2))[0]
+    assert both == ids + codes[2][0].tolist()
+
+
+def test_generation_round_trip_from_audio(codec_and_processor):
+    codec, processor, _ = codec_and_processor
+    encoded = codec.encode(torch.randn(2, 1, 3000), padding_mask=torch.tensor([[1] * 3000, [1] * 2000 + [0] * 1000]))
+    all_ids = processor.codes_to_ids(encoded.audio_codes, encoded.audio_codes_lengths, format="generation")
+    for i, ids in enumerate(all_ids):
+        back = processor.ids_to_codes(ids)
+        for k, layer in enumerate(back):
+            n = int(encoded.audio_codes_lengths[i, k])
+            assert torch.equal(layer[0], encoded.audio_codes[k][i, :n])
+        audio = codec.decode(back).audio_values
+        assert audio.shape[-1] == back[2].shape[1] * codec.config.hop_length
+
+
+@settings(max_examples=25, deadline=None)
+@given(windows=st.integers(1, 6), seed=st.integers(0, 10_000))
+def test_generation_round_trip_property(codec_and_processor, windows, seed):
+    codec, processor, _ = codec_and_processor
+    codes = random_codes(codec, windows, seed=seed)
+    ids = processor.codes_to_ids(codes, format="generation")[0]
+    back = processor.ids_to_codes(ids)
+    assert all(torch.equal(a, b) for a, b in zip(codes, back))
+
+
+def test_malformed_sequences_raise_with_position(codec_and_processor):
+    codec, processor, _ = codec_and_processor
+    ids = processor.codes_to_ids(random_codes(codec, 2), format="generation")[0]
+    separator = processor.separator_id()
+    cut = ids.index(separator)
+    with pytest.raises(CodeSequenceError, match="No separator"):
+        processor.ids_to_codes(ids[:cut] + ids[cut + 1 :])
+    with pytest.raises(CodeSequenceError, match="position 1"):
+        processor.ids_to_codes(ids[:1] + [150] + ids[2:])  # 150 is not a layer-1 word
+    with pytest.raises(CodeSequenceError, match="truncated"):
+        processor.ids_to_codes(ids[:-5])
+    with pytest.raises(CodeSequenceError, match="truncated"):
+        processor.ids_to_codes(ids + [5])
+    with pytest.raises(CodeSequenceError, match="multiple of 2"):
+        processor.ids_to_codes(ids[: cut - 1] + ids[cut:])  # 3 words: not a whole window
+
+
+def test_repair_cuts_to_whole_windows(codec_and_processor):
+    codec, processor, _ = codec_and_processor
+    codes = random_codes(codec, 3)
+    ids = processor.codes_to_ids(codes, format="generation")[0]
+    repaired = processor.ids_to_codes(ids[:-1], repair=True)  # layer 3 short by one id
+    assert [c.shape[1] for c in repaired] == [4, 8, 16]  # two whole windows remain
+    assert all(torch.equal(a[:, : b.shape[1]], b) for a, b in zip(codes, repaired))
+    with pytest.raises(CodeSequenceError, match="cannot repair"):
+        processor.ids_to_codes(ids[: ids.index(processor.separator_id()) + 3], repair=True)
+
+
+def test_codes_outside_codebooks_are_refused(codec_and_processor):
+    codec, processor, _ = codec_and_processor
+    codes = list(random_codes(codec, 1))
+    codes[0] = codes[0] + 1000
+    with pytest.raises(CodeSequenceError, match="outside the word list"):
+        processor.codes_to_ids(tuple(codes))
+    codes = list(random_codes(codec, 1))
+    codes[1] = codes[1] + VOCAB
+    with pytest.raises(CodeSequenceError, match="outside its codebook"):
+        processor.codes_to_ids(tuple(codes), layers=(1,))
+
+
+def test_layer_subset_maps_codes_to_token_ids():
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                      intermediate_size=64)).eval()
+    tokenizer = tiny_tokenizer(VOCAB)
+    subset = list(range(100, 180))
+    codec = LLMCodecModel.from_language_model(lm, tokenizer, word_list=WORDS, layer_subset=subset, **ARCH).eval()
+    processor = LLMCodecProcessor.from_codec(codec, tokenizer, separator="<sep>")
+    codes = random_codes(codec, 2)
+    ids = processor.codes_to_ids(codes, layers=(1,))[0]
+    assert ids == [subset[c] for c in codes[1][0].tolist()]
+    full = processor.codes_to_ids(codes, format="generation")[0]
+    assert all(torch.equal(a, b) for a, b in zip(processor.ids_to_codes(full), codes))
+    bad = list(full)
+    bad[-1] = 5  # a token id outside the layer's subset
+    with pytest.raises(CodeSequenceError, match="not a code of layer 3"):
+        processor.ids_to_codes(bad)
+
+
+def test_processor_saves_and_reloads(codec_and_processor, tmp_path):
+    codec, processor, _ = codec_and_processor
+    processor.save_pretrained(tmp_path)
+    loaded = LLMCodecProcessor.from_pretrained(tmp_path)
+    codes = random_codes(codec, 2)
+    assert loaded.codes_to_ids(codes, format="generation") == processor.codes_to_ids(codes, format="generation")
