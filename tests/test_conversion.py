@@ -120,3 +120,20 @@ def test_cli_reports_bad_checkpoint_cleanly(tmp_path, official_dir):
     )
     assert result.returncode != 0
     assert "weights-only" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tokenizer_option_records_the_vocabulary(official_dir, tmp_path):
+    from llm_codec.vocabulary import vocabulary_fingerprint
+
+    from .conftest import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer(200)  # the small official models have 200-entry layer-2/3 codebooks
+    tokenizer.save_pretrained(tmp_path / "tok")
+    model = convert_checkpoint(
+        official_dir / "official_noise.pth", official_dir / "official_noise_config.json",
+        tokenizer_path=tmp_path / "tok", llm_name_or_path="tiny/word-level",
+    )
+    assert model.config.llm_vocab_fingerprint == vocabulary_fingerprint(tokenizer)
+    assert model.config.llm_name_or_path == "tiny/word-level" and model.config.llm_vocab_size == 200
+    model.save_pretrained(tmp_path / "out")
+    assert "tiny/word-level" in (tmp_path / "out" / "README.md").read_text()

@@ -180,3 +180,28 @@ def test_concurrent_calls_do_not_mix_results(setup):
         for got, want in zip(result, expected[i % 3]):
             assert [r["label"] for r in got] == [r["label"] for r in want]
             np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in want], atol=1e-5)
+
+
+def test_pipelines_accept_local_paths_and_dtype(setup, tmp_path):
+    kind, lm, tokenizer, codec = setup
+    codec.save_pretrained(tmp_path / "codec")
+    lm.save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    pipe = pipeline(
+        "audio-few-shot-classification", model=str(tmp_path / "codec"), language_model=str(tmp_path / "lm"),
+        tokenizer=str(tmp_path / "lm"), device="cpu",
+    )
+    demos = list(zip(clips(2, 0), ["w50", "w60"]))
+    from_paths = pipe(clips(1, 3)[0], demonstrations=demos, sampling_rate=16000)
+    from_objects = pipeline(
+        "audio-few-shot-classification", model=codec, language_model=lm, tokenizer=tokenizer, device="cpu"
+    )(clips(1, 3)[0], demonstrations=demos, sampling_rate=16000)
+    assert [r["label"] for r in from_paths] == [r["label"] for r in from_objects]
+    np.testing.assert_allclose([r["score"] for r in from_paths], [r["score"] for r in from_objects], atol=1e-5)
+    half = pipeline(
+        "audio-few-shot-classification", model=str(tmp_path / "codec"), language_model=str(tmp_path / "lm"),
+        tokenizer=str(tmp_path / "lm"), device="cpu", dtype=torch.bfloat16,
+    )
+    assert half.language_model.dtype == torch.bfloat16 and half.model.dtype == torch.bfloat16
+    result = half(clips(1, 3)[0], demonstrations=demos, sampling_rate=16000)
+    assert {r["label"] for r in result} == {"w50", "w60"}
