@@ -21,14 +21,14 @@ def plot_spectrograms(clips: dict[str, np.ndarray], sampling_rate: int, path: st
     Writes a PNG with one spectrogram per entry of `clips` (name -> (samples,) array), stacked with a shared
     time axis and colour scale; returns the path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # no pyplot: no global state, safe in threads and headless
 
     specs = {name: log_spectrogram(audio) for name, audio in clips.items()}
     top = max(float(s.max()) for s in specs.values())
-    fig, axes = plt.subplots(len(specs), 1, figsize=(10, 2.6 * len(specs)), squeeze=False, sharex=True)
+    fig = Figure(figsize=(10, 2.6 * len(specs)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(specs), 1, squeeze=False, sharex=True)
     for ax, (name, spec) in zip(axes[:, 0], specs.items()):
         duration = spec.shape[1] * 128 / sampling_rate
         image = ax.imshow(
@@ -44,5 +44,4 @@ def plot_spectrograms(clips: dict[str, np.ndarray], sampling_rate: int, path: st
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

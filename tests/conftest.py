@@ -11,18 +11,13 @@ SHARED = Path(os.environ.get("LLM_CODEC_SHARED", REPO.parent / "shared"))
 OFFICIAL = SHARED / "fixtures" / "official_llm_codec"
 
 
+# A small architecture (hop 6, attention window 2) that runs in milliseconds.
+TINY_ARCH = dict(encoder_dim=16, encoder_rates=[2, 3], latent_dim=None, decoder_dim=64, decoder_rates=[3, 2], attn_window_size=2)
+
+
 def tiny_config(**overrides) -> LLMCodecConfig:
-    """A small codec (hop 6, window 2, 40/200/200-entry codebooks of width 32) that runs in milliseconds."""
-    arguments = dict(
-        encoder_dim=16,
-        encoder_rates=[2, 3],
-        latent_dim=None,
-        decoder_dim=64,
-        decoder_rates=[3, 2],
-        attn_window_size=2,
-        codebook_sizes=[40, 200, 200],
-        codebook_dim=32,
-    )
+    """`TINY_ARCH` with 40/200/200-entry codebooks of width 32."""
+    arguments = dict(TINY_ARCH, codebook_sizes=[40, 200, 200], codebook_dim=32)
     arguments.update(overrides)
     return LLMCodecConfig(**arguments)
 

@@ -16,17 +16,7 @@ from llm_codec.codebooks import (
 )
 from llm_codec.vocabulary import vocabulary_fingerprint
 
-from .conftest import tiny_tokenizer
-
-# The tiny codec architecture of tests/conftest.py (codebook width comes from the LM: hidden size 32).
-TINY_ARCH = dict(
-    encoder_dim=16,
-    encoder_rates=[2, 3],
-    latent_dim=None,
-    decoder_dim=64,
-    decoder_rates=[3, 2],
-    attn_window_size=2,
-)
+from .conftest import TINY_ARCH, tiny_tokenizer
 
 
 def handmade_tokenizer():

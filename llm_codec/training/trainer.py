@@ -260,31 +260,10 @@ def _audio_metrics(reference, estimate, sample_rate, values, errors):
 
 def save_spectrogram_png(path: str | Path, original: np.ndarray, reconstruction: np.ndarray, sample_rate: int,
                          title: str = "") -> Path:
-    """Writes a two-panel log-magnitude spectrogram (original above, reconstruction below) as PNG (Agg canvas)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """Writes a two-panel log-magnitude spectrogram (original above, reconstruction below) as PNG."""
+    from ..plotting import plot_spectrograms
 
-    figure = Figure(figsize=(10, 6), dpi=100)
-    FigureCanvasAgg(figure)
-    window = torch.hann_window(1024)
-    axes = []
-    for row, (name, signal) in enumerate((("original", original), ("reconstruction", reconstruction))):
-        x = torch.from_numpy(np.asarray(signal, dtype=np.float32))
-        x = torch.nn.functional.pad(x, (0, max(0, 1024 - x.shape[0])))
-        spec = torch.stft(x, 1024, 256, window=window, return_complex=True).abs().clamp_min(1e-5).log10() * 20
-        axis = figure.add_subplot(2, 1, row + 1)
-        image = axis.imshow(spec.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=float(spec.max()) - 100,
-                            extent=(0, x.shape[0] / sample_rate, 0, sample_rate / 2000))
-        axis.set_ylabel("kHz")
-        axis.set_title(f"{name} {title}".strip())
-        figure.colorbar(image, ax=axis, label="dB")
-        axes.append(axis)
-    axes[-1].set_xlabel("s")
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(str(path))
-    return path
+    return plot_spectrograms({"original": original, "reconstruction": reconstruction}, sample_rate, path, title or None)
 
 
 def _json_safe(value):
