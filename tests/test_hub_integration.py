@@ -4,6 +4,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
 
@@ -77,3 +78,21 @@ def test_trust_remote_code_without_the_package(tiny_model, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
+
+
+def test_truncated_weights_are_refused(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(Exception, match="incomplete|not fully covered|deserializ"):
+        LLMCodecModel.from_pretrained(tmp_path)
+
+
+def test_config_disagreeing_with_weights_is_refused(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["codebook_sizes"] = [40, 300, 200]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        LLMCodecModel.from_pretrained(tmp_path)
