@@ -113,7 +113,20 @@ class SpectrogramDiscriminator(nn.Module):
         return self.conv_out(x), features
 
 
-class MultiFrequencyDiscriminator(nn.Module):
+class _DiscriminatorBank(nn.Module):
+    """Runs every sub-discriminator of `self.discriminators` on the same audio."""
+
+    def forward(self, audio: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+        """`audio`: (batch, 1, samples) -> `(logits, feature_maps)`, one entry per sub-discriminator."""
+        logits, features = [], []
+        for discriminator in self.discriminators:
+            out, maps = discriminator(audio)
+            logits.append(out)
+            features.append(maps)
+        return logits, features
+
+
+class MultiFrequencyDiscriminator(_DiscriminatorBank):
     """
     One `SpectrogramDiscriminator` per hop length.
 
@@ -132,14 +145,6 @@ class MultiFrequencyDiscriminator(nn.Module):
             SpectrogramDiscriminator(h, hidden_channels, domain, mel_scale, sample_rate) for h in hop_lengths
         )
 
-    def forward(self, audio: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
-        """`audio`: (batch, 1, samples) -> `(logits, feature_maps)`, one entry per hop length."""
-        logits, features = [], []
-        for discriminator in self.discriminators:
-            out, maps = discriminator(audio)
-            logits.append(out)
-            features.append(maps)
-        return logits, features
 
 
 class PeriodDiscriminator(nn.Module):
@@ -173,21 +178,13 @@ class PeriodDiscriminator(nn.Module):
         return self.conv_out(x), features
 
 
-class MultiPeriodDiscriminator(nn.Module):
+class MultiPeriodDiscriminator(_DiscriminatorBank):
     """One `PeriodDiscriminator` per period (default 2, 3, 5, 7, 11)."""
 
     def __init__(self, periods: Sequence[int] = HIFIGAN_PERIODS, channels: Sequence[int] = HIFIGAN_PERIOD_CHANNELS):
         super().__init__()
         self.discriminators = nn.ModuleList(PeriodDiscriminator(p, channels) for p in periods)
 
-    def forward(self, audio: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
-        """`audio`: (batch, 1, samples) -> `(logits, feature_maps)`, one entry per period."""
-        logits, features = [], []
-        for discriminator in self.discriminators:
-            out, maps = discriminator(audio)
-            logits.append(out)
-            features.append(maps)
-        return logits, features
 
 
 class CodecDiscriminator(nn.Module):
