@@ -592,9 +592,13 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
             raise ValueError("An item of the batch has an all-zero `padding_mask` (no audio): remove it.")
         return lengths
 
-    def _codes_lengths(self, audio_lengths: torch.LongTensor) -> torch.LongTensor:
+    def _padded_lengths(self, audio_lengths: torch.LongTensor) -> torch.LongTensor:
+        """Sample counts after the original padding rule (next multiple of `config.pad_multiple`), (batch,)."""
         unit = self.config.pad_multiple
-        frames = (audio_lengths + unit - 1) // unit * (unit // self.config.hop_length)
+        return (audio_lengths + unit - 1) // unit * unit
+
+    def _codes_lengths(self, audio_lengths: torch.LongTensor) -> torch.LongTensor:
+        frames = self._padded_lengths(audio_lengths) // self.config.hop_length
         return torch.stack([frames // s for s in self.config.vq_strides], dim=1)
 
     def _pad(self, input_values: torch.Tensor) -> torch.Tensor:
@@ -630,8 +634,7 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
         that length, so every item gets exactly the latents (and codes) it gets when encoded alone; frames past an
         item's length are zero.
         """
-        unit = self.config.pad_multiple
-        padded = (audio_lengths + unit - 1) // unit * unit
+        padded = self._padded_lengths(audio_lengths)
         lengths = padded.unique()
         if len(lengths) == 1:
             return self.encode_latents(input_values[..., : int(lengths[0])])

@@ -567,10 +567,7 @@ class AudioFewShotGenerationPipeline(_LLMCodecPipelineBase):
         if isinstance(side, str) and not side.endswith((".wav", ".flac", ".ogg", ".mp3")):
             return Prompt().add_text(self.tokenizer, " " + side).ids
         codes = self.encode_audio([side], sampling_rate)[0]
-        layers = (0,) if format == "understanding" else None
-        if format == "generation":
-            return self.codec_processor.codes_to_ids(codes, format="generation")[0]
-        return self.codec_processor.codes_to_ids(codes, layers=layers)[0]
+        return self.codec_processor.codes_to_ids(codes, format=format)[0]
 
     @torch.no_grad()
     def _generate(self, prompt_ids, max_words, do_sample, temperature, top_k, seed):
