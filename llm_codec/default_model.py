@@ -13,12 +13,13 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-# A CPU-sized architecture with the paper's token rates (hop 480: 8.33 / 16.67 / 33.33 codes per second).
+# A CPU-sized architecture with the paper's token rates (hop 480: 8.33 / 16.67 / 33.33 codes per second); the same
+# as llm_codec/training/configs/default_smollm2.yaml, which trains it.
 DEFAULT_CODEC_ARCH = dict(
     encoder_dim=16,
     encoder_rates=[3, 4, 5, 8],
     latent_dim=None,
-    decoder_dim=384,
+    decoder_dim=256,
     decoder_rates=[8, 5, 4, 3],
     vq_strides=[4, 2, 1],
     attn_window_size=8,
