@@ -319,16 +319,21 @@ def fillets_items():
             )
 
 
+def _kde_item(package: str, prefix: str, lang_dir: str, path):
+    """A KDE speech clip (klettres / ktuberling): one speaker per language folder; held-out languages are never trained on."""
+    lang = base_language(lang_dir)
+    held = lang in HELDOUT_KDE_LANGUAGES
+    return dict(
+        id=f"{prefix}/{path.stem}", orig=path, decoder="auto", source=package,
+        license=LICENSES[package][0], kind="speech", language=lang, speaker=f"{package.split('-')[0]}:{lang_dir}",
+        split="heldout" if held else "train", split_reason="held-out language" if held else "",
+    )
+
+
 def klettres_items():
     for path in sorted(KLETTRES_DIR.glob("*/*/*.ogg")):
         lang_dir, sub = path.parts[-3], path.parts[-2]
-        lang = base_language(lang_dir)
-        held = lang in HELDOUT_KDE_LANGUAGES
-        yield dict(
-            id=f"klettres/{lang_dir}/{sub}/{path.stem}", orig=path, decoder="auto", source="klettres-data",
-            license=LICENSES["klettres-data"][0], kind="speech", language=lang, speaker=f"klettres:{lang_dir}",
-            split="heldout" if held else "train", split_reason="held-out language" if held else "",
-        )
+        yield _kde_item("klettres-data", f"klettres/{lang_dir}/{sub}", lang_dir, path)
 
 
 def ktuberling_items():
@@ -336,13 +341,7 @@ def ktuberling_items():
         if path.suffix.lower() not in {".ogg", ".wav", ".opus", ".flac"} or not path.is_file():
             continue
         lang_dir = path.parts[-2]
-        lang = base_language(lang_dir)
-        held = lang in HELDOUT_KDE_LANGUAGES
-        yield dict(
-            id=f"ktuberling/{lang_dir}/{path.stem}", orig=path, decoder="auto", source="ktuberling-data",
-            license=LICENSES["ktuberling-data"][0], kind="speech", language=lang, speaker=f"ktuberling:{lang_dir}",
-            split="heldout" if held else "train", split_reason="held-out language" if held else "",
-        )
+        yield _kde_item("ktuberling-data", f"ktuberling/{lang_dir}", lang_dir, path)
 
 
 def asterisk_items():
