@@ -25,7 +25,14 @@ from llm_codec.training import (
     feature_matching_loss,
     generator_adversarial_loss,
 )
-from llm_codec.training.data import AudioCropDataset, CropBatchSampler, list_audio_files, read_manifest, resolve_sources
+from llm_codec.training.data import (
+    AudioCropDataset,
+    CropBatchSampler,
+    list_audio_files,
+    make_dataloader,
+    read_manifest,
+    resolve_sources,
+)
 from llm_codec.training.losses import mel_filterbank
 from llm_codec.training.teachers import (
     WhisperEncoder,
@@ -201,6 +208,33 @@ def test_data_sources_crops_and_sampler(tmp_path):
     assert list(CropBatchSampler(4, 3, seed=7, start_step=2, end_step=4)) == batches[2:]
     other = CropBatchSampler(4, 3, seed=7, num_processes=2, process_index=1)
     assert other.batch(0) == batches[1]
+
+
+def test_batches_do_not_depend_on_the_number_of_workers(tmp_path):
+    write_clips(tmp_path / "data", np.random.default_rng(2))
+    dataset = AudioCropDataset(resolve_sources(tmp_path / "data"), 16000, 0.25, gain_db=(-6, 0))
+    serial = list(make_dataloader(dataset, batch_size=3, seed=4, end_step=4, num_workers=0))
+    parallel = list(make_dataloader(dataset, batch_size=3, seed=4, end_step=4, num_workers=2))
+    assert len(serial) == len(parallel) == 4
+    assert all(torch.equal(x, y) for x, y in zip(serial, parallel))
+    with pytest.raises(ValueError, match="0 or more"):
+        make_dataloader(dataset, batch_size=3, num_workers=-1)
+
+
+def test_time_limit_stops_with_a_checkpoint_and_resume_goes_on(tmp_path):
+    pytest.importorskip("accelerate")
+    write_clips(tmp_path / "data", np.random.default_rng(3))
+    config = run_config(tmp_path / "run", tmp_path / "data", max_steps=50, save_every=100, eval_every=0,
+                        time_limit_minutes=1e-9)
+    trainer = make_trainer(config)
+    trainer.train()
+    assert trainer.step == 1  # the limit is checked after every step
+    assert trainer.latest_checkpoint().name == "step_00000001"  # saved although 1 is not a multiple of save_every
+    again = make_trainer(run_config(tmp_path / "run", tmp_path / "data", max_steps=3, save_every=100, eval_every=0))
+    again.train(resume=True)
+    assert again.step == 3
+    with pytest.raises(ValueError, match="time_limit_minutes"):
+        config.replace(time_limit_minutes=0)
 
 
 def test_hf_dataset_audio_column(tmp_path):

@@ -41,7 +41,7 @@ class TrainingConfig:
             sample_rate, 0.24 s for the released architecture, avoids padding inside the codec).
         gain_db (`list[float]`, *optional*): random gain range `[low, high]` in dB.
         batch_size (`int`, defaults to 8): per process.
-        num_workers (`int`, defaults to 0): data-loading workers (0 or 1).
+        num_workers (`int`, defaults to 0): data-loading worker processes (batches are the same for any number).
 
     Codec:
         codec (`dict`): `LLMCodecConfig` architecture arguments (encoder_dim, encoder_rates, decoder_dim, ...).
@@ -54,7 +54,8 @@ class TrainingConfig:
         init_from (`str`, *optional*): start from a saved codec folder instead (`codec`/`lm` are then ignored).
 
     Optimisation:
-        max_steps (`int`), lr_generator / lr_discriminator (`float`, 2e-4), betas (`[0.8, 0.99]`), eps (1e-6),
+        max_steps (`int`), time_limit_minutes (`float`, *optional*: stop, with a checkpoint, after this much
+        wall-clock training time in one call; `--resume` continues), lr_generator / lr_discriminator (`float`, 2e-4), betas (`[0.8, 0.99]`), eps (1e-6),
         weight_decay (0.01, torch's AdamW default), lr_decay_gamma (per-step exponential decay, 0.999996 as DAC),
         grad_clip_generator (1000, as DAC) / grad_clip_discriminator (10; `None` disables clipping),
         discriminator_start_step (adversarial losses start at this step), mixed_precision ("no", "fp16", "bf16"),
@@ -100,6 +101,7 @@ class TrainingConfig:
     init_from: str | None = None
     # optimisation
     max_steps: int = 100000
+    time_limit_minutes: float | None = None
     lr_generator: float = 2e-4
     lr_discriminator: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
@@ -144,8 +146,10 @@ class TrainingConfig:
         self.loss_weights = weights
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"`mixed_precision` must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}.")
-        if self.num_workers not in (0, 1):
-            raise ValueError(f"`num_workers` must be 0 or 1, got {self.num_workers}.")
+        if int(self.num_workers) < 0:
+            raise ValueError(f"`num_workers` must be 0 or more, got {self.num_workers}.")
+        if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
+            raise ValueError(f"`time_limit_minutes` must be positive (or null), got {self.time_limit_minutes}.")
         for name in ("batch_size", "max_steps", "keep_last"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}.")

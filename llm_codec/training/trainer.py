@@ -534,6 +534,7 @@ class Trainer:
                    dynamic_ncols=True)
         sums: dict[str, float] = {}
         count, started, record = 0, time.perf_counter(), {}
+        deadline = None if config.time_limit_minutes is None else time.monotonic() + 60 * config.time_limit_minutes
         for batch in loader:
             logs = self.train_step(batch.to(self.device, non_blocking=True))
             for name, value in logs.items():
@@ -541,7 +542,8 @@ class Trainer:
             count += 1
             bar.update(1)
             bar.set_postfix({k: f"{logs[k]:.3g}" for k in ("mel", "loss_g", "loss_d") if k in logs})
-            last = self.step >= max_steps
+            out_of_time = deadline is not None and time.monotonic() >= deadline
+            last = self.step >= max_steps or out_of_time
             if count and (self.step % max(1, config.log_every) == 0 or last):
                 elapsed = time.perf_counter() - started
                 names = sorted(sums)
@@ -556,6 +558,9 @@ class Trainer:
                 self.evaluate()
             if config.save_every and (self.step % config.save_every == 0 or last):
                 self.save_checkpoint()
+            if out_of_time:
+                logger.info("Time limit of %s minutes reached at step %d.", config.time_limit_minutes, self.step)
+                break
         bar.close()
         if self.is_main and not config.save_every:
             export_codec(self.codec, self.output_dir / "model")
