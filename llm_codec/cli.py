@@ -94,7 +94,7 @@ def cmd_reconstruct(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.output_dir, args.audio)
+    run_demo(args.output_dir, args.clips, args.audio)
     return 0
 
 
@@ -132,8 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_subparser(sub)
 
-    demo = sub.add_parser("demo", help="the main job: round-trip the bundled clip, print its LLM tokens")
+    evaluate = sub.add_parser("evaluate", help="measure: few-shot classification episodes, codec quality")
+    evaluate_sub = evaluate.add_subparsers(dest="evaluation", required=True)
+    # few-shot commands (classify, generate, evaluate fewshot): llm_codec/evaluation/fewshot_cli.py
+    # codec commands (bench, evaluate codec): llm_codec/evaluation/codec_cli.py
+
+    demo = sub.add_parser("demo", help="the main job: few-shot classification of bundled drum hits by the frozen LM, "
+                                       "and a codec round trip of the bundled speech")
     demo.add_argument("--output-dir", default="outputs")
+    demo.add_argument("--clips", default=None, help="folder with demonstrations/<label>/ and queries/<label>/ audio")
     demo.add_argument("--audio", default=None, help="use this clip instead of the bundled one")
     demo.set_defaults(func=cmd_demo)
     return parser

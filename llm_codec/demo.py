@@ -1,68 +1,169 @@
-"""The main job: round-trip the bundled speech clip through the default codec and show its LLM tokens."""
+"""
+The main job: few-shot classification of real drum sounds by a frozen LLM, plus a round trip through the codec.
+
+The embedded default codec turns each bundled clip into SmolLM2 tokens; the LM is shown labelled demonstrations from
+one drum kit and classifies hits from two other kits, with no parameter update, by three methods: in-context label
+scoring (`icl`), the same with contextual calibration (`calibrated`) and LM-embedding prototypes (`embedding`).
+Then the bundled speech clip is encoded and decoded, and `reconstruction.wav` + `spectrogram.png` are written.
+"""
 
 import argparse
 import time
+from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 import torch
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+METHODS = {"icl": dict(method="icl"), "calibrated": dict(method="icl", calibrate=True), "embedding": dict(method="embedding")}
 
-def run_demo(output_dir: str = "outputs", audio_path: str | None = None, max_words: int = 24) -> dict:
+
+def demo_clips_dir() -> Path:
+    """Folder of the bundled labelled clips: `demonstrations/<label>/*.flac` and `queries/<label>/*.flac`."""
+    return Path(str(files(__package__) / "assets" / "demo_clips"))
+
+
+def labelled_clips(folder: str | Path) -> list[tuple[Path, str]]:
+    """`(path, label)` for every audio file of `folder/<label>/`, sorted; raises when there are none."""
+    folder = Path(folder)
+    clips = [(p, d.name) for d in sorted(folder.iterdir()) if d.is_dir() for p in sorted(d.iterdir())
+             if p.suffix.lower() in AUDIO_SUFFIXES]
+    if not clips:
+        raise FileNotFoundError(f"No labelled clips under {folder} (expected {folder}/<label>/*.flac).")
+    return clips
+
+
+@dataclass
+class DemoResult:
+    """What `run_demo` measured: per-method accuracy on the queries, each query's ranking, and the written files."""
+
+    accuracy: dict[str, float]
+    rankings: dict[str, list[list[dict]]]
+    queries: list[tuple[str, str]]
+    demonstrations: list[tuple[str, str]]
+    trained: bool
+    wav: str = ""
+    png: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def run_demo(output_dir: str = "outputs", clips_dir: str | Path | None = None, audio_path: str | None = None,
+             codec=None, language_model=None, tokenizer=None, max_words: int = 12) -> DemoResult:
     """
-    Encodes a clip (default: the bundled speech), prints its codes as the default LM's tokens, decodes it, and
-    writes `reconstruction.wav` and `spectrogram.png` (original vs reconstruction) to `output_dir`.
-    Returns a summary dict (paths, token counts, timings).
+    Runs the main job and prints it.
+
+    Args:
+        output_dir (`str`): where `reconstruction.wav` and `spectrogram.png` go.
+        clips_dir (`str | Path`, *optional*): a folder with `demonstrations/<label>/` and `queries/<label>/` audio
+            (default: the bundled drum hits, `demo_clips_dir()`).
+        audio_path (`str`, *optional*): the clip to reconstruct (default: the bundled speech).
+        codec, language_model, tokenizer (*optional*): use these instead of the embedded default codec and LM.
+        max_words (`int`): layer-1 words printed per clip.
+
+    Returns:
+        `DemoResult`.
     """
+    from transformers import pipeline
+
     from . import example_audio_path
     from .audio_io import load_audio, save_audio
-    from .default_model import load_default_codec
     from .plotting import plot_spectrograms
     from .processing_llm_codec import LLMCodecProcessor
 
     torch.set_grad_enabled(False)
-    start = time.perf_counter()
-    print("Loading the default LM (SmolLM2-135M-Instruct, offline; converted once per machine) and the codec ...")
-    codec, trained, (lm, tokenizer) = load_default_codec()
+    timings, start = {}, time.perf_counter()
+    trained = True
+    if codec is None:
+        from .default_model import load_default_codec
+
+        print("Loading the default LM (SmolLM2-135M-Instruct, offline; converted once per machine) and the codec ...")
+        codec, trained, (language_model, tokenizer) = load_default_codec()
     config = codec.config
     print(
-        f"Codec: {sum(p.numel() for p in codec.parameters()) / 1e6:.1f} M trained parameters, codebooks "
-        f"{config.codebook_sizes} x {config.codebook_dim} from {config.llm_name_or_path} "
-        f"({'trained weights' if trained else 'UNTRAINED: random encoder/decoder, reconstruction is not speech yet'})"
+        f"Codec: {sum(p.numel() for p in codec.parameters()) / 1e6:.2f} M trained parameters, codebooks "
+        f"{list(config.codebook_sizes)} x {config.codebook_dim} from {config.llm_name_or_path} "
+        f"({'trained weights' if trained else 'UNTRAINED: random encoder/decoder'}); "
+        f"{[round(r, 2) for r in config.tokens_per_second]} codes/s per layer, {config.bitrate:.0f} bit/s"
     )
-    print(f"Token rates {[round(r, 2) for r in config.tokens_per_second]} codes/s per layer, {config.bitrate:.0f} bit/s")
+    timings["load_s"] = time.perf_counter() - start
+
+    # ---- few-shot classification of real clips
+    root = Path(clips_dir) if clips_dir is not None else demo_clips_dir()
+    demos = labelled_clips(root / "demonstrations")
+    queries = labelled_clips(root / "queries")
+    labels = list(dict.fromkeys(label for _, label in demos))
     processor = LLMCodecProcessor.from_codec(codec, tokenizer)
+    classify = pipeline("audio-few-shot-classification", model=codec, language_model=language_model, tokenizer=tokenizer)
+    demo_audio = [load_audio(p) for p, _ in demos]
+    query_audio = [load_audio(p) for p, _ in queries]
+    print(f"\nFew-shot classification: {len(labels)} labels {labels}, {len(demos)} demonstrations, {len(queries)} queries")
+    print("Demonstrations (the prompt shows each as layer-1 codec words, then its label):")
+    for (path, label), (audio, rate) in zip(demos, demo_audio):
+        codes = codec.encode(**processor(audio=audio, sampling_rate=rate, return_tensors="pt")).audio_codes
+        words = processor.codes_to_words(codes[0])[0]
+        print(f"  {label:>8}  {path.name:<40} {' '.join(words[:max_words])}{' ...' if len(words) > max_words else ''}")
+    demonstrations = [({"array": a, "sampling_rate": r}, label) for (a, r), (_, label) in zip(demo_audio, demos)]
+    inputs = [{"array": a, "sampling_rate": r} for a, r in query_audio]
+    rankings, accuracy = {}, {}
+    t0 = time.perf_counter()
+    for name, kwargs in METHODS.items():
+        rankings[name] = classify(inputs, demonstrations=demonstrations, candidate_labels=labels, progress=False, **kwargs)
+        hits = sum(r[0]["label"] == label for r, (_, label) in zip(rankings[name], queries))
+        accuracy[name] = hits / len(queries)
+    timings["classify_s"] = time.perf_counter() - t0
+    rows = []
+    for index, (path, label) in enumerate(queries):
+        cells = []
+        for name in METHODS:
+            ranked = rankings[name][index]
+            mark = "ok" if ranked[0]["label"] == label else "--"
+            cells.append(f"{mark} " + " ".join(f"{r['label']} {r['score']:.2f}" for r in ranked))
+        rows.append((path.stem[:40], label, cells))
+    widths = [max(len(r[2][i]) for r in rows) for i in range(len(METHODS))]
+    print("\nEach query's labels, best first, with scores (ok = right):")
+    print(f"{'query':<40}  {'truth':>6}  " + "  ".join(f"{m:<{w}}" for m, w in zip(METHODS, widths)))
+    for stem, label, cells in rows:
+        print(f"{stem:<40}  {label:>6}  " + "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths)))
+    chance = 1 / len(labels)
+    print("\nAccuracy on the queries (chance {:.0%}): ".format(chance)
+          + ", ".join(f"{m} {accuracy[m]:.0%} ({round(accuracy[m] * len(queries))}/{len(queries)})" for m in METHODS))
+
+    # ---- reconstruction of the bundled speech
     path = audio_path or example_audio_path()
     audio, rate = load_audio(path)
-    inputs = processor(audio=audio, sampling_rate=rate, return_tensors="pt")
-    encoded = codec.encode(**inputs)
-    seconds = inputs["input_values"].shape[-1] / config.sample_rate
-    print(f"\nAudio: {path} ({seconds:.2f} s)")
+    encoded_inputs = processor(audio=audio, sampling_rate=rate, return_tensors="pt")
+    t0 = time.perf_counter()
+    encoded = codec.encode(**encoded_inputs)
+    generator = torch.Generator().manual_seed(0)
+    decoded = codec.decode(encoded.audio_codes, audio_lengths=encoded.audio_lengths, generator=generator).audio_values[0, 0]
+    timings["reconstruct_s"] = time.perf_counter() - t0
+    seconds = encoded_inputs["input_values"].shape[-1] / config.sample_rate
     words = processor.codes_to_words(encoded.audio_codes[0])[0]
-    print(f"Layer 1 ({len(words)} codes) as words: {' '.join(words[:max_words])}{' ...' if len(words) > max_words else ''}")
-    ids = processor.codes_to_ids(encoded.audio_codes, layers=(0,))[0]
-    print(f"  = {len(ids)} LLM token ids: {ids[:max_words]}{' ...' if len(ids) > max_words else ''}")
-    for k in (1, 2):
-        tokens = tokenizer.convert_ids_to_tokens(encoded.audio_codes[k][0, :max_words].tolist())
-        print(f"Layer {k + 1} ({encoded.audio_codes[k].shape[1]} codes) as LLM tokens: {tokens} ...")
-    decoded = codec.decode(encoded.audio_codes, audio_lengths=encoded.audio_lengths).audio_values[0, 0]
+    print(f"\nReconstruction of {Path(path).name} ({seconds:.2f} s, {sum(c.shape[1] for c in encoded.audio_codes)} codes)")
+    print(f"  layer 1 as words: {' '.join(words[:max_words])}{' ...' if len(words) > max_words else ''}")
     output = Path(output_dir)
     wav = save_audio(output / "reconstruction.wav", decoded, config.sample_rate)
     png = plot_spectrograms(
-        {"original": inputs["input_values"][0, 0].numpy(), "reconstruction": decoded.numpy()},
+        {"original": encoded_inputs["input_values"][0, 0].numpy(), "reconstruction": decoded.numpy()},
         config.sample_rate,
         output / "spectrogram.png",
         title=f"LLM-Codec ({'trained' if trained else 'untrained'}) at {config.bitrate:.0f} bit/s",
     )
-    print(f"\nWrote {wav} and {png} in {time.perf_counter() - start:.1f} s")
-    return {"trained": trained, "wav": str(wav), "png": str(png), "layer1_words": words, "ids": ids}
+    timings["total_s"] = time.perf_counter() - start
+    print(f"Wrote {wav} and {png} ({timings['total_s']:.1f} s in all)")
+    return DemoResult(accuracy=accuracy, rankings=rankings, queries=[(str(p), l) for p, l in queries],
+                      demonstrations=[(str(p), l) for p, l in demos], trained=trained, wav=str(wav), png=str(png),
+                      timings=timings)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default="outputs")
-    parser.add_argument("--audio", default=None, help="another clip to use instead of the bundled one")
+    parser.add_argument("--clips", default=None, help="folder with demonstrations/<label>/ and queries/<label>/ audio")
+    parser.add_argument("--audio", default=None, help="clip to reconstruct instead of the bundled speech")
     args = parser.parse_args(argv)
-    run_demo(args.output_dir, args.audio)
+    run_demo(args.output_dir, args.clips, args.audio)
     return 0
 
 

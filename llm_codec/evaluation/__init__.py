@@ -1,0 +1,1 @@
+"""Evaluation: few-shot classification episodes and codec quality, with `evaluate` metric modules shipped inside."""

@@ -1,0 +1,69 @@
+"""The main job (`llm-codec demo`): bundled labelled clips, and a full run on tiny models (the real default is slow)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from llm_codec import LLMCodecModel
+from llm_codec.demo import demo_clips_dir, labelled_clips, run_demo
+
+from .conftest import tiny_tokenizer
+
+WORDS = [f"w{i}" for i in range(4, 44)]
+ARCH = dict(encoder_dim=16, encoder_rates=[2, 3], latent_dim=None, decoder_dim=64, decoder_rates=[3, 2], attn_window_size=2)
+
+
+def test_bundled_clips_are_labelled_and_from_other_kits():
+    demos = labelled_clips(demo_clips_dir() / "demonstrations")
+    queries = labelled_clips(demo_clips_dir() / "queries")
+    assert len(demos) == 9 and len(queries) == 15
+    assert {label for _, label in demos} == {label for _, label in queries} == {"hihat", "kick", "snare"}
+    kit = lambda path: path.name.split("__")[0]  # noqa: E731
+    assert {kit(p) for p, _ in demos}.isdisjoint({kit(p) for p, _ in queries})
+    attribution = (demo_clips_dir().parent / "ATTRIBUTION.md").read_text()
+    assert all(name in attribution for name in ("BJA_Pacific", "rumpf_kit_z01_h2", "Audiophob"))
+    with pytest.raises(FileNotFoundError, match="No labelled clips"):
+        labelled_clips(demo_clips_dir())  # its subfolders hold folders, not audio
+
+
+def test_demo_runs_end_to_end_on_tiny_models(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for role, count in (("demonstrations", 2), ("queries", 3)):
+        for label, freq in (("w50", 300.0), ("w60", 2000.0)):
+            folder = tmp_path / "clips" / role / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                t = np.arange(3200) / 16000
+                sf.write(folder / f"k{role[0]}__{i}.wav", (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(3200)).astype(np.float32), 16000)
+    sf.write(tmp_path / "speech.wav", (0.1 * rng.standard_normal(4000)).astype(np.float32), 16000)
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=200, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                      intermediate_size=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)).eval()
+    tokenizer = tiny_tokenizer(200)
+    codec = LLMCodecModel.from_language_model(lm, tokenizer, word_list=WORDS, **ARCH).eval()
+    result = run_demo(str(tmp_path / "out"), tmp_path / "clips", str(tmp_path / "speech.wav"), codec=codec,
+                      language_model=lm, tokenizer=tokenizer)
+    printed = capsys.readouterr().out
+    assert set(result.accuracy) == {"icl", "calibrated", "embedding"}
+    for name, rankings in result.rankings.items():
+        assert len(rankings) == 6
+        for ranked in rankings:
+            assert [r["label"] for r in ranked] != [] and abs(sum(r["score"] for r in ranked) - 1) < 1e-6
+            assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+        hits = sum(r[0]["label"] == label for r, (_, label) in zip(rankings, result.queries))
+        assert result.accuracy[name] == hits / 6
+        assert f"{name} {result.accuracy[name]:.0%}" in printed
+    assert Path(result.wav).is_file() and Path(result.png).is_file()
+    assert sf.info(result.wav).frames == 4000
+
+
+@pytest.mark.slow
+def test_demo_on_the_embedded_default(tmp_path):
+    result = run_demo(str(tmp_path))
+    assert result.trained, "the shipped default codec weights were not found"
+    assert len(result.queries) == 15 and all(0 <= a <= 1 for a in result.accuracy.values())
+    assert Path(result.wav).is_file() and Path(result.png).is_file()
