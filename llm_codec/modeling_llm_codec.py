@@ -278,11 +278,16 @@ class LLMCodecDecoderBlock(nn.Module):
             hidden_states = self.noise(hidden_states, noise)
         return self.res_unit3(self.res_unit2(self.res_unit1(hidden_states)))
 
-    def forward(self, hidden_states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """`hidden_states`: (batch, input_dim, time) -> (batch, output_dim, time * stride)."""
+    def forward(self, hidden_states: torch.Tensor, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """
+        `hidden_states`: (batch, input_dim, time) -> (batch, output_dim, time * stride). `noise` (batch, 1,
+        time * stride): the noise block's draw (default: drawn here from `generator`).
+        """
         frames = hidden_states.shape[-1]
         out_length = frames * self.stride
-        noise = self.noise.draw(hidden_states, out_length, generator) if self.noise is not None else None
+        if self.noise is not None and noise is None:
+            noise = self.noise.draw(hidden_states, out_length, generator)
         tile = max(1, self.tile_samples // self.stride)
         if torch.is_grad_enabled() or frames <= 2 * tile:
             return self._block(hidden_states, noise)
@@ -325,16 +330,61 @@ class LLMCodecDecoder(nn.Module):
         self.snake_out = LLMCodecSnake1d(dim)
         self.conv_out = nn.Conv1d(dim, 1, kernel_size=7, padding=3)
 
-    def forward(self, hidden_states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """`hidden_states`: (batch, latent_dim, frames) -> (batch, 1, frames * hop_length)."""
+    def halo_frames(self) -> int:
+        """
+        Latent frames on each side of a chunk that reach its output: the input convolution's, each block's halo
+        (in its own input frames) brought back to latent frames, and the output convolution's, rounded up to whole
+        attention windows so that chunks keep the windows of the whole sequence.
+        """
+        reach, scale = 3 if self.conv_in_depthwise is not None or self.conv_in.kernel_size[0] > 1 else 0, 1
+        for block in self.blocks:
+            reach += math.ceil(block.halo_frames / scale)
+            scale *= block.stride
+        reach += math.ceil(3 / scale) + 1
+        window = self.attention.window_size if self.attention is not None else 1
+        return math.ceil(reach / window) * window
+
+    def _run(self, hidden_states: torch.Tensor, noises: list) -> torch.Tensor:
         if self.conv_in_depthwise is not None:
             hidden_states = self.conv_in_depthwise(hidden_states)
         hidden_states = self.conv_in(hidden_states)
         if self.attention is not None:
             hidden_states = self.attention(hidden_states)
-        for block in self.blocks:
-            hidden_states = block(hidden_states, generator=generator)
+        for block, noise in zip(self.blocks, noises):
+            hidden_states = block(hidden_states, noise=noise)
         return torch.tanh(self.conv_out(self.snake_out(hidden_states)))
+
+    def forward(self, hidden_states: torch.Tensor, generator: torch.Generator | None = None,
+                chunk_frames: int | None = None) -> torch.Tensor:
+        """
+        `hidden_states`: (batch, latent_dim, frames) -> (batch, 1, frames * hop_length).
+
+        Without gradient and with `chunk_frames` (a multiple of the attention window), sequences longer than two
+        chunks are decoded chunk by chunk with `halo_frames()` of overlap; every noise block's noise is drawn
+        first, in the order of the whole-sequence decode, so the audio is the same and memory is bounded by a chunk
+        plus the output and its noise (about 2.5 floats per output sample).
+        """
+        frames, noises, length = hidden_states.shape[-1], [], hidden_states.shape[-1]
+        for block in self.blocks:  # the same draws, in the same order, as block-by-block decoding
+            length *= block.stride
+            noises.append(block.noise.draw(hidden_states, length, generator) if block.noise is not None else None)
+        if chunk_frames is None or torch.is_grad_enabled() or frames <= 2 * chunk_frames:
+            return self._run(hidden_states, noises)
+        window = self.attention.window_size if self.attention is not None else 1
+        if chunk_frames % window:
+            raise ValueError(f"`chunk_frames` ({chunk_frames}) must be a multiple of the attention window ({window}).")
+        hop, halo = length // frames, self.halo_frames()
+        output = hidden_states.new_empty(hidden_states.shape[0], 1, length)
+        for start in range(0, frames, chunk_frames):
+            end = min(frames, start + chunk_frames)
+            lo, hi = max(0, start - halo), min(frames, end + halo)
+            chunk_noises, scale = [], 1
+            for block, noise in zip(self.blocks, noises):
+                scale *= block.stride
+                chunk_noises.append(noise[..., lo * scale : hi * scale] if noise is not None else None)
+            audio = self._run(hidden_states[..., lo:hi], chunk_noises)
+            output[..., start * hop : end * hop] = audio[..., (start - lo) * hop : (end - lo) * hop]
+        return output
 
 
 class LLMCodecVectorQuantize(nn.Module):
@@ -755,13 +805,19 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         codes = tuple(c.to(self.device) for c in self.check_codes(audio_codes))
         quantized = self.quantizer.from_codes(codes, dtype=self.dtype)
-        audio_values = self.decoder(quantized, generator=generator)
+        audio_values = self.decoder(quantized, generator=generator, chunk_frames=self._decode_chunk_frames())
         padding_mask = None
         if audio_lengths is not None:
             audio_values, padding_mask = self._trim(audio_values, audio_lengths)
         if not return_dict:
             return (audio_values, padding_mask)
         return LLMCodecDecoderOutput(audio_values=audio_values, padding_mask=padding_mask)
+
+    def _decode_chunk_frames(self) -> int:
+        """`config.decode_chunk_s` in latent frames, rounded to whole attention windows (at least one)."""
+        window = self.config.attn_window_size or 1
+        frames = self.config.decode_chunk_s * self.config.sample_rate / self.config.hop_length
+        return max(1, round(frames / window)) * window
 
     @staticmethod
     def _trim(audio_values: torch.Tensor, audio_lengths) -> tuple[torch.Tensor, torch.LongTensor]:

@@ -182,6 +182,31 @@ def test_tiled_decoder_equals_untiled(tiny_model, monkeypatch):
     torch.testing.assert_close(tiled, untiled, rtol=0, atol=1e-5)
 
 
+def test_long_code_sequences_are_decoded_in_chunks_with_the_same_audio(tiny_model):
+    config = tiny_config(decode_chunk_s=0.01)  # about 26 latent frames per chunk
+    chunked = LLMCodecModel(config).eval()
+    chunked.load_state_dict(tiny_model.state_dict())
+    codes = tiny_model.encode(torch.randn(2, 1, 8000)).audio_codes  # 1334 frames: many chunks, a batch of two
+    calls = []
+    hook = chunked.decoder.conv_out.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[-1]))
+    with torch.no_grad():
+        whole = tiny_model.decode(codes, generator=torch.Generator().manual_seed(3)).audio_values
+        pieces = chunked.decode(codes, generator=torch.Generator().manual_seed(3)).audio_values
+    hook.remove()
+    hop = config.hop_length
+    assert len(calls) > 10 and max(calls) <= (26 + 2 * chunked.decoder.halo_frames()) * hop
+    assert pieces.shape == whole.shape
+    torch.testing.assert_close(pieces, whole, rtol=0, atol=1e-5)
+    # without the overlap the audio changes at the seams: the halo is what makes chunks exact
+    chunked.decoder.halo_frames = lambda: 0
+    with torch.no_grad():
+        seams = chunked.decode(codes, generator=torch.Generator().manual_seed(3)).audio_values
+    assert (seams - whole).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="multiple of the attention window"):
+        with torch.no_grad():
+            chunked.decoder(torch.zeros(1, config.latent_dim, 400), chunk_frames=3)
+
+
 def test_decoder_noise_follows_seed_and_generator(tiny_model):
     codes = tiny_model.encode(torch.randn(1, 1, 1000)).audio_codes
     torch.manual_seed(1)
