@@ -1,8 +1,10 @@
 """The embedded default codec: LLM-Codec for the offline default LM (SmolLM2-135M-Instruct).
 
-Its trained weights (encoder, decoder, projections; no codebooks) ship in `assets/default_codec/` once trained; the
-frozen codebooks are rebuilt at load time from the LM's embedding table, which is exactly where they came from.
-Until then, `load_default_codec()` returns the same architecture with random encoder/decoder weights and says so.
+Its trained weights (encoder, decoder, projections; no codebooks) ship in `assets/default_codec/`
+(`weights_without_codebooks.safetensors`, named so that `from_pretrained` cannot mistake the folder for a complete
+checkpoint); the frozen codebooks are rebuilt at load time from the LM's embedding table, which is exactly where
+they came from. Without that file, `load_default_codec()` returns the same architecture with random encoder/decoder
+weights and says so.
 """
 
 import logging
@@ -28,6 +30,9 @@ DEFAULT_CODEC_ARCH = dict(
 )
 
 
+WEIGHTS_NAME = "weights_without_codebooks.safetensors"
+
+
 def default_codec_dir() -> Path:
     """Folder of the shipped default codec weights (may not exist before the first training run is shipped)."""
     return Path(str(files(__package__) / "assets" / "default_codec"))
@@ -48,7 +53,7 @@ def load_default_codec(language_model=None, tokenizer=None):
     if language_model is None:
         language_model, tokenizer = load_language_model()
     folder = default_codec_dir()
-    weights = folder / "model.safetensors"
+    weights = folder / WEIGHTS_NAME
     torch.manual_seed(0)
     if weights.is_file():
         from .configuration_llm_codec import LLMCodecConfig

@@ -7,8 +7,8 @@ It decodes the bundled audio to WAV clips under /tmp, rebuilds the codec (codebo
 Whisper teacher, and runs the ordinary `llm_codec.training.Trainer` with the default config (`--config`) plus the
 overrides below, stopping after `--minutes` of training with a checkpoint in `--state` (`runs/default_smollm2_gpu`,
 which a later call continues exactly while the machine is still the same one). What comes back in `--out`:
-`model.safetensors` + `config.json` (the folded codec weights, no codebooks: the layout of
-`llm_codec/assets/default_codec/`), `log.jsonl`, the last validation spectrogram, and `resume/` (half-precision
+`model.safetensors` + `config.json` (the folded codec weights, no codebooks: ship them as
+`llm_codec/assets/default_codec/weights_without_codebooks.safetensors`), `log.jsonl`, the last validation spectrogram, and `resume/` (half-precision
 codec and discriminator weights + the step). When `--state` holds no checkpoint (a fresh machine) but
 `--resume-from` names such a `resume/` folder, training continues from those weights and that step (optimiser
 moments start afresh); audio files missing from the bundle are skipped, to make room for it.
