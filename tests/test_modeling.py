@@ -1,7 +1,10 @@
 import math
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.nn.functional as F
 
 from llm_codec import LLMCodecConfig, LLMCodecModel
@@ -309,3 +312,38 @@ def test_config_validation_messages():
     assert config.hop_length == 480 and config.pad_multiple == 3840
     assert [round(r, 2) for r in config.tokens_per_second] == [8.33, 16.67, 33.33]
     assert config.sampling_rate == 16000
+
+
+@settings(max_examples=10, deadline=None)
+@given(lengths=st.lists(st.integers(1, 900), min_size=1, max_size=3), seed=st.integers(0, 2**16))
+def test_encode_decode_lengths_and_batch_invariance_property(lengths, seed):
+    """Any lengths: codes per layer = padded frames / stride, decode gives back each length, batch = one by one."""
+    model = _property_model()
+    rng = np.random.default_rng(seed)
+    clips = [torch.from_numpy(rng.uniform(-1, 1, n).astype(np.float32)) for n in lengths]
+    batch = torch.zeros(len(clips), 1, max(lengths))
+    mask = torch.zeros(len(clips), max(lengths), dtype=torch.long)
+    for i, clip in enumerate(clips):
+        batch[i, 0, : len(clip)], mask[i, : len(clip)] = clip, 1
+    unit, config = model.config.pad_multiple, model.config
+    with torch.no_grad():
+        encoded = model.encode(batch, padding_mask=mask)
+        for i, clip in enumerate(clips):
+            frames = -(-len(clip) // unit) * unit // config.hop_length
+            single = model.encode(clip[None, None])
+            for k, stride in enumerate(config.vq_strides):
+                assert int(encoded.audio_codes_lengths[i, k]) == frames // stride
+                assert torch.equal(encoded.audio_codes[k][i, : frames // stride], single.audio_codes[k][0])
+            decoded = model.decode(single.audio_codes, audio_lengths=single.audio_lengths).audio_values
+            assert decoded.shape == (1, 1, len(clip)) and torch.isfinite(decoded).all()
+            assert decoded.abs().max() <= 1
+
+
+_PROPERTY_MODEL = []
+
+
+def _property_model():
+    if not _PROPERTY_MODEL:
+        torch.manual_seed(0)
+        _PROPERTY_MODEL.append(LLMCodecModel(tiny_config()).eval())
+    return _PROPERTY_MODEL[0]
