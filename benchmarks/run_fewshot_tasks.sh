@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Few-shot classification of the offline real-audio tasks (bash scripts/prepare_data.sh builds data/tasks) with the
+# embedded default codec and SmolLM2-135M: 2-way and 3-way at 1 and 3 shots, and 5-way 5-shot, 20 episodes per
+# setting, 2 queries per class and episode, seed 0, all three methods. Results: benchmarks/results_fewshot/<task>/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # one thread: two busy processes on 2 cores with 2 threads each run ~20x slower
+run() {  # task, extra arguments
+  local task="$1"; shift
+  "${PYTHON:-.venv/bin/python}" -m llm_codec.cli evaluate fewshot --data "data/tasks/$task" --task-name "$task" --episodes 20 \
+    --queries-per-class 2 --seed 0 --out "benchmarks/results_fewshot/$task" "$@"
+}
+run drum_type --group-key kit --settings 2x1,2x3,3x1,3x3,5x5
+run instrument --settings 2x1,2x3,3x1,3x3,5x5
+run speaker_id --settings 2x1,2x3,3x1,3x3
+run language_id --settings 2x1,2x3,3x1,3x3,5x5

@@ -1,0 +1,170 @@
+"""`llm-codec evaluate codec` (reconstruction quality against baselines) and `llm-codec bench` (speed and memory)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def load_codec(model: str | None):
+    """
+    The codec to measure and a description of it: `(LLMCodecModel in eval mode, str)`.
+
+    Args:
+        model (`str`, *optional*): a folder written by `save_pretrained` / `llm-codec convert` / training; `None`
+            loads the shipped default codec (`load_default_codec`, which also loads the offline default LM).
+    """
+    if model is None:
+        from ..default_model import load_default_codec
+
+        codec, trained, _ = load_default_codec()
+        return codec.eval(), "the shipped default codec" + ("" if trained else " (UNTRAINED: random weights)")
+    from ..modeling_llm_codec import LLMCodecModel
+
+    if not Path(model).is_dir():
+        raise FileNotFoundError(f"No model folder at {model}: give a folder written by save_pretrained / `llm-codec convert`.")
+    return LLMCodecModel.from_pretrained(model).eval(), f"the codec in {model}"
+
+
+def _baselines(text: str) -> list[str]:
+    from .codec_quality import Baseline
+
+    if text.strip().lower() in ("", "none"):
+        return []
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        Baseline.parse(name)  # ValueError naming the accepted forms
+    return names
+
+
+def _filters(items: list[str] | None) -> dict[str, str]:
+    filters = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--where {item!r}: use FIELD=VALUE, e.g. --where source=klettres-data.")
+        filters[key] = value
+    return filters
+
+
+def _with_threads(threads: int | None, run):
+    """Runs `run()` with `threads` torch threads (when given), restoring the previous count afterwards."""
+    import torch
+
+    if threads is None:
+        return run()
+    if threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}.")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return run()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def cmd_evaluate_codec(args) -> int:
+    return _with_threads(args.threads, lambda: _evaluate_codec(args))
+
+
+def _evaluate_codec(args) -> int:
+    from .codec_quality import evaluate_codec, save_results
+
+    baselines = _baselines(args.baselines)
+    filters = _filters(args.where)
+    codec, description = load_codec(args.model)
+    out = Path(args.out)
+    results = evaluate_codec(
+        codec,
+        args.data,
+        max_clips=args.max_clips,
+        seed=args.seed,
+        baselines=baselines,
+        kind=args.kind,
+        filters=filters,
+        spectrogram_path=None if args.no_spectrogram else out / "spectrogram.png",
+        progress=not args.quiet,
+    )
+    json_path, md_path = save_results(results, out)
+    print(f"Evaluated {description} on {results.num_clips} clips ({results.total_duration_s:.1f} s) of {args.data}.")
+    print(results.to_markdown())
+    print(f"wrote {json_path} and {md_path}" + (f" and {results.spectrogram}" if results.spectrogram else ""))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    return _with_threads(args.threads, lambda: _bench(args))
+
+
+def _bench(args) -> int:
+    from .codec_quality import benchmark_codec, peak_rss_mb
+
+    rss_before = peak_rss_mb()
+    codec, description = load_codec(args.model)
+    rss_loaded = peak_rss_mb()
+    result = benchmark_codec(codec, seconds=args.seconds, repeats=args.repeats, seed=args.seed)
+    config = codec.config
+    print(f"Benchmark of {description}.")
+    print(f"Method: {result.method}")
+    print(f"  tokens/s {result.tokens_per_second:.2f} ({' / '.join(f'{r:.2f}' for r in config.tokens_per_second)} per "
+          f"layer), bitrate {result.bitrate:.1f} bit/s")
+    print(f"  encode, first call        {result.encode_first_s:8.3f} s")
+    print(f"  encode (median of {result.repeats})      {result.encode_s:8.3f} s   real-time factor {result.encode_rtf:.3f}"
+          f"   runs {', '.join(f'{t:.3f}' for t in result.encode_runs_s)}")
+    print(f"  decode (median of {result.repeats})      {result.decode_s:8.3f} s   real-time factor {result.decode_rtf:.3f}"
+          f"   runs {', '.join(f'{t:.3f}' for t in result.decode_runs_s)}")
+    print(f"  encode + decode           {result.encode_s + result.decode_s:8.3f} s   real-time factor "
+          f"{result.real_time_factor:.3f} ({1 / result.real_time_factor:.1f}x faster than real time)")
+    print(f"  peak RSS                  {result.peak_rss_mb:8.0f} MB  (before loading {rss_before:.0f} MB, after "
+          f"loading {rss_loaded:.0f} MB)")
+    if args.json:
+        from dataclasses import asdict
+
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**asdict(result), "model": description, "rss_before_load_mb": rss_before,
+                                    "rss_after_load_mb": rss_loaded}, indent=2))
+        print(f"wrote {path}")
+    return 0
+
+
+def add_parsers(sub, evaluate_sub) -> None:
+    """
+    Adds `bench` to the top-level subparsers `sub` and `codec` to `evaluate_sub` (the subparsers of `evaluate`).
+
+    Args:
+        sub (`argparse._SubParsersAction`): subparsers of `llm-codec`.
+        evaluate_sub (`argparse._SubParsersAction`): subparsers of `llm-codec evaluate`.
+    """
+    from .codec_quality import DEFAULT_BASELINES
+
+    codec = evaluate_sub.add_parser(
+        "codec",
+        help="reconstruction quality (PESQ-WB, STOI, mel distance, SI-SDR) against codec2 / Opus baselines",
+        description="Encode and decode every clip of a folder or JSONL manifest, score the reconstructions and "
+        "write results.json, results.md and spectrogram.png to --out.",
+    )
+    codec.add_argument("--data", required=True, help="folder of audio files, or JSONL manifest with a `path` per row")
+    codec.add_argument("--model", default=None, help="codec folder (default: the shipped default codec)")
+    codec.add_argument("--out", required=True, help="folder for results.json, results.md, spectrogram.png")
+    codec.add_argument("--kind", default=None, help="keep manifest rows with this `kind`, e.g. speech")
+    codec.add_argument("--where", action="append", default=None, metavar="FIELD=VALUE",
+                       help="keep manifest rows with FIELD == VALUE (repeatable), e.g. source=klettres-data")
+    codec.add_argument("--max-clips", type=int, default=None, help="a seeded random subset of this many clips")
+    codec.add_argument("--seed", type=int, default=0, help="seed of the subset and of the decoder noise")
+    codec.add_argument("--baselines", default=",".join(DEFAULT_BASELINES),
+                       help="comma-separated codec2-<MODE> / opus-<N>k, or none (default: %(default)s)")
+    codec.add_argument("--threads", type=int, default=None,
+                       help="torch threads (default: torch's choice; 1 is faster on a machine busy with other work)")
+    codec.add_argument("--no-spectrogram", action="store_true", help="do not write spectrogram.png")
+    codec.add_argument("--quiet", action="store_true", help="no progress bar")
+    codec.set_defaults(func=cmd_evaluate_codec)
+
+    bench = sub.add_parser("bench", help="encode / decode speed, real-time factor and peak memory of a codec")
+    bench.add_argument("--model", default=None, help="codec folder (default: the shipped default codec)")
+    bench.add_argument("--seconds", type=float, default=10.0, help="length of the test clip (default: %(default)s)")
+    bench.add_argument("--repeats", type=int, default=3, help="timed runs, median reported (default: %(default)s)")
+    bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    bench.add_argument("--seed", type=int, default=0, help="seed of the decoder noise")
+    bench.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    bench.set_defaults(func=cmd_bench)

@@ -1,0 +1,361 @@
+"""Few-shot commands of `llm-codec`: `classify`, `generate` and `evaluate fewshot`.
+
+Without `--codec/--lm` they use the shipped default codec with the offline default LM (SmolLM2-135M-Instruct);
+`--codec FOLDER` (a `save_pretrained` codec) and `--lm FOLDER` (a local transformers causal LM + tokenizer) use
+others. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from pathlib import Path
+
+from ..training.data import AUDIO_EXTENSIONS, read_audio
+
+logger = logging.getLogger(__name__)
+
+_MODEL_HELP = (
+    "Models: without --codec/--lm, the shipped default codec and the offline default LM (SmolLM2-135M-Instruct); "
+    "--codec FOLDER loads a save_pretrained codec (with the default LM unless --lm FOLDER names a local LM folder)."
+)
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+
+def load_models(codec: str | None = None, lm: str | None = None, device: str | None = None):
+    """
+    `(codec, language_model, tokenizer)` for the commands: the default codec and LM when both are `None`, else
+    `LLMCodecModel.from_pretrained(codec)` and `AutoModelForCausalLM/AutoTokenizer.from_pretrained(lm)` (local
+    folders; the default LM when only `codec` is given). Everything in eval mode on `device` (default: CUDA when
+    available, else CPU).
+    """
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if codec is None and lm is not None:
+        raise ValueError("--lm needs --codec: a codec is built for one LM's vocabulary (give the codec trained for it).")
+    for flag, folder in (("--codec", codec), ("--lm", lm)):
+        if folder is not None and not Path(folder).is_dir():
+            raise FileNotFoundError(f"{flag}: no folder at {folder} (give a local save_pretrained folder).")
+    if codec is None:
+        from ..default_model import load_default_codec
+
+        model, trained, (language_model, tokenizer) = load_default_codec()
+        if not trained:
+            logger.warning("The default codec is untrained (random encoder): results are not meaningful.")
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from ..modeling_llm_codec import LLMCodecModel
+
+        model = LLMCodecModel.from_pretrained(codec)
+        if lm is None:
+            from ..language_model import load_language_model
+
+            language_model, tokenizer = load_language_model()
+        else:
+            language_model = AutoModelForCausalLM.from_pretrained(lm)
+            tokenizer = AutoTokenizer.from_pretrained(lm)
+    torch.set_grad_enabled(False)
+    return model.eval().to(device), language_model.eval().to(device), tokenizer
+
+
+def _pipeline(task: str, args, **kwargs):
+    from transformers import pipeline
+
+    codec, lm, tokenizer = load_models(args.codec, args.lm, args.device)
+    return pipeline(task, model=codec, language_model=lm, tokenizer=tokenizer, device=codec.device, **kwargs)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("models")
+    group.add_argument("--codec", default=None, metavar="FOLDER", help="codec folder (default: the shipped default codec)")
+    group.add_argument("--lm", default=None, metavar="FOLDER", help="local causal LM folder with its tokenizer "
+                       "(default: the offline SmolLM2-135M-Instruct; needs --codec)")
+    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+
+
+# ---------------------------------------------------------------------------------------------- classify
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def _queries(items: list[str]) -> list[tuple[str, str | None]]:
+    """`--queries`: a labelled folder (root/<label>/...), a flat folder, or files -> [(path, true label or None)]."""
+    if len(items) == 1 and Path(items[0]).is_dir():
+        root = Path(items[0])
+        subfolders = sorted(p for p in root.iterdir() if p.is_dir() and _audio_files(p))
+        if subfolders:
+            return [(str(f), sub.name) for sub in subfolders for f in _audio_files(sub)]
+        files = _audio_files(root)
+        if not files:
+            raise ValueError(f"--queries: no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {root}.")
+        return [(str(f), None) for f in files]
+    result = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            raise ValueError(f"--queries: give one folder, or audio files; {item} is a folder among several items.")
+        if not path.is_file():
+            raise FileNotFoundError(f"--queries: no audio file at {item}.")
+        result.append((str(path), None))
+    return result
+
+
+def cmd_classify(args) -> int:
+    from .fewshot import ClipPool, check_methods
+
+    method = check_methods(args.method)[0]
+    demos = ClipPool.from_folder(args.demos)
+    if args.shots is not None and args.shots < 1:
+        raise ValueError("--shots must be at least 1.")
+    chosen = []
+    for label, indices in demos.indices_by_label().items():
+        chosen += [(i, label) for i in indices[: args.shots or len(indices)]]
+    if len({label for _, label in chosen}) < 2:
+        raise ValueError(f"--demos {args.demos}: needs clips of at least two labels (one subfolder per label).")
+    queries = _queries(args.queries)
+    classify = _pipeline("audio-few-shot-classification", args)
+    rate = classify.model.config.sample_rate
+    demonstrations = [(demos.audio(i, rate), label) for i, label in chosen]
+    labels = list(dict.fromkeys(label for _, label in chosen))
+    print(f"demonstrations ({len(chosen)}, {len(labels)} labels):")
+    for i, label in chosen:
+        print(f"  {label}: {demos.describe(i)}")
+    rankings = classify(
+        [read_audio(path, rate) for path, _ in queries], demonstrations=demonstrations, sampling_rate=rate,
+        method="icl" if method == "calibrated" else method, calibrate=method == "calibrated",
+        n_repeats=args.repeats, instruction=not args.no_instruction, top_k=args.top_k,
+    )
+    print(f"queries ({len(queries)}, method {method}):")
+    report, correct = [], 0
+    for (path, truth), ranking in zip(queries, rankings):
+        ranked = ", ".join(f"{r['label']} {r['score']:.3f}" for r in ranking)
+        mark = "" if truth is None else ("  [ok]" if ranking[0]["label"] == truth else f"  [wrong: {truth}]")
+        print(f"  {path}: {ranked}{mark}")
+        correct += truth is not None and ranking[0]["label"] == truth
+        report.append({"path": path, "label": truth, "ranking": ranking})
+    summary = {"method": method, "demonstrations": [{"path": demos.describe(i), "label": l} for i, l in chosen],
+               "labels": labels, "queries": report}
+    known = [truth for _, truth in queries if truth is not None]
+    if known:
+        unknown_labels = sorted(set(known) - set(labels))
+        summary["accuracy"] = correct / len(known)
+        print(f"accuracy: {correct}/{len(known)} = {correct / len(known):.3f} (chance {1 / len(labels):.3f})"
+              + (f"; query labels without demonstrations: {unknown_labels}" if unknown_labels else ""))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+        print(f"wrote {args.json}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- generate
+
+
+def _is_file(path) -> bool:
+    try:
+        return Path(path).is_file()
+    except OSError:  # e.g. a long text input is not a file name
+        return False
+
+
+def _side(value: str, base: Path | None) -> str:
+    """A demonstration side: an existing audio file (resolved against `base`) -> its path; other text -> text."""
+    path = Path(value)
+    for candidate in ([path] if path.is_absolute() or base is None else [base / path, path]):
+        if _is_file(candidate):
+            return str(candidate)
+    if path.suffix.lower() in (*AUDIO_EXTENSIONS, ".mp3"):
+        raise FileNotFoundError(f"No audio file at {value}" + (f" (relative to {base})" if base else "") + ".")
+    return value
+
+
+def read_generation_demos(source: str | Path) -> list[tuple[str, str]]:
+    """
+    `(input, output)` demonstration pairs for `generate`: a folder with `input/` and `output/` subfolders whose
+    files are matched by name (stem), a JSON file (a list of `[input, output]` pairs or of `{"input", "output"}`
+    objects) or a TSV file (input, output per line; a header line `input\\toutput` is skipped). Paths are relative
+    to the file's folder; an input that is not a file is text. Outputs must be audio files.
+    """
+    source = Path(source)
+    if source.is_dir():
+        inputs, outputs = source / "input", source / "output"
+        if not inputs.is_dir() or not outputs.is_dir():
+            raise FileNotFoundError(f"--demos {source}: expected subfolders input/ and output/ (files matched by name).")
+        targets = {p.stem: p for p in _audio_files(outputs)}
+        pairs = [(str(p), str(targets[p.stem])) for p in _audio_files(inputs) if p.stem in targets]
+        if not pairs:
+            raise ValueError(f"--demos {source}: no file of input/ has an output/ file of the same name.")
+        return pairs
+    if not source.is_file():
+        raise FileNotFoundError(f"--demos: no folder or JSON/TSV file at {source}.")
+    if source.suffix.lower() == ".json":
+        rows = json.loads(source.read_text(encoding="utf-8"))
+        rows = [(r["input"], r["output"]) if isinstance(r, dict) else tuple(r) for r in rows]
+    else:
+        with open(source, newline="", encoding="utf-8") as handle:
+            rows = [tuple(r) for r in csv.reader(handle, delimiter="\t") if r]
+        if rows and [c.strip().lower() for c in rows[0]] == ["input", "output"]:
+            rows = rows[1:]
+    pairs = []
+    for number, row in enumerate(rows, 1):
+        if len(row) != 2:
+            raise ValueError(f"--demos {source}: row {number} has {len(row)} fields; give (input, output) pairs.")
+        source_side, target = _side(str(row[0]), source.parent), _side(str(row[1]), source.parent)
+        if not Path(target).is_file():
+            raise ValueError(f"--demos {source}: row {number}: the output {target!r} must be an audio file.")
+        pairs.append((source_side, target))
+    if not pairs:
+        raise ValueError(f"--demos {source} lists no (input, output) pair.")
+    return pairs
+
+
+def cmd_generate(args) -> int:
+    from ..audio_io import save_audio
+
+    pairs = read_generation_demos(args.demos)
+    query = _side(args.query, None)
+    generate = _pipeline("audio-few-shot-generation", args, separator=args.separator.replace("\\n", "\n").replace("\\t", "\t"))
+    config = generate.model.config
+    seconds = args.max_seconds
+    if args.max_words is not None:
+        seconds = (args.max_words + 0.5) * config.vq_strides[0] / config.frame_rate  # the pipeline rounds down
+    print(f"demonstrations ({len(pairs)}):")
+    for source, target in pairs:
+        print(f"  {source} -> {target}")
+    rate = config.sample_rate
+    audio = lambda side: read_audio(side, rate) if _is_file(side) else side  # noqa: E731 (text stays text)
+    demonstrations = [(audio(source), read_audio(target, rate)) for source, target in pairs]
+    out = generate(audio(query), demonstrations=demonstrations, sampling_rate=rate, max_audio_seconds=seconds,
+                   do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    save_audio(args.output, out["audio"], out["sampling_rate"])
+    print(f"wrote {args.output} ({len(out['audio']) / out['sampling_rate']:.2f} s, {len(out['tokens'])} LM tokens)")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- evaluate fewshot
+
+
+def cmd_evaluate_fewshot(args) -> int:
+    from .fewshot import (
+        check_methods,
+        check_setting,
+        evaluate_fewshot,
+        load_pool,
+        parse_settings,
+        results_table,
+        save_results,
+    )
+
+    methods = check_methods(args.methods)
+    settings = parse_settings(args.settings) if args.settings else [(args.ways, args.shots)]
+    pool = load_pool(args.data, name=args.task_name)
+    for n_way, k_shot in settings:  # fail before loading any model
+        check_setting(pool, n_way, k_shot, args.queries_per_class, args.group_key)
+    print(f"{pool.name}: {len(pool)} clips, {len(pool.classes)} classes")
+    classify = _pipeline("audio-few-shot-classification", args)
+    results = evaluate_fewshot(
+        classify, pool, settings=settings, methods=methods, n_queries=args.queries_per_class,
+        n_episodes=args.episodes, n_repeats=args.repeats, instruction=not args.no_instruction,
+        group_key=args.group_key, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
+    )
+    paths = save_results(results, args.out)
+    print(results_table(results), end="")
+    print(f"wrote {paths['json']} and {paths['markdown']}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parsers
+
+
+def add_parsers(sub, evaluate_sub) -> None:
+    """Adds `classify` and `generate` to the `llm-codec` commands (`sub`) and `fewshot` to `llm-codec evaluate`."""
+    formatter = argparse.RawDescriptionHelpFormatter
+
+    classify = sub.add_parser(
+        "classify", formatter_class=formatter,
+        help="few-shot classification of audio files from labelled demonstration clips",
+        description="Classify audio clips with a frozen LM that reads a few labelled demonstrations in its prompt.\n\n"
+        + _MODEL_HELP,
+        epilog="example:\n  llm-codec classify --demos demos/ --queries queries/ --method calibrated --shots 3\n"
+        "  (demos/<label>/*.wav; queries/ flat, or queries/<label>/*.wav to also print the accuracy)",
+    )
+    classify.add_argument("--demos", required=True, metavar="DIR", help="demonstrations: DIR/<label>/*.wav|flac|ogg")
+    classify.add_argument("--queries", required=True, nargs="+", metavar="DIR|FILE",
+                          help="a folder of clips (DIR/<label>/... when labelled: accuracy is printed) or audio files")
+    classify.add_argument("--method", default="icl", help="icl (label likelihood, default), calibrated (contextual "
+                          "calibration) or embedding (LM hidden-state prototypes)")
+    classify.add_argument("--shots", type=int, default=None, metavar="K", help="use at most K demonstrations per label "
+                          "(the first K by file name; default: all)")
+    classify.add_argument("--repeats", type=int, default=1, metavar="R", help="repeat the demonstrations R times in the prompt (default 1)")
+    classify.add_argument("--no-instruction", action="store_true", help="leave out the instruction line listing the labels")
+    classify.add_argument("--top-k", type=int, default=None, help="print only the best k labels per query")
+    classify.add_argument("--json", default=None, metavar="OUT", help="also write the rankings to this JSON file")
+    _add_model_arguments(classify)
+    classify.set_defaults(func=cmd_classify)
+
+    generate = sub.add_parser(
+        "generate", formatter_class=formatter,
+        help="few-shot audio generation from (input, output) demonstration pairs",
+        description="The LM continues demonstration pairs with codec tokens, decoded to audio.\n\n" + _MODEL_HELP,
+        epilog="example:\n  llm-codec generate --demos pairs/ --query in.wav --output out.wav --max-words 8\n"
+        "  (pairs/input/a.wav pairs with pairs/output/a.wav; or a JSON list of [input, output] / TSV file)",
+    )
+    generate.add_argument("--demos", required=True, metavar="DIR|FILE", help="a folder with input/ and output/ "
+                          "subfolders (files matched by name), or a JSON/TSV file of (input, output) pairs; inputs may "
+                          "be text, outputs are audio files")
+    generate.add_argument("--query", required=True, metavar="FILE|TEXT", help="the input to continue (audio file or text)")
+    generate.add_argument("--output", required=True, metavar="WAV", help="wav file to write")
+    generate.add_argument("--max-seconds", type=float, default=2.0, help="longest audio to generate (default 2)")
+    generate.add_argument("--max-words", type=int, default=None,
+                          help="longest generation in layer-1 words (overrides --max-seconds)")
+    generate.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    generate.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    generate.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens")
+    generate.add_argument("--seed", type=int, default=None, help="seed of sampling and of the decoder noise")
+    generate.add_argument("--separator", default="\\n", help="the token between layer 1 and layers 2-3 "
+                          "(default a newline; escapes like \\n are understood)")
+    _add_model_arguments(generate)
+    generate.set_defaults(func=cmd_generate)
+
+    fewshot = evaluate_sub.add_parser(
+        "fewshot", formatter_class=formatter,
+        help="accuracy over N-way K-shot classification episodes (UniAudio 1.5 protocol)",
+        description="Sample N-way K-shot episodes from a labelled clip pool, classify every query with each method, "
+        "and write results.json, results.md and confusion-matrix PNGs.\n\n" + _MODEL_HELP,
+        epilog="examples:\n"
+        "  llm-codec evaluate fewshot --data data/tasks/drum_type --group-key kit --out outputs/fewshot/drums\n"
+        "  llm-codec evaluate fewshot --data data/tasks/instrument --settings 2x1,2x3,3x1,3x3,5x5 --episodes 50 "
+        "--out outputs/fewshot/instrument",
+    )
+    fewshot.add_argument("--data", required=True, metavar="DIR|MANIFEST", help="DIR/<label>/*.wav|flac|ogg, a folder "
+                         "with manifest.jsonl, or a .jsonl manifest (path, label and optional group fields)")
+    fewshot.add_argument("--task-name", default=None, help="name in the results (default: the folder's name)")
+    fewshot.add_argument("--ways", type=int, default=2, metavar="N", help="classes per episode (default 2)")
+    fewshot.add_argument("--shots", type=int, default=1, metavar="K", help="demonstrations per class (default 1)")
+    fewshot.add_argument("--settings", default=None, metavar="NxK,...", help="several settings in one run, e.g. "
+                         "2x1,2x3,3x1,3x3,5x5 (overrides --ways/--shots; clips are encoded once)")
+    fewshot.add_argument("--queries-per-class", type=int, default=2, metavar="Q", help="queries per class and episode (default 2)")
+    fewshot.add_argument("--episodes", type=int, default=20, help="episodes per setting (default 20)")
+    fewshot.add_argument("--repeats", type=int, default=1, metavar="R", help="repeat the demonstrations R times (default 1)")
+    fewshot.add_argument("--no-instruction", action="store_true", help="leave out the instruction line")
+    fewshot.add_argument("--group-key", default=None, help="manifest field (e.g. kit, speaker) whose groups must not "
+                         "feed both demonstrations and queries of an episode")
+    fewshot.add_argument("--methods", default="icl,calibrated,embedding",
+                         help="comma-separated, among icl, calibrated, embedding (default: all three)")
+    fewshot.add_argument("--seed", type=int, default=0, help="seed of the episode sampling (default 0)")
+    fewshot.add_argument("--batch-size", type=int, default=8, help="queries per LM pass and clips per codec batch (default 8)")
+    fewshot.add_argument("--out", required=True, metavar="DIR", help="folder for results.json, results.md and PNGs")
+    fewshot.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_model_arguments(fewshot)
+    fewshot.set_defaults(func=cmd_evaluate_fewshot)
+
+
+__all__ = ["add_parsers", "load_models", "read_generation_demos"]

@@ -1,0 +1,84 @@
+"""`llm-codec encode` / `decode` / `reconstruct` on a tiny saved codec and a tiny local LM folder."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from llm_codec import LLMCodecModel
+from llm_codec.cli import main as cli_main
+
+from .conftest import tiny_tokenizer
+
+WORDS = [f"w{i}" for i in range(4, 44)]
+ARCH = dict(encoder_dim=16, encoder_rates=[2, 3], latent_dim=None, decoder_dim=64, decoder_rates=[3, 2], attn_window_size=2)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=200, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                      intermediate_size=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)).eval()
+    tokenizer = tiny_tokenizer(200)
+    lm.save_pretrained(root / "lm")
+    tokenizer.save_pretrained(root / "lm")
+    LLMCodecModel.from_language_model(lm, tokenizer, word_list=WORDS, **ARCH).save_pretrained(root / "codec")
+    rng = np.random.default_rng(0)
+    sf.write(root / "clip.wav", (0.2 * rng.standard_normal(2400)).astype(np.float32), 16000)
+    return root
+
+
+def test_encode_writes_codes_words_and_llm_tokens_and_decode_reads_them_back(folders, tmp_path, capsys):
+    common = ["--model", str(folders / "codec"), "--audio", str(folders / "clip.wav")]
+    assert cli_main(["encode", *common, "--lm", str(folders / "lm"), "--separator", "<sep>",
+                     "--output", str(tmp_path / "codes.json")]) == 0
+    data = json.loads((tmp_path / "codes.json").read_text())
+    assert data["audio_length"] == 2400 and set(data["layers"]) == {"0", "1", "2"}
+    layer1 = data["layers"]["0"]
+    assert len(layer1["words"]) == len(layer1["codes"]) == len(layer1["token_ids"])
+    assert all(w in WORDS for w in layer1["words"])
+    layer2 = data["layers"]["1"]
+    assert layer2["token_ids"] == layer2["codes"]  # layers 2-3 codes are the LM's token ids
+    assert layer2["tokens"] == tiny_tokenizer(200).convert_ids_to_tokens(layer2["codes"])
+    assert 3 in data["generation_ids"]  # the separator between layer-1 words and layers 2-3
+
+    # decode from the codes, and from the LLM ids alone: the same audio under the same seed
+    assert cli_main(["decode", "--model", str(folders / "codec"), "--codes", str(tmp_path / "codes.json"),
+                     "--output", str(tmp_path / "a.wav"), "--seed", "1"]) == 0
+    ids_only = {"generation_ids": data["generation_ids"], "audio_length": data["audio_length"]}
+    (tmp_path / "ids.json").write_text(json.dumps(ids_only))
+    assert cli_main(["decode", "--model", str(folders / "codec"), "--lm", str(folders / "lm"), "--separator", "<sep>",
+                     "--codes", str(tmp_path / "ids.json"), "--output", str(tmp_path / "b.wav"), "--seed", "1"]) == 0
+    a, b = sf.read(tmp_path / "a.wav")[0], sf.read(tmp_path / "b.wav")[0]
+    assert a.shape == b.shape == (2400,) and np.array_equal(a, b)
+
+    # text: what the LM reads
+    capsys.readouterr()
+    assert cli_main(["encode", *common, "--lm", str(folders / "lm"), "--format", "text", "--layers", "0"]) == 0
+    assert capsys.readouterr().out.split() == layer1["words"]
+
+
+def test_cli_errors_say_what_to_fix(folders, tmp_path, capsys):
+    common = ["--model", str(folders / "codec"), "--audio", str(folders / "clip.wav")]
+    assert cli_main(["encode", *common, "--format", "text"]) == 2  # no tokenizer for this codec's LM
+    assert "pass --lm FOLDER" in capsys.readouterr().err
+    assert cli_main(["encode", *common, "--layers", "0", "--output", str(tmp_path / "l0.json")]) == 0
+    assert "token_ids" not in json.loads((tmp_path / "l0.json").read_text())["layers"]["0"]  # no tokenizer, no ids
+    assert cli_main(["decode", "--model", str(folders / "codec"), "--codes", str(tmp_path / "l0.json"),
+                     "--output", str(tmp_path / "x.wav")]) == 2
+    assert "lacks layers [1, 2]" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{not json")
+    assert cli_main(["decode", "--model", str(folders / "codec"), "--codes", str(tmp_path / "bad.json"),
+                     "--output", str(tmp_path / "x.wav")]) == 2
+    assert "is not JSON" in capsys.readouterr().err
+    broken = {"generation_ids": [4, 5, 6]}  # no separator
+    (tmp_path / "cut.json").write_text(json.dumps(broken))
+    assert cli_main(["decode", "--model", str(folders / "codec"), "--lm", str(folders / "lm"), "--separator", "<sep>",
+                     "--codes", str(tmp_path / "cut.json"), "--output", str(tmp_path / "x.wav")]) == 2
+    assert "separator" in capsys.readouterr().err
+    assert cli_main(["reconstruct", "--model", str(tmp_path / "nowhere"), "--audio", str(folders / "clip.wav"),
+                     "--output", str(tmp_path / "y.wav")]) == 2

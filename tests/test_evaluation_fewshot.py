@@ -1,0 +1,367 @@
+"""Few-shot evaluation harness (llm_codec/evaluation/fewshot.py) and its CLI, on tiny local models and tone clips."""
+
+import json
+import logging
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, pipeline
+
+from llm_codec import LLMCodecModel
+from llm_codec.cli import main as cli_main
+from llm_codec.evaluation.fewshot import (
+    ClipPool,
+    FewShotEvaluator,
+    check_methods,
+    evaluate_fewshot,
+    load_pool,
+    parse_settings,
+    sample_episodes,
+    save_results,
+)
+from llm_codec.evaluation.metrics import METRICS_DIR, load_metric
+
+from .conftest import TINY_ARCH, tiny_tokenizer
+
+VOCAB = 200
+WORDS = [f"w{i}" for i in range(4, 44)]
+TONES = {"w50": 220.0, "w60": 880.0, "w70": 2500.0}  # label -> frequency (labels are tokens of the tiny tokenizer)
+RATE = 16000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    lm = LlamaForCausalLM(config).eval()
+    tokenizer = tiny_tokenizer(VOCAB)
+    torch.manual_seed(1)
+    codec = LLMCodecModel.from_language_model(lm, tokenizer, word_list=WORDS, **TINY_ARCH).eval()
+    return codec, lm, tokenizer
+
+
+@pytest.fixture(scope="module")
+def classifier(models):
+    codec, lm, tokenizer = models
+    return pipeline("audio-few-shot-classification", model=codec, language_model=lm, tokenizer=tokenizer, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def saved_models(models, tmp_path_factory):
+    codec, lm, tokenizer = models
+    root = tmp_path_factory.mktemp("models")
+    codec.save_pretrained(root / "codec")
+    lm.save_pretrained(root / "lm")
+    tokenizer.save_pretrained(root / "lm")
+    return root / "codec", root / "lm"
+
+
+def tone(freq, index, samples=960):
+    rng = np.random.default_rng(index)
+    t = np.arange(samples) / RATE
+    return (0.4 * np.sin(2 * np.pi * freq * (1 + 0.02 * index) * t) + 0.02 * rng.standard_normal(samples)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tone_data(tmp_path_factory):
+    """data/tasks/tones/<label>/*.wav with data/tasks/tones/manifest.jsonl (paths relative to data/, like the
+    bundled tasks; a `kit` field), plus a plain labelled folder and a flat query folder."""
+    root = tmp_path_factory.mktemp("data")
+    task = root / "tasks" / "tones"
+    rows = []
+    for label, freq in TONES.items():
+        (task / label).mkdir(parents=True)
+        for i in range(4):
+            name = f"{label}_{i}.wav"
+            sf.write(task / label / name, tone(freq, i), RATE)
+            rows.append({"path": f"tasks/tones/{label}/{name}", "label": label, "kit": f"kit{i % 2}"})
+    (task / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    plain = root / "plain"
+    for label, freq in TONES.items():
+        (plain / label).mkdir(parents=True)
+        for i in range(2):
+            sf.write(plain / label / f"{i}.wav", tone(freq, 10 + i), RATE)
+    queries = root / "queries"
+    for label, freq in list(TONES.items())[:2]:
+        (queries / label).mkdir(parents=True)
+        sf.write(queries / label / "q.wav", tone(freq, 20), RATE)
+    return {"task": task, "plain": plain, "queries": queries}
+
+
+def fake_pool(counts, kits=None):
+    """A pool of placeholder sources: `counts` label -> number of clips; `kits` label -> list of kit per clip."""
+    sources, labels, metadata = [], [], []
+    for label, count in counts.items():
+        for i in range(count):
+            sources.append(f"{label}/{i}.wav")
+            labels.append(label)
+            metadata.append({"kit": kits[label][i]} if kits else {})
+    return ClipPool(sources, labels, metadata, name="fake")
+
+
+# ---------------------------------------------------------------------------------------------- episodes
+
+
+def test_episode_structure():
+    pool = fake_pool({"a": 6, "b": 6, "c": 6, "d": 6})
+    episodes = sample_episodes(pool, n_way=3, k_shot=2, n_queries=2, n_episodes=30, seed=0)
+    assert len(episodes) == 30
+    seen = set()
+    for e in episodes:
+        assert len(e.labels) == 3 and len(set(e.labels)) == 3
+        assert len(e.demos) == 6 and len(e.queries) == 6
+        assert sorted(e.demo_labels) == sorted(e.labels * 2) and sorted(e.query_labels) == sorted(e.labels * 2)
+        assert [pool.labels[i] for i in e.demos] == e.demo_labels
+        assert [pool.labels[i] for i in e.queries] == e.query_labels
+        assert not set(e.demos) & set(e.queries)
+        assert len(set(e.demos + e.queries)) == 12
+        seen.add(tuple(sorted(e.labels)))
+    assert len(seen) == 4  # every 3-of-4 class combination occurs over 30 episodes
+
+
+def test_episode_sampling_is_reproducible():
+    pool = fake_pool({"a": 6, "b": 6, "c": 6})
+    first = sample_episodes(pool, 2, 1, 2, 10, seed=3)
+    assert first == sample_episodes(pool, 2, 1, 2, 10, seed=3)
+    assert first != sample_episodes(pool, 2, 1, 2, 10, seed=4)
+
+
+def test_group_key_keeps_demonstrations_and_queries_apart():
+    kits = {label: ["x", "x", "y", "y", "z", "z", "w", "w"] for label in "abc"}
+    pool = fake_pool({label: 8 for label in "abc"}, kits)
+    grouped = sample_episodes(pool, 3, 2, 1, 40, seed=0, group_key="kit")
+    for e in grouped:
+        demo_kits = {pool.group(i, "kit") for i in e.demos}
+        query_kits = {pool.group(i, "kit") for i in e.queries}
+        assert not demo_kits & query_kits
+        assert len(e.demos) == 6 and len(e.queries) == 3
+    # without the group key the same pool shares kits between the two sides (so the check above means something)
+    plain = sample_episodes(pool, 3, 2, 1, 40, seed=0)
+    assert any({pool.group(i, "kit") for i in e.demos} & {pool.group(i, "kit") for i in e.queries} for e in plain)
+
+
+def test_insufficient_data_is_excluded_or_refused(caplog):
+    pool = fake_pool({"a": 4, "b": 4, "small": 2})
+    with caplog.at_level(logging.WARNING):
+        episodes = sample_episodes(pool, 2, 2, 1, 20, seed=0)
+    assert "small" in caplog.text
+    assert all("small" not in e.labels for e in episodes)
+    with pytest.raises(ValueError, match=r"small: 2 clips, needs 3"):
+        sample_episodes(pool, 3, 2, 1, 5)
+    single_kit = {"a": ["x", "y", "x", "y"], "b": ["x", "y", "x", "y"], "solo": ["x", "x", "x", "x"]}
+    pool = fake_pool({"a": 4, "b": 4, "solo": 4}, single_kit)
+    with pytest.raises(ValueError, match=r"solo: .*1 kit group"):
+        sample_episodes(pool, 3, 1, 1, 5, group_key="kit")
+    with pytest.raises(ValueError, match="no such field"):
+        sample_episodes(fake_pool({"a": 4, "b": 4}), 2, 1, 1, 5, group_key="speaker")
+    with pytest.raises(ValueError, match="ways >= 2"):
+        sample_episodes(pool, 1, 1, 1, 5)
+    with pytest.raises(ValueError, match="at least one episode"):
+        sample_episodes(pool, 2, 1, 1, 0)
+
+
+def test_methods_and_settings_are_checked():
+    assert check_methods("icl, embedding") == ("icl", "embedding")
+    with pytest.raises(ValueError, match="choose among icl, calibrated, embedding"):
+        check_methods("icl,knn")
+    assert parse_settings("2x1, 3X3") == [(2, 1), (3, 3)]
+    with pytest.raises(ValueError, match="2x1"):
+        parse_settings("2-1")
+
+
+def test_pools_from_manifest_folder_and_dataset(tone_data):
+    pool = load_pool(tone_data["task"])  # manifest paths are relative to data/, two levels up
+    assert pool.name == "tones" and len(pool) == 12 and pool.classes == sorted(TONES)
+    assert pool.group(0, "kit") == "kit0" and pool.audio(0, RATE).shape == (960,)
+    plain = load_pool(tone_data["plain"])
+    assert len(plain) == 6 and plain.classes == sorted(TONES)
+    bad = tone_data["task"].parent / "bad"
+    bad.mkdir(exist_ok=True)
+    (bad / "manifest.jsonl").write_text(json.dumps({"path": "nowhere.wav", "label": "w50"}) + "\n")
+    with pytest.raises(FileNotFoundError, match="nowhere.wav not found"):
+        load_pool(bad)
+    with pytest.raises(FileNotFoundError):
+        load_pool(tone_data["task"] / "missing")
+
+    from datasets import Audio, ClassLabel, Dataset
+
+    audio = [{"bytes": open(p, "rb").read(), "path": None} if i % 2 else {"bytes": None, "path": p}
+             for i, p in enumerate(plain.sources)]  # encoded bytes and paths
+    names = sorted(TONES)
+    dataset = Dataset.from_dict(
+        {"audio": audio, "label": [names.index(l) for l in plain.labels], "speaker": ["s"] * len(audio)}
+    ).cast_column("audio", Audio(decode=False)).cast_column("label", ClassLabel(names=names))
+    from_dataset = load_pool(dataset)
+    assert from_dataset.labels == plain.labels and from_dataset.group(0, "speaker") == "s"
+    np.testing.assert_array_equal(from_dataset.audio(3, RATE), plain.audio(3, RATE))
+
+
+# ------------------------------------------------------------------------------------------------ scores
+
+
+def test_harness_scores_equal_the_public_pipeline(classifier, tone_data):
+    pool = load_pool(tone_data["task"])
+    evaluator = FewShotEvaluator(classifier, pool, progress=False)
+    episodes = sample_episodes(pool, 3, 2, 1, 2, seed=1)
+    for episode, (n_repeats, instruction) in zip(episodes, [(2, True), (1, False)]):
+        scores = evaluator.episode_scores(episode, ("icl", "calibrated", "embedding"), n_repeats, instruction)
+        demonstrations = [(pool.audio(i, RATE), label) for i, label in zip(episode.demos, episode.demo_labels)]
+        queries = [pool.audio(i, RATE) for i in episode.queries]
+        for method, kwargs in (("icl", {}), ("calibrated", {"calibrate": True}), ("embedding", {"method": "embedding"})):
+            public = classifier(queries, demonstrations=demonstrations, candidate_labels=episode.labels,
+                                sampling_rate=RATE, n_repeats=n_repeats, instruction=instruction, **kwargs)
+            assert scores[method].shape == (3, 3)
+            ours = torch.softmax(torch.as_tensor(scores[method], dtype=torch.float64), dim=1).numpy()
+            for row, ranking in zip(ours, public):
+                expected = {r["label"]: r["score"] for r in ranking}
+                np.testing.assert_allclose(row, [expected[l] for l in episode.labels], atol=1e-5)
+    # the pool is encoded once: every clip of the episodes is cached
+    assert set(evaluator._ids) == {i for e in episodes for i in e.demos + e.queries}
+
+
+def test_accuracy_metric_module(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_EVALUATE_OFFLINE", "1")
+    assert (METRICS_DIR / "accuracy" / "accuracy.py").is_file()
+    metric = load_metric("accuracy", keep_in_memory=True)
+    result = metric.compute(predictions=[1, 0, 1, 1, 2, 2, 0, 1], references=[1, 1, 1, 1, 2, 0, 0, 1])
+    assert result["accuracy"] == 0.75 and result["n"] == 8 and result["correct"] == 6
+    # Wilson score interval written out: (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)
+    z, p, n = 1.959963984540054, 0.75, 8
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert result["ci_low"] == pytest.approx((centre - half) / (1 + z * z / n), abs=1e-9)
+    assert result["ci_high"] == pytest.approx((centre + half) / (1 + z * z / n), abs=1e-9)
+    strings = metric.compute(predictions=["a", "b", "a"], references=["a", "a", "a"])
+    assert strings["accuracy"] == pytest.approx(2 / 3) and 0 < strings["ci_low"] < 2 / 3 < strings["ci_high"] < 1
+    perfect = metric.compute(predictions=[1] * 5, references=[1] * 5)
+    assert perfect["ci_high"] == pytest.approx(1.0) and perfect["ci_low"] < 1.0
+
+
+def test_evaluate_fewshot_results_and_files(classifier, tone_data, tmp_path):
+    results = evaluate_fewshot(classifier, tone_data["task"], settings=[(2, 1), (3, 2)], methods="icl,embedding",
+                               n_queries=2, n_episodes=3, seed=0, progress=False)
+    assert [(r.n_way, r.k_shot, r.method) for r in results] == [(2, 1, "icl"), (2, 1, "embedding"),
+                                                                 (3, 2, "icl"), (3, 2, "embedding")]
+    for r in results:
+        confusion = np.array(r.confusion)
+        assert r.n == r.n_way * 2 * 3 == confusion.sum() and r.episodes == 3
+        assert r.accuracy == pytest.approx(np.trace(confusion) / r.n)
+        assert r.ci_low <= r.accuracy <= r.ci_high and r.chance == pytest.approx(1 / r.n_way)
+        assert r.accuracy == pytest.approx(np.mean(r.episode_accuracy))
+        for label, value in r.per_class_accuracy.items():
+            row = confusion[r.confusion_labels.index(label)]
+            assert value == pytest.approx(row[r.confusion_labels.index(label)] / row.sum())
+        assert r.task == "tones" and r.seconds > 0
+    paths = save_results(results, tmp_path / "out")
+    data = json.loads(paths["json"].read_text())
+    assert len(data["results"]) == 4 and data["results"][0]["confusion"] == results[0].confusion
+    markdown = paths["markdown"].read_text()
+    assert "| task | N-way | K-shot | method | accuracy | 95 % CI | chance |" in markdown
+    assert f"| tones | 3 | 2 | embedding | {results[3].accuracy:.3f} |" in markdown
+    for r in results:
+        png = (tmp_path / "out" / r.confusion_png).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len({r.confusion_png for r in results}) == 4
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_classify(saved_models, tone_data, tmp_path, capsys):
+    codec, lm = saved_models
+    out = tmp_path / "classify.json"
+    code = cli_main(["classify", "--demos", str(tone_data["plain"]), "--queries", str(tone_data["queries"]),
+                     "--shots", "1", "--codec", str(codec), "--lm", str(lm), "--json", str(out), "--device", "cpu"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "demonstrations (3, 3 labels)" in printed and "accuracy:" in printed
+    report = json.loads(out.read_text())
+    assert len(report["demonstrations"]) == 3 and len(report["queries"]) == 2
+    for query in report["queries"]:
+        assert {r["label"] for r in query["ranking"]} == set(TONES)
+        assert query["path"] in printed and query["label"] in ("w50", "w60")
+    hits = sum(q["ranking"][0]["label"] == q["label"] for q in report["queries"])
+    assert report["accuracy"] == hits / 2
+    code = cli_main(["classify", "--demos", str(tone_data["plain"]), "--queries",
+                     str(tone_data["queries"] / "w50" / "q.wav"), "--method", "embedding", "--top-k", "1",
+                     "--codec", str(codec), "--lm", str(lm), "--device", "cpu"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    ranking = printed.strip().splitlines()[-1].rsplit(": ", 1)[1]
+    assert "accuracy" not in printed and sum(label in ranking for label in TONES) == 1
+
+
+def test_cli_evaluate_fewshot(saved_models, tone_data, tmp_path, capsys):
+    codec, lm = saved_models
+    out = tmp_path / "fewshot"
+    code = cli_main(["evaluate", "fewshot", "--data", str(tone_data["task"] / "manifest.jsonl"), "--settings", "2x1,3x1",
+                     "--episodes", "2", "--queries-per-class", "1", "--methods", "calibrated,embedding",
+                     "--group-key", "kit", "--out", str(out), "--codec", str(codec), "--lm", str(lm),
+                     "--device", "cpu", "--no-progress"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert [(r["n_way"], r["method"]) for r in results] == [(2, "calibrated"), (2, "embedding"),
+                                                            (3, "calibrated"), (3, "embedding")]
+    assert all(r["group_key"] == "kit" and r["n"] == r["n_way"] * 2 for r in results)
+    assert (out / "results.md").is_file() and "| tones | 3 | 1 | embedding |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--methods", "icl,knn"], "choose among"),
+        (["--shots", "4"], "w50: 4 clips, needs 6"),
+        (["--data", "/nonexistent/folder"], "No folder or manifest"),
+    ],
+)
+def test_cli_evaluate_fewshot_errors(saved_models, tone_data, tmp_path, capsys, arguments, message):
+    codec, lm = saved_models
+    base = {"--data": str(tone_data["task"]), "--out": str(tmp_path), "--codec": str(codec), "--lm": str(lm)}
+    base.update(dict(zip(arguments[::2], arguments[1::2])))
+    code = cli_main(["evaluate", "fewshot", *[x for pair in base.items() for x in pair]])
+    assert code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("llm-codec evaluate: error:") and message in error
+
+
+def test_cli_generate(saved_models, tone_data, tmp_path, capsys):
+    codec, lm = saved_models
+    demos = tmp_path / "pairs"
+    for side in ("input", "output"):
+        (demos / side).mkdir(parents=True)
+    for i in range(2):
+        sf.write(demos / "input" / f"{i}.wav", tone(220.0, i, 480), RATE)
+        sf.write(demos / "output" / f"{i}.wav", tone(880.0, i, 480), RATE)
+    output = tmp_path / "generated.wav"
+    code = cli_main(["generate", "--demos", str(demos), "--query", str(tone_data["plain"] / "w50" / "0.wav"),
+                     "--output", str(output), "--max-words", "4", "--separator", "<sep>", "--seed", "0",
+                     "--codec", str(codec), "--lm", str(lm), "--device", "cpu"])
+    assert code == 0 and "wrote" in capsys.readouterr().out
+    audio, rate = sf.read(output)
+    assert rate == RATE and 0 < len(audio) <= 4 * 4 * 6  # at most 4 words x 4 frames x hop 6
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps([{"input": "w80", "output": "pairs/output/0.wav"}, ["input/1.wav", "output/1.wav"]]))
+    (tmp_path / "input").mkdir()
+    (tmp_path / "output").mkdir()
+    sf.write(tmp_path / "input" / "1.wav", tone(220.0, 1, 480), RATE)
+    sf.write(tmp_path / "output" / "1.wav", tone(880.0, 1, 480), RATE)
+    code = cli_main(["generate", "--demos", str(pairs), "--query", "w81", "--output", str(output), "--max-words", "2",
+                     "--separator", "<sep>", "--codec", str(codec), "--lm", str(lm), "--device", "cpu"])
+    assert code == 0
+    missing = tmp_path / "missing.json"
+    missing.write_text(json.dumps([["w80", "nowhere.wav"]]))
+    code = cli_main(["generate", "--demos", str(missing), "--query", "w81", "--output", str(output),
+                     "--codec", str(codec), "--lm", str(lm)])
+    assert code == 2 and "nowhere.wav" in capsys.readouterr().err
