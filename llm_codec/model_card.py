@@ -5,10 +5,27 @@ import math
 from huggingface_hub import ModelCard, ModelCardData
 
 
-def build_model_card(config, extra_sections: dict[str, str] | None = None) -> ModelCard:
+DEFAULT_USAGE = """
+## Usage
+
+```python
+import llm_codec  # registers the classes (or pass trust_remote_code=True without the package)
+from transformers import AutoModel, AutoFeatureExtractor
+
+model = AutoModel.from_pretrained("path/to/this/folder")
+features = AutoFeatureExtractor.from_pretrained("path/to/this/folder")
+inputs = features(audio, sampling_rate=sr, return_tensors="pt")
+codes = model.encode(**inputs).audio_codes          # one LongTensor per layer
+audio = model.decode(codes).audio_values            # (batch, 1, samples)
+```
+"""
+
+
+def build_model_card(config, extra_sections: dict[str, str] | None = None, usage: str | None = None) -> ModelCard:
     """
     A model card stating the LLM vocabulary of the codebooks, token rates, bitrate and layers of `config`
-    (an `LLMCodecConfig`). `extra_sections` maps a heading to Markdown (data, training, metrics, ...).
+    (an `LLMCodecConfig`). `extra_sections` maps a heading to Markdown (data, training, metrics, ...); `usage`
+    replaces the generic "Usage" section (for folders that do not load with `from_pretrained` alone).
     """
     llm = config.llm_name_or_path or "unknown (random or unrecorded codebooks)"
     data = ModelCardData(
@@ -26,6 +43,7 @@ def build_model_card(config, extra_sections: dict[str, str] | None = None) -> Mo
             ids = (config.layer_token_ids or [None] * len(config.vq_strides))[k]
             kind = "LLM sub-word tokens" + (" (a subset, mapped to LLM ids)" if ids is not None else " (code = token id)")
         rows.append(f"| {k + 1} | {stride} | {size} | {rate:.2f} | {math.log2(size):.2f} | {kind} |")
+    usage_section = "## Usage\n\n" + usage.strip() if usage is not None else DEFAULT_USAGE.strip()
     body = f"""
 # LLM-Codec ({llm} vocabulary)
 
@@ -42,18 +60,7 @@ can read and write as ordinary words and sub-words, so it can learn audio tasks 
 | --- | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
 
-## Usage
-
-```python
-import llm_codec  # registers the classes (or pass trust_remote_code=True without the package)
-from transformers import AutoModel, AutoFeatureExtractor
-
-model = AutoModel.from_pretrained("path/to/this/folder")
-features = AutoFeatureExtractor.from_pretrained("path/to/this/folder")
-inputs = features(audio, sampling_rate=sr, return_tensors="pt")
-codes = model.encode(**inputs).audio_codes          # one LongTensor per layer
-audio = model.decode(codes).audio_values            # (batch, 1, samples)
-```
+{usage_section}
 """
     for heading, text in (extra_sections or {}).items():
         body += f"\n## {heading}\n\n{text.strip()}\n"

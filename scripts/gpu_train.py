@@ -26,7 +26,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 

@@ -39,6 +39,19 @@ def official_dir():
     return OFFICIAL
 
 
+TINY_WORDS = [f"w{i}" for i in range(4, 44)]
+
+
+def tiny_llama(vocab_size: int = 200, layers: int = 1):
+    """A seeded tiny Llama causal LM (hidden 32, 4 heads) with bos 1, eos 2, pad 0, in eval mode."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                         intermediate_size=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return LlamaForCausalLM(config).eval()
+
+
 def tiny_tokenizer(vocab_size: int = 200):
     """A local word-level tokenizer with `vocab_size` entries (no download): `<unk>`, `<s>`, `</s>`, `<sep>`, w4..."""
     from tokenizers import Tokenizer, models, pre_tokenizers

@@ -5,24 +5,19 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from llm_codec import LLMCodecModel
 from llm_codec.cli import main as cli_main
 
-from .conftest import tiny_tokenizer
+from .conftest import TINY_ARCH, TINY_WORDS, tiny_llama, tiny_tokenizer
 
-WORDS = [f"w{i}" for i in range(4, 44)]
-ARCH = dict(encoder_dim=16, encoder_rates=[2, 3], latent_dim=None, decoder_dim=64, decoder_rates=[3, 2], attn_window_size=2)
+WORDS, ARCH = TINY_WORDS, TINY_ARCH
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    torch.manual_seed(0)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=200, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                      intermediate_size=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)).eval()
+    lm = tiny_llama()
     tokenizer = tiny_tokenizer(200)
     lm.save_pretrained(root / "lm")
     tokenizer.save_pretrained(root / "lm")

@@ -5,16 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from llm_codec import LLMCodecModel
 from llm_codec.demo import demo_clips_dir, labelled_clips, run_demo
 
-from .conftest import tiny_tokenizer
+from .conftest import TINY_ARCH, TINY_WORDS, tiny_llama, tiny_tokenizer
 
-WORDS = [f"w{i}" for i in range(4, 44)]
-ARCH = dict(encoder_dim=16, encoder_rates=[2, 3], latent_dim=None, decoder_dim=64, decoder_rates=[3, 2], attn_window_size=2)
+WORDS, ARCH = TINY_WORDS, TINY_ARCH
 
 
 def test_bundled_clips_are_labelled_and_from_other_kits():
@@ -40,9 +37,7 @@ def test_demo_runs_end_to_end_on_tiny_models(tmp_path, capsys):
                 t = np.arange(3200) / 16000
                 sf.write(folder / f"k{role[0]}__{i}.wav", (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(3200)).astype(np.float32), 16000)
     sf.write(tmp_path / "speech.wav", (0.1 * rng.standard_normal(4000)).astype(np.float32), 16000)
-    torch.manual_seed(0)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=200, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                      intermediate_size=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)).eval()
+    lm = tiny_llama()
     tokenizer = tiny_tokenizer(200)
     codec = LLMCodecModel.from_language_model(lm, tokenizer, word_list=WORDS, **ARCH).eval()
     result = run_demo(str(tmp_path / "out"), tmp_path / "clips", str(tmp_path / "speech.wav"), codec=codec,
