@@ -16,7 +16,6 @@ import argparse
 import gc
 import importlib
 import json
-import math
 import os
 import platform
 import resource

@@ -10,7 +10,6 @@ Both are created with `pipeline(TASK, model=codec, language_model=lm, tokenizer=
 """
 
 import copy
-import math
 import threading
 from dataclasses import dataclass, field
 

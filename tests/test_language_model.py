@@ -7,7 +7,6 @@ otherwise, and also when the package is missing.
 
 import importlib.util
 import json
-import os
 import threading
 import time
 
