@@ -8,11 +8,8 @@ from pathlib import Path
 
 def _load_model(path: str | None):
     """The codec of a save_pretrained folder, or (`path=None`) the embedded default codec."""
-    import torch
-
     from .modeling_llm_codec import LLMCodecModel
 
-    torch.set_grad_enabled(False)
     if path is None:
         from .default_model import load_default_codec
 
@@ -212,9 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    import torch
+
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        if args.command == "train":
+            return args.func(args)
+        with torch.no_grad():  # inference commands; the caller's grad mode is left as it was
+            return args.func(args)
     except (ValueError, FileNotFoundError, OSError) as error:  # CodeSequenceError is a ValueError
         print(f"llm-codec {args.command}: error: {error}", file=sys.stderr)
         return 2

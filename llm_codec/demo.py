@@ -64,6 +64,11 @@ def run_demo(output_dir: str = "outputs", clips_dir: str | Path | None = None, a
     Returns:
         `DemoResult`.
     """
+    with torch.no_grad():  # the caller's grad mode is left as it was
+        return _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenizer, max_words)
+
+
+def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenizer, max_words) -> DemoResult:
     from transformers import pipeline
 
     from . import example_audio_path
@@ -71,7 +76,6 @@ def run_demo(output_dir: str = "outputs", clips_dir: str | Path | None = None, a
     from .plotting import plot_spectrograms
     from .processing_llm_codec import LLMCodecProcessor
 
-    torch.set_grad_enabled(False)
     timings, start = {}, time.perf_counter()
     trained = True
     if codec is None:

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from llm_codec import LLMCodecModel
 from llm_codec.cli import main as cli_main
@@ -55,6 +56,7 @@ def test_encode_writes_codes_words_and_llm_tokens_and_decode_reads_them_back(fol
     capsys.readouterr()
     assert cli_main(["encode", *common, "--lm", str(folders / "lm"), "--format", "text", "--layers", "0"]) == 0
     assert capsys.readouterr().out.split() == layer1["words"]
+    assert torch.is_grad_enabled()  # the commands run without gradient but leave the caller's mode alone
 
 
 def test_cli_errors_say_what_to_fix(folders, tmp_path, capsys):

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from llm_codec import LLMCodecModel
 from llm_codec.demo import demo_clips_dir, labelled_clips, run_demo
@@ -43,6 +44,7 @@ def test_demo_runs_end_to_end_on_tiny_models(tmp_path, capsys):
     result = run_demo(str(tmp_path / "out"), tmp_path / "clips", str(tmp_path / "speech.wav"), codec=codec,
                       language_model=lm, tokenizer=tokenizer)
     printed = capsys.readouterr().out
+    assert torch.is_grad_enabled()  # run without gradient, the caller's mode left alone
     assert set(result.accuracy) == {"icl", "calibrated", "embedding"}
     for name, rankings in result.rankings.items():
         assert len(rankings) == 6

@@ -60,7 +60,6 @@ def load_models(codec: str | None = None, lm: str | None = None, device: str | N
         else:
             language_model = AutoModelForCausalLM.from_pretrained(lm)
             tokenizer = AutoTokenizer.from_pretrained(lm)
-    torch.set_grad_enabled(False)
     return model.eval().to(device), language_model.eval().to(device), tokenizer
 
 
