@@ -52,6 +52,16 @@ def tiny_llama(vocab_size: int = 200, layers: int = 1):
     return LlamaForCausalLM(config).eval()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread is as fast and avoids OpenMP thrashing on a busy machine (20x slower
+    otherwise). Modules opt in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_tokenizer(vocab_size: int = 200):
     """A local word-level tokenizer with `vocab_size` entries (no download): `<unk>`, `<s>`, `</s>`, `<sep>`, w4..."""
     from tokenizers import Tokenizer, models, pre_tokenizers

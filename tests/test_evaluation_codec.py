@@ -22,13 +22,7 @@ HAVE_CODEC2 = shutil.which("c2enc") is not None and shutil.which("c2dec") is not
 HAVE_OPUS = shutil.which("opusenc") is not None and shutil.which("opusdec") is not None
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The clips here are tiny: one torch thread is as fast, and avoids OpenMP spin-waits on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

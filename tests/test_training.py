@@ -110,13 +110,7 @@ def make_trainer(config, **kwargs):
                    semantic_teacher=CallableClipTeacher(toy_clip_embedding, dim=3), **kwargs)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP thread thrashing on a busy machine (20x slower otherwise)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
