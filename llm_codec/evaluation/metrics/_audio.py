@@ -67,6 +67,38 @@ def prepare_pairs(predictions, references, sampling_rate, target_rate: int | Non
     return out
 
 
+def pair_features():
+    """The `datasets.Features` every audio metric takes: `predictions` and `references`, lists of float32 samples."""
+    import datasets
+
+    clip = datasets.Sequence(datasets.Value("float32"))
+    return datasets.Features({"predictions": clip, "references": clip})
+
+
+def score_pairs(name: str, pairs: list, score_pair) -> dict:
+    """
+    Scores the output of `prepare_pairs` and summarizes it.
+
+    Args:
+        name (`str`): the metric's name (key of the mean).
+        pairs (`list`): from `prepare_pairs`: `(prediction, reference)` arrays or a reason string.
+        score_pair (`Callable[[np.ndarray, np.ndarray], float | str]`): a pair's score, or why it has none.
+
+    Returns:
+        `dict`: see `summarize`.
+    """
+    scores, reasons = [], []
+    for pair in pairs:
+        result = pair if isinstance(pair, str) else score_pair(*pair)
+        if isinstance(result, str):
+            scores.append(float("nan"))
+            reasons.append(result)
+        else:
+            scores.append(float(result))
+            reasons.append(None)
+    return summarize(name, scores, reasons)
+
+
 def summarize(name: str, scores: list[float], reasons: list[str | None]) -> dict:
     """
     The result dict of an audio metric.

@@ -1,10 +1,9 @@
 """Multi-scale log-mel L1 distance (LLM-Codec's training reconstruction loss), an `evaluate` metric module."""
 
-import datasets
 import evaluate
 import torch
 
-from llm_codec.evaluation.metrics._audio import prepare_pairs, summarize
+from llm_codec.evaluation.metrics._audio import pair_features, prepare_pairs, score_pairs
 
 _DESCRIPTION = """
 The multi-scale mel distance is the reconstruction loss LLM-Codec is trained with (the one of DAC,
@@ -56,12 +55,7 @@ class MelDistance(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float32")),
-                    "references": datasets.Sequence(datasets.Value("float32")),
-                }
-            ),
+            features=pair_features(),
             reference_urls=["https://github.com/descriptinc/descript-audio-codec"],
         )
 
@@ -71,14 +65,10 @@ class MelDistance(evaluate.Metric):
         self.mel_loss = MultiScaleMelLoss(sample_rate=RATE)
 
     def _compute(self, predictions, references, sampling_rate=None):
-        scores, reasons = [], []
-        for pair in prepare_pairs(predictions, references, sampling_rate, target_rate=RATE):
-            if isinstance(pair, str):
-                scores.append(float("nan"))
-                reasons.append(pair)
-                continue
-            prediction, reference = (torch.from_numpy(a).float()[None, None] for a in pair)
-            with torch.no_grad():
-                scores.append(float(self.mel_loss(prediction, reference)))
-            reasons.append(None)
-        return summarize("mel_distance", scores, reasons)
+        pairs = prepare_pairs(predictions, references, sampling_rate, target_rate=RATE)
+        return score_pairs("mel_distance", pairs, self._distance)
+
+    @torch.no_grad()
+    def _distance(self, prediction, reference):
+        prediction, reference = (torch.from_numpy(a).float()[None, None] for a in (prediction, reference))
+        return float(self.mel_loss(prediction, reference))

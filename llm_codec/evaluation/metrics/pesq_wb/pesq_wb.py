@@ -1,10 +1,9 @@
 """Wideband PESQ (ITU-T P.862.2), an `evaluate` metric module shipped with llm-codec; wraps the `pesq` package."""
 
-import datasets
 import evaluate
 import pesq
 
-from llm_codec.evaluation.metrics._audio import is_silent, prepare_pairs, summarize
+from llm_codec.evaluation.metrics._audio import is_silent, pair_features, prepare_pairs, score_pairs
 
 _DESCRIPTION = """
 Wideband PESQ predicts the mean opinion score listeners would give a degraded speech recording against its clean
@@ -54,6 +53,20 @@ _CITATION = """
 RATE = 16000
 
 
+def _pesq_wb(prediction, reference):
+    """PESQ-WB of one 16 kHz pair, or why there is none."""
+    if is_silent(reference):
+        return "reference is silent (PESQ needs speech)"
+    if is_silent(prediction):
+        return "prediction is silent (PESQ needs speech)"
+    try:
+        return float(pesq.pesq(RATE, reference, prediction, "wb"))
+    except Exception as error:  # noqa: BLE001 - PESQ reports short / speechless clips this way
+        message = error.args[0] if error.args else ""
+        message = message.decode(errors="replace") if isinstance(message, bytes) else str(message)
+        return f"{type(error).__name__}: {message}".strip()[:200]
+
+
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class PesqWb(evaluate.Metric):
     def _info(self):
@@ -61,32 +74,10 @@ class PesqWb(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float32")),
-                    "references": datasets.Sequence(datasets.Value("float32")),
-                }
-            ),
+            features=pair_features(),
             reference_urls=["https://www.itu.int/rec/T-REC-P.862.2", "https://github.com/ludlows/PESQ"],
         )
 
     def _compute(self, predictions, references, sampling_rate=None):
-        scores, reasons = [], []
-        for pair in prepare_pairs(predictions, references, sampling_rate, target_rate=RATE):
-            reason, score = (pair, float("nan")) if isinstance(pair, str) else (None, float("nan"))
-            if reason is None:
-                prediction, reference = pair
-                if is_silent(reference):
-                    reason = "reference is silent (PESQ needs speech)"
-                elif is_silent(prediction):
-                    reason = "prediction is silent (PESQ needs speech)"
-                else:
-                    try:
-                        score = float(pesq.pesq(RATE, reference, prediction, "wb"))
-                    except Exception as error:  # noqa: BLE001 - PESQ reports short / speechless clips this way
-                        message = error.args[0] if error.args else ""
-                        message = message.decode(errors="replace") if isinstance(message, bytes) else str(message)
-                        reason = f"{type(error).__name__}: {message}".strip()[:200]
-            scores.append(score)
-            reasons.append(reason)
-        return summarize("pesq_wb", scores, reasons)
+        pairs = prepare_pairs(predictions, references, sampling_rate, target_rate=RATE)
+        return score_pairs("pesq_wb", pairs, _pesq_wb)

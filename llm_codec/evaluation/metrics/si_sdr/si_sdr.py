@@ -1,10 +1,9 @@
 """Scale-invariant signal-to-distortion ratio (SI-SDR), an `evaluate` metric module shipped with llm-codec."""
 
-import datasets
 import evaluate
 import numpy as np
 
-from llm_codec.evaluation.metrics._audio import is_silent, prepare_pairs, summarize
+from llm_codec.evaluation.metrics._audio import is_silent, pair_features, prepare_pairs, score_pairs
 
 _DESCRIPTION = """
 SI-SDR measures how much of a decoded waveform is the original waveform, in dB, ignoring its overall gain. Both
@@ -64,6 +63,15 @@ def si_sdr(prediction: np.ndarray, reference: np.ndarray) -> float:
     return float(10.0 * np.log10(target_energy / max(residual_energy, floor)))
 
 
+def _si_sdr_or_reason(prediction, reference):
+    """SI-SDR of one pair, or why it is undefined."""
+    if is_silent(reference - reference.mean()):
+        return "reference is silent (SI-SDR undefined)"
+    if is_silent(prediction - prediction.mean()):
+        return "prediction is silent (SI-SDR undefined)"
+    return si_sdr(prediction, reference)
+
+
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class SiSdr(evaluate.Metric):
     def _info(self):
@@ -71,25 +79,9 @@ class SiSdr(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float32")),
-                    "references": datasets.Sequence(datasets.Value("float32")),
-                }
-            ),
+            features=pair_features(),
             reference_urls=["https://arxiv.org/abs/1811.02508"],
         )
 
     def _compute(self, predictions, references, sampling_rate=None):
-        scores, reasons = [], []
-        for pair in prepare_pairs(predictions, references, sampling_rate):
-            reason = pair if isinstance(pair, str) else None
-            if reason is None:
-                prediction, reference = pair
-                if is_silent(reference - reference.mean()):
-                    reason = "reference is silent (SI-SDR undefined)"
-                elif is_silent(prediction - prediction.mean()):
-                    reason = "prediction is silent (SI-SDR undefined)"
-            scores.append(float("nan") if reason else si_sdr(prediction, reference))
-            reasons.append(reason)
-        return summarize("si_sdr", scores, reasons)
+        return score_pairs("si_sdr", prepare_pairs(predictions, references, sampling_rate), _si_sdr_or_reason)

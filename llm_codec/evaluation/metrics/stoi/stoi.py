@@ -2,11 +2,10 @@
 
 import warnings
 
-import datasets
 import evaluate
 import pystoi
 
-from llm_codec.evaluation.metrics._audio import is_silent, prepare_pairs, summarize
+from llm_codec.evaluation.metrics._audio import is_silent, pair_features, prepare_pairs, score_pairs
 
 _DESCRIPTION = """
 STOI predicts how intelligible a degraded speech recording is, from 0 to 1 (1: as intelligible as the original).
@@ -58,6 +57,21 @@ _CITATION = """
 """
 
 
+def _stoi(prediction, reference, sampling_rate, extended):
+    """(E)STOI of one pair, or why there is none."""
+    if is_silent(reference):
+        return "reference is silent (STOI needs speech)"
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            score = float(pystoi.stoi(reference, prediction, sampling_rate, extended=extended))
+    except Exception as error:  # noqa: BLE001
+        return f"{type(error).__name__}: {error}".strip()[:200]
+    if any("Not enough STFT frames" in str(w.message) for w in caught):  # pystoi then returns the placeholder 1e-5
+        return "too little non-silent speech for one STOI segment (384 ms)"
+    return score
+
+
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Stoi(evaluate.Metric):
     def _info(self):
@@ -65,33 +79,10 @@ class Stoi(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float32")),
-                    "references": datasets.Sequence(datasets.Value("float32")),
-                }
-            ),
+            features=pair_features(),
             reference_urls=["https://github.com/mpariente/pystoi"],
         )
 
     def _compute(self, predictions, references, sampling_rate=None, extended=False):
-        scores, reasons = [], []
-        for pair in prepare_pairs(predictions, references, sampling_rate):
-            reason, score = (pair, float("nan")) if isinstance(pair, str) else (None, float("nan"))
-            if reason is None:
-                prediction, reference = pair
-                if is_silent(reference):
-                    reason = "reference is silent (STOI needs speech)"
-                else:
-                    try:
-                        with warnings.catch_warnings(record=True) as caught:
-                            warnings.simplefilter("always")
-                            score = float(pystoi.stoi(reference, prediction, int(sampling_rate), extended=bool(extended)))
-                        short = [str(w.message) for w in caught if "Not enough STFT frames" in str(w.message)]
-                        if short:  # pystoi then returns the placeholder 1e-5
-                            score, reason = float("nan"), "too little non-silent speech for one STOI segment (384 ms)"
-                    except Exception as error:  # noqa: BLE001
-                        reason = f"{type(error).__name__}: {error}".strip()[:200]
-            scores.append(score)
-            reasons.append(reason)
-        return summarize("stoi", scores, reasons)
+        pairs = prepare_pairs(predictions, references, sampling_rate)
+        return score_pairs("stoi", pairs, lambda p, r: _stoi(p, r, int(sampling_rate), bool(extended)))
