@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+from .training.data import AUDIO_EXTENSIONS
+
 METHODS = {"icl": dict(method="icl"), "calibrated": dict(method="icl", calibrate=True), "embedding": dict(method="embedding")}
 
 
@@ -28,7 +29,7 @@ def labelled_clips(folder: str | Path) -> list[tuple[Path, str]]:
     """`(path, label)` for every audio file of `folder/<label>/`, sorted; raises when there are none."""
     folder = Path(folder)
     clips = [(p, d.name) for d in sorted(folder.iterdir()) if d.is_dir() for p in sorted(d.iterdir())
-             if p.suffix.lower() in AUDIO_SUFFIXES]
+             if p.suffix.lower() in AUDIO_EXTENSIONS]
     if not clips:
         raise FileNotFoundError(f"No labelled clips under {folder} (expected {folder}/<label>/*.flac).")
     return clips

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..training.data import audio_files_under
+
 METRICS = ("pesq_wb", "stoi", "mel_distance", "si_sdr")
 METRIC_TITLES = {"pesq_wb": "PESQ-WB", "stoi": "STOI", "mel_distance": "mel distance", "si_sdr": "SI-SDR (dB)"}
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au")
@@ -281,7 +283,7 @@ def select_clips(
     if data.is_dir():
         if filters:
             raise ValueError(f"Filters ({', '.join(filters)}) need a JSONL manifest with those fields; {data} is a folder.")
-        paths = sorted(p for p in data.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        paths = audio_files_under(data, AUDIO_EXTENSIONS)
         if not paths:
             raise ValueError(f"No audio files ({', '.join(AUDIO_EXTENSIONS)}) under {data}.")
         rows = [

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..training.data import AUDIO_EXTENSIONS, HFAudioColumn, read_audio
+from ..training.data import AUDIO_EXTENSIONS, HFAudioColumn, audio_files_under, read_audio
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class ClipPool:
             return cls.from_manifest(root / "manifest.jsonl", name=name or root.name)
         sources, labels = [], []
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-            files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            files = audio_files_under(folder)
             sources += [str(p) for p in files]
             labels += [folder.name] * len(files)
         if not sources:

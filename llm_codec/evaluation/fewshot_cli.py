@@ -13,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from ..training.data import AUDIO_EXTENSIONS, read_audio
+from ..training.data import AUDIO_EXTENSIONS, audio_files_under, read_audio
 
 logger = logging.getLogger(__name__)
 
@@ -81,18 +81,14 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------- classify
 
 
-def _audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
-
-
 def _queries(items: list[str]) -> list[tuple[str, str | None]]:
     """`--queries`: a labelled folder (root/<label>/...), a flat folder, or files -> [(path, true label or None)]."""
     if len(items) == 1 and Path(items[0]).is_dir():
         root = Path(items[0])
-        subfolders = sorted(p for p in root.iterdir() if p.is_dir() and _audio_files(p))
+        subfolders = sorted(p for p in root.iterdir() if p.is_dir() and audio_files_under(p))
         if subfolders:
-            return [(str(f), sub.name) for sub in subfolders for f in _audio_files(sub)]
-        files = _audio_files(root)
+            return [(str(f), sub.name) for sub in subfolders for f in audio_files_under(sub)]
+        files = audio_files_under(root)
         if not files:
             raise ValueError(f"--queries: no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {root}.")
         return [(str(f), None) for f in files]
@@ -188,8 +184,8 @@ def read_generation_demos(source: str | Path) -> list[tuple[str, str]]:
         inputs, outputs = source / "input", source / "output"
         if not inputs.is_dir() or not outputs.is_dir():
             raise FileNotFoundError(f"--demos {source}: expected subfolders input/ and output/ (files matched by name).")
-        targets = {p.stem: p for p in _audio_files(outputs)}
-        pairs = [(str(p), str(targets[p.stem])) for p in _audio_files(inputs) if p.stem in targets]
+        targets = {p.stem: p for p in audio_files_under(outputs)}
+        pairs = [(str(p), str(targets[p.stem])) for p in audio_files_under(inputs) if p.stem in targets]
         if not pairs:
             raise ValueError(f"--demos {source}: no file of input/ has an output/ file of the same name.")
         return pairs

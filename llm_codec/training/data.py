@@ -30,15 +30,20 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 # ---------------------------------------------------------------------------------------------------- sources
 
 
+def audio_files_under(folder: str | Path, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:
+    """All files under `folder` (recursively) whose suffix is in `extensions` (case-insensitive), sorted; may be empty."""
+    suffixes = {e.lower() for e in extensions}
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+
+
 def list_audio_files(folder: str | Path, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[str]:
-    """All files under `folder` (recursively) whose suffix is in `extensions` (case-insensitive), sorted."""
+    """`audio_files_under(folder, extensions)` as strings; raises when `folder` is missing or holds no audio."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"No folder at {folder}.")
-    suffixes = {e.lower() for e in extensions}
-    files = sorted(str(p) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    files = [str(p) for p in audio_files_under(folder, extensions)]
     if not files:
-        raise ValueError(f"No audio files ({', '.join(sorted(suffixes))}) under {folder}.")
+        raise ValueError(f"No audio files ({', '.join(sorted({e.lower() for e in extensions}))}) under {folder}.")
     return files
 
 
@@ -325,6 +330,7 @@ def load_validation_clips(sources, sample_rate: int, seconds: float, limit: int 
 
 __all__ = [
     "AUDIO_EXTENSIONS",
+    "audio_files_under",
     "AudioCropDataset",
     "CropBatchSampler",
     "HFAudioColumn",
