@@ -7,22 +7,21 @@ from pathlib import Path
 
 
 def _load_model(path: str | None):
-    """The codec of a save_pretrained folder, or (`path=None`) the embedded default codec."""
-    from .modeling_llm_codec import LLMCodecModel
-
-    if path is None:
-        from .default_model import load_default_codec
-
-        return load_default_codec()[0]
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"No model folder at {path}: give a folder written by save_pretrained / `llm-codec convert`.")
-    return LLMCodecModel.from_pretrained(path).eval()
-
-
-def _load_processor(model, lm_path: str | None, required: bool = True, separator: str | None = None):
     """
-    An `LLMCodecProcessor` for `model` with the tokenizer of the LM folder `lm_path`, or of the offline default LM
-    when the codec was built for it; otherwise an error (`required`) or `None`.
+    `(codec, tokenizer or None)`: the codec of a save_pretrained folder, or (`path=None`) the embedded default codec
+    with the tokenizer of the LM it was loaded with.
+    """
+    from .evaluation.codec_cli import load_codec
+
+    codec, _, tokenizer = load_codec(path)
+    return codec, tokenizer
+
+
+def _load_processor(model, lm_path: str | None, required: bool = True, separator: str | None = None, tokenizer=None):
+    """
+    An `LLMCodecProcessor` for `model` with the tokenizer of the LM folder `lm_path`, else `tokenizer` (already
+    loaded with the codec), else that of the offline default LM when the codec was built for it; otherwise an
+    error (`required`) or `None`.
     """
     from .language_model import DEFAULT_LM_NAME
     from .processing_llm_codec import LLMCodecProcessor
@@ -31,14 +30,15 @@ def _load_processor(model, lm_path: str | None, required: bool = True, separator
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(lm_path)
-    elif model.config.llm_name_or_path == DEFAULT_LM_NAME:
-        from .language_model import load_language_model
+    elif tokenizer is None:
+        if model.config.llm_name_or_path == DEFAULT_LM_NAME:
+            from .language_model import load_language_model
 
-        tokenizer = load_language_model()[1]
-    elif required:
-        raise ValueError(f"LLM tokens need the tokenizer of {model.config.llm_name_or_path}: pass --lm FOLDER.")
-    else:
-        return None
+            tokenizer = load_language_model()[1]
+        elif required:
+            raise ValueError(f"LLM tokens need the tokenizer of {model.config.llm_name_or_path}: pass --lm FOLDER.")
+        else:
+            return None
     return LLMCodecProcessor.from_codec(model, tokenizer, **({"separator": separator} if separator else {}))
 
 
@@ -63,7 +63,7 @@ def cmd_convert(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    model = _load_model(args.model)
+    model, tokenizer = _load_model(args.model)
     encoded = _encode_file(model, args.audio)
     layers = [int(k) for k in args.layers.split(",")] if args.layers else list(range(model.config.num_quantizers))
     for k in layers:
@@ -71,7 +71,8 @@ def cmd_encode(args) -> int:
             raise ValueError(f"--layers: layer {k} does not exist (0..{model.config.num_quantizers - 1}).")
     processor = None
     if args.format != "codes":
-        processor = _load_processor(model, args.lm, required=args.format == "text", separator=args.separator)
+        processor = _load_processor(model, args.lm, required=args.format == "text", separator=args.separator,
+                                    tokenizer=tokenizer)
     if args.format == "text":
         text = processor.codes_to_text(encoded.audio_codes, layers=tuple(layers))[0]
     else:
@@ -101,7 +102,7 @@ def cmd_decode(args) -> int:
 
     from .audio_io import save_audio
 
-    model = _load_model(args.model)
+    model, tokenizer = _load_model(args.model)
     try:
         data = json.loads(Path(args.codes).read_text())
     except json.JSONDecodeError as error:
@@ -111,7 +112,7 @@ def cmd_decode(args) -> int:
     if all(str(k) in layers for k in range(model.config.num_quantizers)):
         codes = tuple(torch.tensor([layers[str(k)]["codes"]]) for k in range(model.config.num_quantizers))
     elif "generation_ids" in data or "token_ids" in data:
-        processor = _load_processor(model, args.lm, separator=args.separator)
+        processor = _load_processor(model, args.lm, separator=args.separator, tokenizer=tokenizer)
         codes = processor.ids_to_codes(data.get("generation_ids", data.get("token_ids")), repair=args.repair)
         lengths = None if args.repair else lengths
     else:
@@ -128,7 +129,7 @@ def cmd_decode(args) -> int:
 def cmd_reconstruct(args) -> int:
     from .audio_io import save_audio
 
-    model = _load_model(args.model)
+    model, _ = _load_model(args.model)
     encoded = _encode_file(model, args.audio)
     audio = model.decode(encoded.audio_codes, audio_lengths=encoded.audio_lengths).audio_values
     save_audio(args.output, audio[0], model.config.sample_rate)

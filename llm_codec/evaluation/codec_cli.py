@@ -8,22 +8,25 @@ from pathlib import Path
 
 def load_codec(model: str | None):
     """
-    The codec to measure and a description of it: `(LLMCodecModel in eval mode, str)`.
+    The codec of a command, a description of it, and the tokenizer of its LM when that was loaded with it:
+    `(LLMCodecModel in eval mode, str, tokenizer or None)`.
 
     Args:
         model (`str`, *optional*): a folder written by `save_pretrained` / `llm-codec convert` / training; `None`
-            loads the shipped default codec (`load_default_codec`, which also loads the offline default LM).
+            loads the shipped default codec (`load_default_codec`, which also loads the offline default LM, whose
+            tokenizer is returned).
     """
     if model is None:
         from ..default_model import load_default_codec
 
-        codec, trained, _ = load_default_codec()
-        return codec.eval(), "the shipped default codec" + ("" if trained else " (UNTRAINED: random weights)")
+        codec, trained, (_, tokenizer) = load_default_codec()
+        description = "the shipped default codec" + ("" if trained else " (UNTRAINED: random weights)")
+        return codec.eval(), description, tokenizer
     from ..modeling_llm_codec import LLMCodecModel
 
     if not Path(model).is_dir():
         raise FileNotFoundError(f"No model folder at {model}: give a folder written by save_pretrained / `llm-codec convert`.")
-    return LLMCodecModel.from_pretrained(model).eval(), f"the codec in {model}"
+    return LLMCodecModel.from_pretrained(model).eval(), f"the codec in {model}", None
 
 
 def _baselines(text: str) -> list[str]:
@@ -72,7 +75,7 @@ def _evaluate_codec(args) -> int:
 
     baselines = _baselines(args.baselines)
     filters = _filters(args.where)
-    codec, description = load_codec(args.model)
+    codec, description, _ = load_codec(args.model)
     out = Path(args.out)
     results = evaluate_codec(
         codec,
@@ -100,7 +103,7 @@ def _bench(args) -> int:
     from .codec_quality import benchmark_codec, peak_rss_mb
 
     rss_before = peak_rss_mb()
-    codec, description = load_codec(args.model)
+    codec, description, _ = load_codec(args.model)
     rss_loaded = peak_rss_mb()
     result = benchmark_codec(codec, seconds=args.seconds, repeats=args.repeats, seed=args.seed)
     config = codec.config
