@@ -58,6 +58,17 @@ def dequantize_blocks(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (q.float().reshape(rows, dim // BLOCK, BLOCK) * scale.float()[..., None]).reshape(rows, dim)
 
 
+def quantize_rows(value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A weight of 2+ dims -> int8 values of its shape and one float32 scale per output row (dim 0)."""
+    flat = value.float().reshape(value.shape[0], -1)
+    scale = flat.abs().amax(1).clamp_min(1e-12) / 127
+    return torch.round(flat / scale[:, None]).to(torch.int8).reshape(value.shape), scale.float()
+
+
+def dequantize_rows(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return (q.float().reshape(q.shape[0], -1) * scale[:, None]).reshape(q.shape)
+
+
 def pack_codec(config, out: Path) -> None:
     from llm_codec.training.trainer import build_codec
 
@@ -92,10 +103,7 @@ def pack_teacher(out: Path) -> None:
         if key == "positions":
             continue  # rebuilt by the constructor
         if value.dim() >= 2:
-            flat = value.float().reshape(value.shape[0], -1)
-            scale = flat.abs().amax(1).clamp_min(1e-12) / 127
-            packed[f"{key}.q"] = torch.round(flat / scale[:, None]).to(torch.int8).reshape(value.shape)
-            packed[f"{key}.scale"] = scale.float()
+            packed[f"{key}.q"], packed[f"{key}.scale"] = quantize_rows(value)
         else:
             packed[key] = value.half()
     save_file(packed, str(out / "teacher.safetensors"), metadata={"config": json.dumps(meta)})

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-BLOCK = 32
+from gpu_bundle import dequantize_blocks, dequantize_rows  # noqa: E402 - the packing side, beside this script
 
 
 def _split(args) -> list[dict]:
@@ -82,9 +82,7 @@ def rebuild_codec(bundle: Path, resume_from: Path | None):
     with safe_open(str(bundle / "codebooks.safetensors"), "pt") as handle:
         names = json.loads(handle.metadata()["names"])
         for key, table in names.items():
-            q, scale = handle.get_tensor(f"{table}.q"), handle.get_tensor(f"{table}.scale")
-            rows, dim = q.shape
-            weights[key] = (q.float().reshape(rows, dim // BLOCK, BLOCK) * scale.float()[..., None]).reshape(rows, dim)
+            weights[key] = dequantize_blocks(handle.get_tensor(f"{table}.q"), handle.get_tensor(f"{table}.scale"))
     codec.load_state_dict(weights, strict=True)
     return codec
 
@@ -99,9 +97,7 @@ def rebuild_teacher(bundle: Path):
     state = {"positions": encoder.positions}
     for key, value in packed.items():
         if key.endswith(".q"):
-            name = key[:-2]
-            scale = packed[f"{name}.scale"]
-            state[name] = (value.float().reshape(value.shape[0], -1) * scale[:, None]).reshape(value.shape)
+            state[key[:-2]] = dequantize_rows(value, packed[f"{key[:-2]}.scale"])
         elif not key.endswith(".scale"):
             state[key] = value.float()
     encoder.load_state_dict(state, strict=True)
