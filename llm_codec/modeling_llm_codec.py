@@ -278,16 +278,14 @@ class LLMCodecDecoderBlock(nn.Module):
             hidden_states = self.noise(hidden_states, noise)
         return self.res_unit3(self.res_unit2(self.res_unit1(hidden_states)))
 
-    def forward(self, hidden_states: torch.Tensor, generator: torch.Generator | None = None,
-                noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         """
         `hidden_states`: (batch, input_dim, time) -> (batch, output_dim, time * stride). `noise` (batch, 1,
-        time * stride): the noise block's draw (default: drawn here from `generator`).
+        time * stride): the noise block's draw (`LLMCodecNoiseBlock.draw`, done by the decoder for every block up
+        front), `None` when the block has no noise.
         """
         frames = hidden_states.shape[-1]
         out_length = frames * self.stride
-        if self.noise is not None and noise is None:
-            noise = self.noise.draw(hidden_states, out_length, generator)
         tile = max(1, self.tile_samples // self.stride)
         if torch.is_grad_enabled() or frames <= 2 * tile:
             return self._block(hidden_states, noise)
@@ -351,7 +349,7 @@ class LLMCodecDecoder(nn.Module):
         if self.attention is not None:
             hidden_states = self.attention(hidden_states)
         for block, noise in zip(self.blocks, noises):
-            hidden_states = block(hidden_states, noise=noise)
+            hidden_states = block(hidden_states, noise)
         return torch.tanh(self.conv_out(self.snake_out(hidden_states)))
 
     def forward(self, hidden_states: torch.Tensor, generator: torch.Generator | None = None,
