@@ -31,3 +31,16 @@ def test_shipped_folder_has_a_model_card_and_is_not_a_full_checkpoint():
     assert "load_default_codec" in card and "PESQ-WB" in card and "H100" in card
     with pytest.raises(OSError):
         LLMCodecModel.from_pretrained(folder)  # codebooks are rebuilt from the LM: only load_default_codec() will do
+
+
+def test_training_can_start_from_the_shipped_codec():
+    from safetensors.torch import load_file
+
+    from llm_codec.training import TrainingConfig
+    from llm_codec.training.trainer import build_codec
+
+    codec = build_codec(TrainingConfig(init_from="default", trainable="decoder"))
+    shipped = load_file(str(default_codec_dir() / WEIGHTS_NAME))
+    state = codec.state_dict()
+    assert all(torch.equal(state[k].float(), v.float()) for k, v in shipped.items())
+    assert all(p.dtype == torch.float32 for p in codec.parameters())

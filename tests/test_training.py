@@ -231,6 +231,32 @@ def test_time_limit_stops_with_a_checkpoint_and_resume_goes_on(tmp_path):
         config.replace(time_limit_minutes=0)
 
 
+def test_decoder_only_training_keeps_the_codes(tmp_path):
+    pytest.importorskip("accelerate")
+    write_clips(tmp_path / "data", np.random.default_rng(4))
+    config = run_config(tmp_path / "run", tmp_path / "data", trainable="decoder", eval_every=0, save_every=0,
+                        lr_generator=1e-2)
+    trainer = make_trainer(config)
+    assert trainer.teacher is None and trainer.semantic_teacher is None  # they would only shape the frozen side
+    before = {k: v.detach().clone() for k, v in trainer.codec.state_dict().items()}
+    probe = torch.randn(2, 1, 1600, generator=torch.Generator().manual_seed(0)) * 0.3
+    with torch.no_grad():
+        codes_before = trainer.codec.encode(probe).audio_codes
+    trained = {id(p) for group in trainer.opt_g.param_groups for p in group["params"]}
+    names = [n for n, p in trainer.generator.named_parameters() if id(p) in trained]
+    assert names and all(n.startswith("codec.decoder.") for n in names)
+    trainer.train()
+    after = trainer.codec.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("decoder.") for k in changed), sorted(changed)[:5]
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(codes_before, trainer.codec.encode(probe).audio_codes))
+    train = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all("commitment" not in r and "consistency" not in r and math.isfinite(r["adversarial"]) for r in train)
+    with pytest.raises(ValueError, match="trainable"):
+        config.replace(trainable="encoder")
+
+
 def test_hf_dataset_audio_column(tmp_path):
     datasets = pytest.importorskip("datasets")
     paths = write_clips(tmp_path / "data", np.random.default_rng(2))

@@ -20,7 +20,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None, help="batch size per process")
     parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None)
     parser.add_argument("--lm", default=None, help="'default' (offline SmolLM2-135M) or a local LM folder")
-    parser.add_argument("--init-from", default=None, help="start from a saved codec folder")
+    parser.add_argument("--init-from", default=None,
+                        help="start from a saved codec folder, or 'default' for the shipped default codec")
+    parser.add_argument("--trainable", choices=("all", "decoder"), default=None,
+                        help="'decoder': fine-tune only the decoder; the codes of every clip stay unchanged")
     parser.add_argument("--teacher", default=None,
                         help="consistency teacher: 'whisper', 'whisper:<ctranslate2 folder>', 'whisper-30s' or 'none'")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
@@ -44,6 +47,7 @@ def run_train(args: argparse.Namespace) -> int:
         mixed_precision=args.mixed_precision,
         lm=args.lm,
         init_from=args.init_from,
+        trainable=args.trainable,
         progress=False if args.no_progress else None,
     )
     if teacher is not None:

@@ -23,6 +23,9 @@ DEFAULT_LOSS_WEIGHTS = {
 }
 
 
+TRAINABLE = ("all", "decoder")
+
+
 @dataclass
 class TrainingConfig:
     """
@@ -51,7 +54,12 @@ class TrainingConfig:
             a text file with one word per line, or a list of words.
         max_subwords (`int`, defaults to 2), layer_subset (`None`, "no_special" or token ids): see
             `llm_codec.codebooks`.
-        init_from (`str`, *optional*): start from a saved codec folder instead (`codec`/`lm` are then ignored).
+        init_from (`str`, *optional*): start from a saved codec folder instead, or "default" for the shipped default
+            codec (`codec`/`lm` are then ignored).
+        trainable (`str`, defaults to "all"): "all" trains encoder, VQ projections and decoder; "decoder" fine-tunes
+            only the decoder: the encoder and quantizer are frozen and run without gradient, so every clip keeps
+            exactly the codes of the initial codec (codes already stored or emitted by an LM stay valid); the VQ,
+            consistency and semantic losses then have nothing to train and are skipped.
 
     Optimisation:
         max_steps (`int`), time_limit_minutes (`float`, *optional*: stop, with a checkpoint, after this much
@@ -99,6 +107,7 @@ class TrainingConfig:
     max_subwords: int = 2
     layer_subset: Any = None
     init_from: str | None = None
+    trainable: str = "all"
     # optimisation
     max_steps: int = 100000
     time_limit_minutes: float | None = None
@@ -144,6 +153,8 @@ class TrainingConfig:
             raise ValueError(f"Unknown loss weights {unknown}; known: {sorted(weights)}.")
         weights.update({k: float(v) for k, v in (self.loss_weights or {}).items()})
         self.loss_weights = weights
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"`trainable` must be one of {list(TRAINABLE)}, got {self.trainable!r}.")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"`mixed_precision` must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}.")
         if int(self.num_workers) < 0:

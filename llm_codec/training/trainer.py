@@ -72,10 +72,18 @@ def load_word_list(word_list):
 
 def build_codec(config: TrainingConfig, lm=None, tokenizer=None) -> LLMCodecModel:
     """
-    The codec to train: `LLMCodecModel.from_pretrained(config.init_from)`, or a new codec whose codebooks come from
+    The codec to train: the shipped default codec (`init_from: default`), `LLMCodecModel.from_pretrained(init_from)`,
+    or a new codec whose codebooks come from
     the LM (`lm` object if given, else `config.lm`: "default" or a local folder) with `config.codec` as the
     architecture. Returns it in float32, without weight norm.
     """
+    if config.init_from == "default":
+        from ..default_model import load_default_codec
+
+        codec, trained, _ = load_default_codec(lm, tokenizer)
+        if not trained:
+            raise FileNotFoundError("`init_from: default`: this installation ships no trained default codec.")
+        return codec.float()
     if config.init_from:
         return LLMCodecModel.from_pretrained(config.init_from)
     source = lm if lm is not None else (None if config.lm in (None, "default") else config.lm)
@@ -141,12 +149,21 @@ class CodecTrainingModule(nn.Module):
         semantic_dim (`int`, *optional*): width of the clip teacher's embedding (adds `semantic_head`,
             Linear latent_dim -> semantic_dim).
         consistency_layer (`int`, defaults to 1), semantic_layer (`int`, defaults to 0): 0-based VQ layers.
+        decoder_only (`bool`, defaults to `False`): freeze the encoder and quantizer (no gradient, codes unchanged);
+            only the decoder learns, and no VQ / consistency / semantic losses are returned.
     """
 
     def __init__(self, codec: LLMCodecModel, consistency_dim: int | None = None, semantic_dim: int | None = None,
-                 consistency_layer: int = 1, semantic_layer: int = 0):
+                 consistency_layer: int = 1, semantic_layer: int = 0, decoder_only: bool = False):
         super().__init__()
         self.codec = codec
+        self.decoder_only = decoder_only
+        if decoder_only:
+            if consistency_dim or semantic_dim:
+                raise ValueError("A decoder-only run has no VQ-layer losses: pass no consistency/semantic teacher.")
+            for name, parameter in codec.named_parameters():
+                if not name.startswith("decoder."):
+                    parameter.requires_grad_(False)
         latent = codec.config.latent_dim
         for name, layer in (("consistency_layer", consistency_layer), ("semantic_layer", semantic_layer)):
             if not 0 <= layer < codec.config.num_quantizers:
@@ -169,6 +186,10 @@ class CodecTrainingModule(nn.Module):
         """
         codec = self.codec
         samples = audio.shape[-1]
+        if self.decoder_only:
+            with torch.no_grad():
+                quantized = codec.quantizer(codec.encode_latents(audio))[0]
+            return {"audio": codec.decoder(quantized)[..., :samples]}
         latents = codec.encode_latents(audio)
         quantized, _, commitment, codebook, per_layer = codec.quantizer(latents)
         reconstruction = codec.decoder(quantized)[..., :samples]
@@ -323,8 +344,11 @@ class Trainer:
         weights = config.loss_weights
 
         # ---- teachers
+        decoder_only = config.trainable == "decoder"
         teacher = consistency_teacher
-        if teacher is None and config.consistency_teacher and weights["consistency"] > 0:
+        if decoder_only:  # the teachers only shape the encoder/VQ side, which a decoder-only run freezes
+            teacher, semantic_teacher = None, None
+        elif teacher is None and config.consistency_teacher and weights["consistency"] > 0:
             try:
                 teacher = load_teacher(config.consistency_teacher)
             except (TeacherUnavailable, FileNotFoundError) as error:
@@ -347,6 +371,7 @@ class Trainer:
             semantic_dim=self.semantic_teacher.dim if self.semantic_teacher is not None else None,
             consistency_layer=config.consistency_layer,
             semantic_layer=config.semantic_layer,
+            decoder_only=decoder_only,
         )
         self.adversarial = weights["adversarial"] > 0 or weights["feature_matching"] > 0
         discriminator = (
@@ -369,7 +394,7 @@ class Trainer:
 
         # ---- optimisers
         betas = tuple(float(b) for b in config.betas)
-        opt_g = torch.optim.AdamW(generator.parameters(), lr=config.lr_generator, betas=betas, eps=config.eps,
+        opt_g = torch.optim.AdamW([p for p in generator.parameters() if p.requires_grad], lr=config.lr_generator, betas=betas, eps=config.eps,
                                   weight_decay=config.weight_decay)
         sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=config.lr_decay_gamma)
         opt_d = sched_d = None
@@ -488,7 +513,8 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         self.accelerator.backward(total)
         if config.grad_clip_generator:
-            norm = self.accelerator.clip_grad_norm_(self.generator.parameters(), config.grad_clip_generator)
+            trainable = [p for p in self.generator.parameters() if p.requires_grad]
+            norm = self.accelerator.clip_grad_norm_(trainable, config.grad_clip_generator)
             logs["grad_norm_g"] = float(norm)
         self.opt_g.step()
         self.sched_g.step()
