@@ -1,0 +1,53 @@
+"""
+Ships a training checkpoint of the default codec as `llm_codec/assets/default_codec/weights_without_codebooks.safetensors`
+(weight norm folded, float32, the frozen codebooks left out: `load_default_codec()` rebuilds them from SmolLM2).
+
+    python scripts/ship_default_codec.py runs/default_decoder_gan/checkpoints/step_00001500
+
+The checkpoint must be a `Trainer` checkpoint folder (accelerate state) of a run that started from the default
+codec's architecture and LM, e.g. `llm_codec/training/configs/default_smollm2_decoder_gan.yaml`. The codes of
+`trainable: decoder` runs are unchanged; the script checks that the encoder and quantizer weights it ships equal
+the current ones unless `--allow-encoder-change` is given.
+"""
+
+import argparse
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from llm_codec.default_model import WEIGHTS_NAME, default_codec_dir, load_default_codec
+from llm_codec.training.trainer import folded_codec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("checkpoint", help="a checkpoints/step_XXXXXXXX folder")
+    parser.add_argument("--allow-encoder-change", action="store_true",
+                        help="ship even if encoder/quantizer weights differ (the codes of clips then change)")
+    args = parser.parse_args()
+
+    folder = Path(args.checkpoint)
+    state = load_file(str(folder / "model.safetensors"))  # the generator module: codec.* plus loss heads
+    codec, trained, _ = load_default_codec()
+    current = {k: v.clone() for k, v in codec.state_dict().items() if not k.endswith(".codebook")}
+    codec.float().apply_weight_norm()
+    codec_state = {k[len("codec."):]: v for k, v in state.items() if k.startswith("codec.")}
+    missing, unexpected = codec.load_state_dict(codec_state, strict=False)
+    missing = [k for k in missing if not k.endswith(".codebook")]
+    if missing or unexpected:
+        raise SystemExit(f"{folder} does not fit the default codec: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    weights = {k: v.contiguous() for k, v in folded_codec(codec).state_dict().items() if not k.endswith(".codebook")}
+    changed = sorted(k for k in weights if not torch.allclose(weights[k], current[k].float(), atol=1e-6, rtol=1e-5))
+    frozen_changed = [k for k in changed if not k.startswith("decoder.")]
+    if frozen_changed and not args.allow_encoder_change:
+        raise SystemExit(f"encoder/quantizer weights differ ({frozen_changed[:3]} ...): the codes would change; "
+                         "pass --allow-encoder-change to ship anyway")
+    target = default_codec_dir() / WEIGHTS_NAME
+    save_file(weights, str(target), metadata={"source": folder.name})
+    print(f"{target}: {len(weights)} tensors, {target.stat().st_size / 2**20:.1f} MiB; "
+          f"{len(changed)} changed ({len(frozen_changed)} outside the decoder); was trained: {trained}")
+
+
+if __name__ == "__main__":
+    main()
