@@ -3,7 +3,10 @@
 import argparse
 import json
 import math
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -421,6 +424,34 @@ def test_cli_trains_from_a_local_lm_folder(tmp_path):
     assert model.config.layer1_words == WORDS and model.config.codebook_dim == 32
     records = [json.loads(x) for x in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 1 and "adversarial" not in records[-1]
+
+
+def test_two_processes_through_accelerate_launch(tmp_path):
+    """`accelerate launch` with 2 CPU processes (gloo): one log, checkpoints, a model; decoder-only under DDP."""
+    pytest.importorskip("accelerate")
+    lm_dir = tmp_path / "lm"
+    tiny_lm().save_pretrained(lm_dir)
+    tiny_tokenizer(VOCAB).save_pretrained(lm_dir)
+    (tmp_path / "words.txt").write_text("\n".join(WORDS))
+    write_clips(tmp_path / "data", np.random.default_rng(3))
+    config = run_config(tmp_path / "out", tmp_path / "data", lm=str(lm_dir), word_list=str(tmp_path / "words.txt"),
+                        max_steps=2, save_every=2, eval_every=2, trainable="decoder")
+    config.save(tmp_path / "cfg.yaml")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines",
+               "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "llm_codec.training", "--config",
+               str(tmp_path / "cfg.yaml"), "--no-progress"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(x) for x in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["type"] == "train"] == [1, 2]  # written once, by the main process
+    assert [r["step"] for r in records if r["type"] == "eval"] == [2]
+    assert (tmp_path / "out" / "checkpoints" / "latest").read_text().strip() == "step_00000002"
+    assert all("commitment" not in r for r in records if r["type"] == "train")  # the decoder-only losses
+    model = LLMCodecModel.from_pretrained(str(tmp_path / "out" / "model"))
+    assert model.config.layer1_words == WORDS
 
 
 # ---------------------------------------------------------------------------------------------- Whisper teacher
