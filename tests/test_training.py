@@ -399,6 +399,15 @@ def test_config_files_and_example_config(tmp_path):
     assert round(example.crop_seconds * arch.sample_rate) % arch.pad_multiple == 0
 
 
+def write_lm_folder_and_clips(folder: Path) -> Path:
+    """The tiny LM + tokenizer saved under `folder/lm` (returned), `folder/words.txt`, clips under `folder/data`."""
+    tiny_lm().save_pretrained(folder / "lm")
+    tiny_tokenizer(VOCAB).save_pretrained(folder / "lm")
+    (folder / "words.txt").write_text("\n".join(WORDS))
+    write_clips(folder / "data", np.random.default_rng(3))
+    return folder / "lm"
+
+
 def test_cli_trains_from_a_local_lm_folder(tmp_path):
     pytest.importorskip("accelerate")
     from llm_codec.training.cli import add_train_subparser, main
@@ -409,11 +418,7 @@ def test_cli_trains_from_a_local_lm_folder(tmp_path):
     assert (args.config, args.data, args.output_dir, args.resume, args.max_steps) == ("c.yaml", "d", "o", True, 5)
     assert args.func.__name__ == "run_train"
 
-    lm_dir = tmp_path / "lm"
-    tiny_lm().save_pretrained(lm_dir)
-    tiny_tokenizer(VOCAB).save_pretrained(lm_dir)
-    (tmp_path / "words.txt").write_text("\n".join(WORDS))
-    write_clips(tmp_path / "data", np.random.default_rng(3))
+    lm_dir = write_lm_folder_and_clips(tmp_path)
     config = run_config(tmp_path / "unused", tmp_path / "unused", lm=str(lm_dir), word_list=str(tmp_path / "words.txt"),
                         save_every=0, eval_every=0, disc_periods=None, loss_weights={"adversarial": 0, "feature_matching": 0})
     config.save(tmp_path / "cfg.yaml")
@@ -429,11 +434,7 @@ def test_cli_trains_from_a_local_lm_folder(tmp_path):
 def test_two_processes_through_accelerate_launch(tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo): one log, checkpoints, a model; decoder-only under DDP."""
     pytest.importorskip("accelerate")
-    lm_dir = tmp_path / "lm"
-    tiny_lm().save_pretrained(lm_dir)
-    tiny_tokenizer(VOCAB).save_pretrained(lm_dir)
-    (tmp_path / "words.txt").write_text("\n".join(WORDS))
-    write_clips(tmp_path / "data", np.random.default_rng(3))
+    lm_dir = write_lm_folder_and_clips(tmp_path)
     config = run_config(tmp_path / "out", tmp_path / "data", lm=str(lm_dir), word_list=str(tmp_path / "words.txt"),
                         max_steps=2, save_every=2, eval_every=2, trainable="decoder")
     config.save(tmp_path / "cfg.yaml")
