@@ -79,7 +79,10 @@ that: PESQ-WB {ours['pesq_wb']:.2f}, STOI {ours['stoi']:.2f}.
 - Intended use: turning audio into SmolLM2-135M tokens for few-shot experiments (classification by label scoring or
   LM-embedding prototypes, see `docs/results.md`), demos and tests of the llm-codec package, fully offline.
 - Not a high-fidelity codec: reconstructions are intelligible but muffled and noisy (see the spectrogram in
-  `docs/results.md`); do not use it where listening quality matters.
+  `docs/results.md`); do not use it where listening quality matters. The decoder does not follow the speaker's
+  pitch (F0 within a semitone on 5 % of voiced frames) and adds a fixed buzz at the multiples of 266.7 Hz
+  (`benchmarks/probe_pitch.py`); its codes keep coarse pitch, which a longer adversarial training phase would need
+  to recover.
 - Trained on a small set of voices, languages and instruments; expect worse results on other material (music,
   noisy recordings, far-field speech).
 - The codes only make sense with SmolLM2-135M's vocabulary (fingerprint in `config.json`); other LMs are refused.
