@@ -20,12 +20,14 @@ from llm_codec.default_model import WEIGHTS_NAME, default_codec_dir, load_defaul
 from llm_codec.training.trainer import folded_codec
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("checkpoint", help="a checkpoints/step_XXXXXXXX folder")
+    parser.add_argument("--out", default=str(default_codec_dir() / WEIGHTS_NAME),
+                        help="where to write the weights (default: the package's shipped file)")
     parser.add_argument("--allow-encoder-change", action="store_true",
                         help="ship even if encoder/quantizer weights differ (the codes of clips then change)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     folder = Path(args.checkpoint)
     state = load_file(str(folder / "model.safetensors"))  # the generator module: codec.* plus loss heads
@@ -43,7 +45,7 @@ def main() -> None:
     if frozen_changed and not args.allow_encoder_change:
         raise SystemExit(f"encoder/quantizer weights differ ({frozen_changed[:3]} ...): the codes would change; "
                          "pass --allow-encoder-change to ship anyway")
-    target = default_codec_dir() / WEIGHTS_NAME
+    target = Path(args.out)
     save_file(weights, str(target), metadata={"source": folder.name})
     print(f"{target}: {len(weights)} tensors, {target.stat().st_size / 2**20:.1f} MiB; "
           f"{len(changed)} changed ({len(frozen_changed)} outside the decoder); was trained: {trained}")

@@ -1,5 +1,7 @@
 """The embedded default codec as shipped: weights that fit its architecture, a model card, nothing mistakable."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors import safe_open
@@ -33,6 +35,7 @@ def test_shipped_folder_has_a_model_card_and_is_not_a_full_checkpoint():
         LLMCodecModel.from_pretrained(folder)  # codebooks are rebuilt from the LM: only load_default_codec() will do
 
 
+@pytest.mark.slow
 def test_training_can_start_from_the_shipped_codec():
     from safetensors.torch import load_file
 
@@ -44,3 +47,45 @@ def test_training_can_start_from_the_shipped_codec():
     state = codec.state_dict()
     assert all(torch.equal(state[k].float(), v.float()) for k, v in shipped.items())
     assert all(p.dtype == torch.float32 for p in codec.parameters())
+
+
+@pytest.mark.slow
+def test_ship_script_takes_a_decoder_only_checkpoint_and_refuses_changed_codes(tmp_path):
+    import importlib.util
+    import shutil
+
+    import numpy as np
+    import soundfile as sf
+    from safetensors.torch import load_file, save_file
+
+    from llm_codec.training import Trainer, TrainingConfig
+
+    spec = importlib.util.spec_from_file_location("ship", Path(__file__).resolve().parents[1] / "scripts/ship_default_codec.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        sf.write(tmp_path / f"clip{k}.wav", (0.1 * rng.standard_normal(8000)).astype(np.float32), 16000)
+    config = TrainingConfig(init_from="default", trainable="decoder", train_data=str(tmp_path), num_val_clips=1,
+                            crop_seconds=0.24, batch_size=1, max_steps=1, save_every=1, eval_every=0, lr_generator=1e-2,
+                            disc_hop_lengths=[32, 64], disc_hidden_channels=[4, 4, 4], output_dir=str(tmp_path / "run"),
+                            progress=False)
+    trainer = Trainer(config)
+    trainer.train()
+    checkpoint = trainer.latest_checkpoint()
+    ship.main([str(checkpoint), "--out", str(tmp_path / "shipped.safetensors")])
+    shipped, before = load_file(str(tmp_path / "shipped.safetensors")), load_file(str(default_codec_dir() / WEIGHTS_NAME))
+    assert shipped.keys() == before.keys()
+    changed = {k for k in shipped if not torch.allclose(shipped[k], before[k].float(), atol=1e-6, rtol=1e-5)}
+    assert changed and all(k.startswith("decoder.") for k in changed)
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(checkpoint, tampered)
+    state = load_file(str(tampered / "model.safetensors"))
+    key = next(k for k in sorted(state) if k.startswith("codec.encoder.") and state[k].is_floating_point())
+    state[key] = state[key] + 0.5
+    save_file(state, str(tampered / "model.safetensors"))
+    with pytest.raises(SystemExit, match="codes would change"):
+        ship.main([str(tampered), "--out", str(tmp_path / "refused.safetensors")])
+    assert not (tmp_path / "refused.safetensors").exists()
