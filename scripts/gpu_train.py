@@ -106,7 +106,7 @@ def rebuild_teacher(bundle: Path):
 
 def main(argv=None) -> None:
     from llm_codec.training.config import TrainingConfig
-    from llm_codec.training.trainer import Trainer, folded_codec
+    from llm_codec.training.trainer import Trainer, weights_without_codebooks
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", default=".gpu_bundle")
@@ -158,13 +158,12 @@ def main(argv=None) -> None:
     print(f"setup done at {time.time() - started:.0f} s on {trainer.device}; resume={has_state}", flush=True)
     trainer.train(resume=has_state)
 
-    folded = folded_codec(trainer.codec)
-    weights = {k: v.contiguous() for k, v in folded.state_dict().items() if not k.endswith(".codebook")}
+    weights = weights_without_codebooks(trainer.codec)
     save_file(weights, str(out / "model.safetensors"))
     # half-precision copy small enough to travel back in with the bundle if the next call gets a fresh machine
     (out / "resume").mkdir(exist_ok=True)
     save_file({k: v.half() for k, v in weights.items()}, str(out / "resume" / "model.safetensors"))
-    folded.config.save_pretrained(str(out))
+    trainer.codec.config.save_pretrained(str(out))
     if trainer.discriminator is not None:
         disc = trainer.accelerator.unwrap_model(trainer.discriminator)
         save_file({k: v.detach().half().contiguous().cpu() for k, v in disc.state_dict().items()},

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from llm_codec.default_model import WEIGHTS_NAME, default_codec_dir, load_default_codec
-from llm_codec.training.trainer import folded_codec
+from llm_codec.training.trainer import weights_without_codebooks
 
 
 def main(argv=None) -> None:
@@ -39,7 +39,7 @@ def main(argv=None) -> None:
     missing = [k for k in missing if not k.endswith(".codebook")]
     if missing or unexpected:
         raise SystemExit(f"{folder} does not fit the default codec: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    weights = {k: v.contiguous() for k, v in folded_codec(codec).state_dict().items() if not k.endswith(".codebook")}
+    weights = weights_without_codebooks(codec)
     changed = sorted(k for k in weights if not torch.allclose(weights[k], current[k].float(), atol=1e-6, rtol=1e-5))
     frozen_changed = [k for k in changed if not k.startswith("decoder.")]
     if frozen_changed and not args.allow_encoder_change:

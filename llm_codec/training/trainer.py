@@ -131,6 +131,15 @@ def folded_codec(codec: LLMCodecModel) -> LLMCodecModel:
     return fresh.eval()
 
 
+def weights_without_codebooks(codec: LLMCodecModel) -> dict[str, torch.Tensor]:
+    """
+    `folded_codec(codec)`'s state dict without the frozen codebooks (which the LM rebuilds): what the embedded
+    default codec ships as `weights_without_codebooks.safetensors`. Tensors are contiguous float32 on the CPU.
+    """
+    state = folded_codec(codec).state_dict()
+    return {k: v.contiguous() for k, v in state.items() if not k.endswith(".codebook")}
+
+
 def export_codec(codec: LLMCodecModel, path: str | Path) -> Path:
     """`save_pretrained(path)` of `folded_codec(codec)` (no weight-norm keys); returns the folder."""
     folded_codec(codec).save_pretrained(str(path))
@@ -394,7 +403,8 @@ class Trainer:
 
         # ---- optimisers
         betas = tuple(float(b) for b in config.betas)
-        opt_g = torch.optim.AdamW([p for p in generator.parameters() if p.requires_grad], lr=config.lr_generator, betas=betas, eps=config.eps,
+        self.trainable_g = [p for p in generator.parameters() if p.requires_grad]  # decoder-only runs freeze some
+        opt_g = torch.optim.AdamW(self.trainable_g, lr=config.lr_generator, betas=betas, eps=config.eps,
                                   weight_decay=config.weight_decay)
         sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=config.lr_decay_gamma)
         opt_d = sched_d = None
@@ -513,8 +523,7 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         self.accelerator.backward(total)
         if config.grad_clip_generator:
-            trainable = [p for p in self.generator.parameters() if p.requires_grad]
-            norm = self.accelerator.clip_grad_norm_(trainable, config.grad_clip_generator)
+            norm = self.accelerator.clip_grad_norm_(self.trainable_g, config.grad_clip_generator)
             logs["grad_norm_g"] = float(norm)
         self.opt_g.step()
         self.sched_g.step()
@@ -706,4 +715,5 @@ __all__ = [
     "load_word_list",
     "save_spectrogram_png",
     "train",
+    "weights_without_codebooks",
 ]
