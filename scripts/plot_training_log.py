@@ -1,6 +1,10 @@
-"""Plots a training `log.jsonl` (mel loss, VQ losses, validation STOI / PESQ-WB against the step) to a PNG.
+"""Plots training `log.jsonl` files (mel loss, VQ losses, validation STOI / PESQ-WB against the step) to a PNG.
 
-    python scripts/plot_training_log.py benchmarks/default_codec_training/log.jsonl benchmarks/default_codec_training/curves.png
+    python scripts/plot_training_log.py benchmarks/default_codec_training/log.jsonl \
+        benchmarks/default_codec_training/gpu_anneal/anneal_stft.log.jsonl benchmarks/default_codec_training/curves.png
+
+Several logs are read in order as one run (a run continued in another folder); a dashed line marks where each
+continuation starts.
 """
 
 import argparse
@@ -11,7 +15,7 @@ from pathlib import Path
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("log")
+    parser.add_argument("logs", nargs="+", metavar="log", help="log.jsonl files of one run, in order")
     parser.add_argument("png")
     args = parser.parse_args(argv)
     import matplotlib
@@ -19,7 +23,12 @@ def main(argv=None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in Path(args.log).read_text().splitlines() if line.strip()]
+    records, starts = [], []
+    for log in args.logs:
+        part = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+        if records and part:
+            starts.append(part[0]["step"])
+        records += part
     train = [r for r in records if r["type"] == "train"]
     evals = [r for r in records if r["type"] == "eval"]
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -38,6 +47,8 @@ def main(argv=None) -> None:
     axes[2].legend()
     for ax in axes:
         ax.grid(alpha=0.3)
+        for step in starts:
+            ax.axvline(step, color="gray", linestyle="--", linewidth=1)
     figure.tight_layout()
     figure.savefig(args.png, dpi=110)
     print(f"wrote {args.png} ({len(train)} training records, {len(evals)} evaluations)")

@@ -3,11 +3,14 @@ Ships a training checkpoint of the default codec as `llm_codec/assets/default_co
 (weight norm folded, float32, the frozen codebooks left out: `load_default_codec()` rebuilds them from SmolLM2).
 
     python scripts/ship_default_codec.py runs/default_decoder_gan/checkpoints/step_00001500
+    python scripts/ship_default_codec.py gpu_out/model.safetensors --evaluation-folder /tmp/candidate
 
-The checkpoint must be a `Trainer` checkpoint folder (accelerate state) of a run that started from the default
-codec's architecture and LM, e.g. `llm_codec/training/configs/default_smollm2_decoder_gan.yaml`. The codes of
-`trainable: decoder` runs are unchanged; the script checks that the encoder and quantizer weights it ships equal
-the current ones unless `--allow-encoder-change` is given.
+The source is either a `Trainer` checkpoint folder (accelerate state) of a run that started from the default
+codec's architecture and LM, e.g. `llm_codec/training/configs/default_smollm2_decoder_gan.yaml`, or a weights file
+as `scripts/gpu_train.py` returns it (weight norm folded, no codebooks). The codes of `trainable: decoder` runs are
+unchanged; the script checks that the encoder and quantizer weights it ships equal the current ones unless
+`--allow-encoder-change` is given. `--evaluation-folder DIR` writes a complete codec folder (codebooks included) to
+compare a candidate with `llm-codec evaluate codec --model DIR` instead of shipping it (any candidate).
 """
 
 import argparse
@@ -17,24 +20,30 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from llm_codec.default_model import WEIGHTS_NAME, default_codec_dir, load_default_codec
-from llm_codec.training.trainer import weights_without_codebooks
+from llm_codec.training.trainer import export_codec, weights_without_codebooks
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("checkpoint", help="a checkpoints/step_XXXXXXXX folder")
+    parser.add_argument("checkpoint", help="a checkpoints/step_XXXXXXXX folder or a gpu_train.py model.safetensors")
     parser.add_argument("--out", default=str(default_codec_dir() / WEIGHTS_NAME),
                         help="where to write the weights (default: the package's shipped file)")
     parser.add_argument("--allow-encoder-change", action="store_true",
                         help="ship even if encoder/quantizer weights differ (the codes of clips then change)")
+    parser.add_argument("--evaluation-folder", default=None,
+                        help="write a complete codec folder here for `llm-codec evaluate codec --model`, do not ship")
     args = parser.parse_args(argv)
 
     folder = Path(args.checkpoint)
-    state = load_file(str(folder / "model.safetensors"))  # the generator module: codec.* plus loss heads
     codec, trained, _ = load_default_codec()
     current = {k: v.clone() for k, v in codec.state_dict().items() if not k.endswith(".codebook")}
-    codec.float().apply_weight_norm()
-    codec_state = {k[len("codec."):]: v for k, v in state.items() if k.startswith("codec.")}
+    codec.float()
+    if folder.is_file():  # folded weights without codebooks (scripts/gpu_train.py)
+        codec_state = {k: v.float() for k, v in load_file(str(folder)).items()}
+    else:  # the generator module of a Trainer checkpoint: codec.* (weight norm applied) plus loss heads
+        codec.apply_weight_norm()
+        state = load_file(str(folder / "model.safetensors"))
+        codec_state = {k[len("codec."):]: v for k, v in state.items() if k.startswith("codec.")}
     missing, unexpected = codec.load_state_dict(codec_state, strict=False)
     missing = [k for k in missing if not k.endswith(".codebook")]
     if missing or unexpected:
@@ -42,11 +51,16 @@ def main(argv=None) -> None:
     weights = weights_without_codebooks(codec)
     changed = sorted(k for k in weights if not torch.allclose(weights[k], current[k].float(), atol=1e-6, rtol=1e-5))
     frozen_changed = [k for k in changed if not k.startswith("decoder.")]
+    if args.evaluation_folder:
+        export_codec(codec, args.evaluation_folder)  # weight norm folded, codebooks kept
+        print(f"{args.evaluation_folder}: complete codec folder; {len(changed)} tensors differ from the shipped codec "
+              f"({len(frozen_changed)} outside the decoder)")
+        return
     if frozen_changed and not args.allow_encoder_change:
         raise SystemExit(f"encoder/quantizer weights differ ({frozen_changed[:3]} ...): the codes would change; "
                          "pass --allow-encoder-change to ship anyway")
     target = Path(args.out)
-    save_file(weights, str(target), metadata={"source": folder.name})
+    save_file(weights, str(target), metadata={"source": folder.name if folder.is_dir() else f"{folder.parent.name}/{folder.name}"})
     print(f"{target}: {len(weights)} tensors, {target.stat().st_size / 2**20:.1f} MiB; "
           f"{len(changed)} changed ({len(frozen_changed)} outside the decoder); was trained: {trained}")
 

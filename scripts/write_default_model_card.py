@@ -2,8 +2,10 @@
 
     python scripts/write_default_model_card.py
 
-Reads `llm_codec/assets/default_codec/config.json`, the training log `benchmarks/default_codec_training/log.jsonl`
-and the held-out evaluation `benchmarks/results_codec_heldout/results.json` (`llm-codec evaluate codec`), and
+Reads `llm_codec/assets/default_codec/config.json`, the training logs `benchmarks/default_codec_training/log.jsonl`
+and `gpu_anneal/anneal_stft.log.jsonl` (its continuation), the held-out evaluation
+`benchmarks/results_codec_heldout/results.json` (`llm-codec evaluate codec`) and the pitch probe
+`benchmarks/results_probe_pitch.json` (`benchmarks/probe_pitch.py`), and
 writes `llm_codec/assets/default_codec/README.md` with `llm_codec.model_card.build_model_card`.
 """
 
@@ -21,9 +23,14 @@ def main() -> None:
 
     folder = ROOT / "llm_codec" / "assets" / "default_codec"
     config = LLMCodecConfig.from_pretrained(folder)
-    log = [json.loads(line) for line in (ROOT / "benchmarks/default_codec_training/log.jsonl").read_text().splitlines()]
+    logs = [ROOT / "benchmarks/default_codec_training/log.jsonl",  # default_smollm2.yaml, steps 0-14190
+            ROOT / "benchmarks/default_codec_training/gpu_anneal/anneal_stft.log.jsonl"]  # its continuation
+    runs = [[json.loads(line) for line in path.read_text().splitlines() if line.strip()] for path in logs]
+    log = runs[0] + runs[1]
     train = [r for r in log if r["type"] == "train"]
     evals = [r for r in log if r["type"] == "eval"]
+    restart = runs[0][-1]["step"]
+    pitch = json.loads((ROOT / "benchmarks/results_probe_pitch.json").read_text())
     results = json.loads((ROOT / "benchmarks/results_codec_heldout/results.json").read_text())
     rows = []
     for system in results["systems"]:
@@ -55,9 +62,12 @@ never used in training.
         "Training": f"""
 `llm_codec/training/configs/default_smollm2.yaml`: multi-scale mel reconstruction, VQ commitment and codebook losses
 (weights 5 / 5) and the consistency loss of VQ layer 2 against a frozen Whisper tiny.en encoder; no semantic loss (no
-text/audio embedder installs offline). {train[-1]['step']} steps of batch 64 x 0.96 s on one NVIDIA H100 (about 25
-minutes); the discriminator ran only for steps 4000-4047 and was then switched off to spend the lent GPU time on
-reconstruction steps. Final training mel loss {train[-1]['mel']:.2f}; validation STOI (4 held-out clips) from
+text/audio embedder installs offline). {restart} steps of batch 64 x 0.96 s on one NVIDIA H100 (about 25 minutes);
+the discriminator ran only for steps 4000-4047 and was then switched off to spend the lent GPU time on reconstruction
+steps. Then {train[-1]['step'] - restart} more steps on an H100 (`default_smollm2_gpu_anneal_stft.yaml`, about
+10 minutes): learning rate restarted at 2e-4 and decayed by 0.9995 per step, plus a log-STFT loss at 2048 / 512-sample
+windows; chosen over the same continuation without the STFT loss on a development split of training speakers. No
+adversarial training phase. Final training mel loss {train[-1]['mel']:.2f}; validation STOI (4 held-out clips) from
 {evals[0]['stoi']:.2f} at step {evals[0]['step']} to {evals[-1]['stoi']:.2f} at step {evals[-1]['step']}. Details:
 `docs/training.md`.
 """,
@@ -72,16 +82,17 @@ references.
 {chr(10).join(rows)}
 
 For reference, the paper's LLM-Codec (LLaMA-2 vocabulary, 160 M parameters, 2000 h of training data) reports PESQ
-2.55 and STOI 0.82 on VCTK at 57 tokens/s; this CPU-sized codec (2.46 M parameters, 25 GPU-minutes) is far from
-that: PESQ-WB {ours['pesq_wb']:.2f}, STOI {ours['stoi']:.2f}.
+2.55 and STOI 0.82 on VCTK at 57 tokens/s; this CPU-sized codec (2.46 M parameters, about 35 GPU-minutes) is far
+from that: PESQ-WB {ours['pesq_wb']:.2f}, STOI {ours['stoi']:.2f}.
 """,
-        "Intended use and limits": """
+        "Intended use and limits": f"""
 - Intended use: turning audio into SmolLM2-135M tokens for few-shot experiments (classification by label scoring or
   LM-embedding prototypes, see `docs/results.md`), demos and tests of the llm-codec package, fully offline.
 - Not a high-fidelity codec: reconstructions are intelligible but muffled and noisy (see the spectrogram in
-  `docs/results.md`); do not use it where listening quality matters. The decoder does not follow the speaker's
-  pitch (F0 within a semitone on 5 % of voiced frames) and adds a fixed buzz at the multiples of 266.7 Hz
-  (`benchmarks/probe_pitch.py`); its codes keep coarse pitch, which a longer adversarial training phase would need
+  `docs/results.md`); do not use it where listening quality matters. The decoder follows the speaker's pitch only
+  partly (F0 within a semitone on {100 * pitch['tracking']['within_1_semitone']:.0f} % of voiced frames) and adds a fixed
+  buzz at the multiples of {pitch['comb']['stage_rate_hz']:.1f} Hz ({pitch['comb']['mean_peak_db']['reconstruction']:.0f} dB over its surroundings,
+  `benchmarks/probe_pitch.py`); its codes keep coarse pitch, which a longer adversarial training phase would need
   to recover.
 - Trained on a small set of voices, languages and instruments; expect worse results on other material (music,
   noisy recordings, far-field speech).

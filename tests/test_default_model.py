@@ -80,6 +80,12 @@ def test_ship_script_takes_a_decoder_only_checkpoint_and_refuses_changed_codes(t
     changed = {k for k in shipped if not torch.allclose(shipped[k], before[k].float(), atol=1e-6, rtol=1e-5)}
     assert changed and all(k.startswith("decoder.") for k in changed)
 
+    # a folded weights file (what scripts/gpu_train.py returns) -> a complete folder to evaluate the candidate with
+    ship.main([str(tmp_path / "shipped.safetensors"), "--evaluation-folder", str(tmp_path / "candidate")])
+    candidate = LLMCodecModel.from_pretrained(str(tmp_path / "candidate")).state_dict()
+    assert all(torch.equal(candidate[k].float(), v) for k, v in shipped.items())
+    assert any(k.endswith(".codebook") for k in candidate)
+
     tampered = tmp_path / "tampered"
     shutil.copytree(checkpoint, tampered)
     state = load_file(str(tampered / "model.safetensors"))
@@ -89,3 +95,5 @@ def test_ship_script_takes_a_decoder_only_checkpoint_and_refuses_changed_codes(t
     with pytest.raises(SystemExit, match="codes would change"):
         ship.main([str(tampered), "--out", str(tmp_path / "refused.safetensors")])
     assert not (tmp_path / "refused.safetensors").exists()
+    ship.main([str(tampered), "--evaluation-folder", str(tmp_path / "tampered_candidate")])  # evaluating is allowed
+    assert (tmp_path / "tampered_candidate" / "config.json").is_file()

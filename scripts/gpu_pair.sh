@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Two continuations of the default codec side by side on one lent GPU, in one device call (docs/training.md):
+#
+#   python scripts/gpu_travel.py hide          # here, then the device call, carrying .gpu_bundle:
+#   bash scripts/gpu_pair.sh MINUTES CONFIG_A CONFIG_B
+#   python scripts/gpu_travel.py restore       # here, afterwards
+#
+# Both start from benchmarks/default_codec_training/resume (or, on a machine still warm from an earlier call,
+# continue their runs/gpu_a, runs/gpu_b exactly). A tiny codec leaves an H100 mostly idle, so two runs of 7 data
+# workers each share it at about 0.13 s per step each (batch 64). Returned in $OUT (7 files, the device's limit is
+# 8): a/ and b/ with model.safetensors (folded weights, no codebooks: what scripts/gpu_train.py writes) and log.jsonl,
+# a.log and b.log (stdout), nvidia_smi.txt.
+set -u
+minutes=$1; config_a=$2; config_b=$3
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu_bundle/wheels/*.whl
+export PYTHONPATH=/tmp/site:$PWD:$PWD/scripts PYTHONUNBUFFERED=1
+python3 -c "from pathlib import Path; from gpu_train import decode_audio; print(decode_audio(Path('.gpu_bundle'), Path('/tmp/llm_codec_gpu_audio')))"
+for v in a b; do
+  config=$config_a; [ $v = b ] && config=$config_b
+  python3 scripts/gpu_train.py --bundle .gpu_bundle --config "$config" --minutes "$minutes" --out "/tmp/gpu_out_$v" \
+    --state "runs/gpu_$v" --resume-from benchmarks/default_codec_training/resume --batch-size 64 --workers 7 \
+    --eval-every 100000 --save-every 100000 > "$OUT/$v.log" 2>&1 &
+done
+sleep 150; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv > "$OUT/nvidia_smi.txt"
+wait
+for v in a b; do
+  mkdir -p "$OUT/$v" && cp "/tmp/gpu_out_$v/model.safetensors" "/tmp/gpu_out_$v/log.jsonl" "$OUT/$v/"
+done
+tail -n 3 "$OUT/a.log" "$OUT/b.log"
