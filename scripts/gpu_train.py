@@ -11,7 +11,9 @@ which a later call continues exactly while the machine is still the same one). W
 `llm_codec/assets/default_codec/weights_without_codebooks.safetensors`), `log.jsonl`, the last validation spectrogram, and `resume/` (half-precision
 codec and discriminator weights + the step). When `--state` holds no checkpoint (a fresh machine) but
 `--resume-from` names such a `resume/` folder, training continues from those weights and that step (optimiser
-moments start afresh); audio files missing from the bundle are skipped, to make room for it.
+moments start afresh); audio files missing from the bundle are skipped, to make room for it. That is 8 files, the
+most a device call returns: write anything else elsewhere (`scripts/gpu_pair.sh` copies two runs' weights and logs).
+Before the call, `scripts/gpu_travel.py hide` makes the working tree and the bundle fit the 64 MiB a call carries.
 """
 
 from __future__ import annotations
