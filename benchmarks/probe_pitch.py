@@ -51,10 +51,11 @@ def frame_f0(audio: np.ndarray, frames: int) -> np.ndarray:
         if energies[t] < loud * 10 ** (-FLOOR_DB / 10):
             continue
         head = seg[:WINDOW]
+        head_energy = energies[t]  # np.sum(head ** 2), computed above
         best, best_lag = 0.0, 0
         for lag in range(lo, hi + 1):
             tail = seg[lag: lag + WINDOW]
-            denom = np.sqrt(np.sum(head ** 2) * np.sum(tail ** 2)) + 1e-12
+            denom = np.sqrt(head_energy * np.sum(tail ** 2)) + 1e-12
             r = float(np.dot(head, tail) / denom)
             if r > best:
                 best, best_lag = r, lag
@@ -86,11 +87,12 @@ def notch_pesq(pairs, period: int) -> dict:
 
     scores = {}
     for r in (None, 0.9, 0.95, 0.98):
+        if r is not None:
+            b, a = np.zeros(period + 1), np.zeros(period + 1)
+            b[0], b[period], a[0], a[period] = (1 + r) / 2, -(1 + r) / 2, 1.0, -r
         values = []
         for rec, orig in pairs:
             if r is not None:
-                b, a = np.zeros(period + 1), np.zeros(period + 1)
-                b[0], b[period], a[0], a[period] = (1 + r) / 2, -(1 + r) / 2, 1.0, -r
                 rec = lfilter(b, a, rec).astype(np.float32)
             values.append(pesq(RATE, orig, align_to_reference(rec, orig, RATE)[0], "wb"))
         scores["none" if r is None else f"r={r}"] = float(np.mean(values))

@@ -23,11 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 RESUME = "benchmarks/default_codec_training/resume/"
 
 
+def git_paths(*args: str) -> list[str]:
+    """The paths a `git ls-files`-style command lists (NUL-separated, so names with spaces survive)."""
+    out = subprocess.run(["git", *args, "-z"], cwd=ROOT, check=True, capture_output=True).stdout.decode()
+    return [p for p in out.split("\0") if p]
+
+
 def travelling_bytes(bundle: Path) -> int:
     """Bytes of tracked + untracked-not-ignored files present in the tree, plus the carried bundle."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            check=True, capture_output=True).stdout.decode().split("\0")
-    tree = sum((ROOT / p).stat().st_size for p in set(listed) if p and (ROOT / p).is_file())
+    listed = git_paths("ls-files", "--cached", "--others", "--exclude-standard")
+    tree = sum((ROOT / p).stat().st_size for p in set(listed) if (ROOT / p).is_file())
     return tree + sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
 
 
@@ -40,7 +45,7 @@ def move(relative: str, hold: Path) -> None:
 def hide(bundle: Path, hold: Path, limit: float, with_discriminator: bool) -> None:
     if hold.exists() and any(f.is_file() for f in hold.rglob("*")):
         sys.exit(f"{hold} still holds files of an earlier `hide`: run `restore` first")
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+    tracked = git_paths("ls-files")
     hidden = [p for p in tracked if (ROOT / p).is_file() and (
         (p.startswith("benchmarks/") and not p.startswith(RESUME))
         or p.endswith("weights_without_codebooks.safetensors")
@@ -68,8 +73,7 @@ def restore(hold: Path) -> None:
         target = ROOT / held.relative_to(hold)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(held), str(target))
-    missing = subprocess.run(["git", "ls-files", "--deleted"], cwd=ROOT, check=True, capture_output=True,
-                             text=True).stdout.split()
+    missing = git_paths("ls-files", "--deleted")
     if missing:
         sys.exit(f"tracked files still missing: {missing[:5]}")
     print("restored")
