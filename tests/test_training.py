@@ -399,6 +399,28 @@ def test_config_files_and_example_config(tmp_path):
     assert round(example.crop_seconds * arch.sample_rate) % arch.pad_multiple == 0
 
 
+def test_config_file_can_start_from_a_base_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    TrainingConfig(batch_size=4, lr_generator=1e-3, loss_weights={"mel": 10, "stft": 2}).save(tmp_path / "base.yaml")
+    (tmp_path / "sub" / "child.yaml").write_text("base: ../base.yaml\nbatch_size: 16\nloss_weights:\n  stft: 5\n")
+    child = TrainingConfig.from_file(tmp_path / "sub" / "child.yaml")
+    assert (child.batch_size, child.lr_generator) == (16, 1e-3)  # replaced, inherited
+    assert (child.loss_weights["mel"], child.loss_weights["stft"]) == (10, 5)  # mappings merged key by key
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ValueError, match="its own base"):
+        TrainingConfig.from_file(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        TrainingConfig.from_file(tmp_path / "orphan.yaml")
+
+    # the shipped GPU continuation configs are written as differences from the default codec's run
+    shipped = TrainingConfig.from_file(example_config_path("default_smollm2"))
+    gan = TrainingConfig.from_file(example_config_path("default_smollm2_gpu_gan"))
+    assert gan.codec == shipped.codec and gan.train_data == shipped.train_data
+    assert gan.loss_weights == {**shipped.loss_weights, "stft": 10.0}
+    assert (gan.discriminator_start_step, gan.lr_generator, gan.stft_window_lengths) == (0, 1e-4, [2048, 512])
+
+
 def write_lm_folder_and_clips(folder: Path) -> Path:
     """The tiny LM + tokenizer saved under `folder/lm` (returned), `folder/words.txt`, clips under `folder/data`."""
     tiny_lm().save_pretrained(folder / "lm")

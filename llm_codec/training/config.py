@@ -26,6 +26,35 @@ DEFAULT_LOSS_WEIGHTS = {
 TRAINABLE = ("all", "decoder")
 
 
+def _merged(base: dict, override: dict) -> dict:
+    """`base` updated by `override`, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_config_values(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """The key/values of a config file with its `base:` chain resolved (see `TrainingConfig.from_file`)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"No training config at {path}.")
+    if path.resolve() in seen:
+        raise ValueError(f"Training config {path} is its own base (through {[str(p) for p in seen]}).")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        values = yaml.safe_load(text) or {}
+    else:
+        values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of config keys.")
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    return _merged(_read_config_values(path.parent / base, seen + (path.resolve(),)), values)
+
+
 @dataclass
 class TrainingConfig:
     """
@@ -189,20 +218,11 @@ class TrainingConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainingConfig":
-        """Reads a `.yaml`/`.yml` or `.json` file."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"No training config at {path}.")
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            values = yaml.safe_load(text) or {}
-        else:
-            values = json.loads(text)
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping of config keys.")
-        return cls.from_dict(values)
+        """
+        Reads a `.yaml`/`.yml` or `.json` file. A `base: other.yaml` key (relative to the file) starts from that
+        file's values; the keys given here replace the base's, mappings (`codec`, `loss_weights`) key by key.
+        """
+        return cls.from_dict(_read_config_values(Path(path), seen=()))
 
     def replace(self, **changes) -> "TrainingConfig":
         """A copy with some fields changed (`None` values are ignored, so CLI defaults do not override)."""
