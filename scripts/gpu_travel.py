@@ -8,7 +8,8 @@ and puts everything back afterwards.
 `hide` moves out of the tree (to `--hold`, /tmp/llm_codec_gpu_hold) the tracked files the GPU run does not read: the
 benchmark results and plots, the shipped weights (training continues from `benchmarks/default_codec_training/resume`)
 and, unless `--with-discriminator`, the resume pack's discriminator. If the tree is still over the limit it also
-moves bundle audio files out, the last in `audio_index.json` first (`scripts/gpu_train.py` skips missing audio).
+moves bundle audio files out: instrument notes and drum hits first (the quality target is speech), then speech, each
+the last in `audio_index.json` first (`scripts/gpu_train.py` skips missing audio).
 `restore` moves every file back and checks with `git status` that no tracked file is missing.
 """
 
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+NON_SPEECH = ("fluid-soundfont-gm", "hydrogen-drumkits")  # bundle audio of instrument notes and drum hits
 RESUME = "benchmarks/default_codec_training/resume/"
 
 
@@ -54,7 +56,8 @@ def hide(bundle: Path, hold: Path, limit: float, with_discriminator: bool) -> No
         move(p, hold)
     index = json.loads((bundle / "audio_index.json").read_text())
     dropped = []
-    for entry in reversed(index):
+    # sorted() is stable: non-speech files first, each group from the end of the index
+    for entry in sorted(reversed(index), key=lambda e: not Path(e["file"]).name.startswith(NON_SPEECH)):
         if travelling_bytes(bundle) <= limit:
             break
         relative = str((bundle / entry["file"]).relative_to(ROOT))

@@ -3,7 +3,8 @@
     python scripts/write_default_model_card.py
 
 Reads `llm_codec/assets/default_codec/config.json`, the training logs `benchmarks/default_codec_training/log.jsonl`
-and `gpu_anneal/anneal_stft.log.jsonl` (its continuation), the held-out evaluation
+`gpu_anneal/anneal_stft.log.jsonl` and `gpu_anneal2/anneal_stft2.log.jsonl` (its two continuations), the held-out
+evaluation
 `benchmarks/results_codec_heldout/results.json` (`llm-codec evaluate codec`) and the pitch probe
 `benchmarks/results_probe_pitch.json` (`benchmarks/probe_pitch.py`), and
 writes `llm_codec/assets/default_codec/README.md` with `llm_codec.model_card.build_model_card`.
@@ -24,12 +25,13 @@ def main() -> None:
     folder = ROOT / "llm_codec" / "assets" / "default_codec"
     config = LLMCodecConfig.from_pretrained(folder)
     logs = [ROOT / "benchmarks/default_codec_training/log.jsonl",  # default_smollm2.yaml, steps 0-14190
-            ROOT / "benchmarks/default_codec_training/gpu_anneal/anneal_stft.log.jsonl"]  # its continuation
+            ROOT / "benchmarks/default_codec_training/gpu_anneal/anneal_stft.log.jsonl",  # first continuation
+            ROOT / "benchmarks/default_codec_training/gpu_anneal2/anneal_stft2.log.jsonl"]  # second continuation
     runs = [[json.loads(line) for line in path.read_text().splitlines() if line.strip()] for path in logs]
-    log = runs[0] + runs[1]
+    log = [record for run in runs for record in run]
     train = [r for r in log if r["type"] == "train"]
     evals = [r for r in log if r["type"] == "eval"]
-    restart = runs[0][-1]["step"]
+    ends = [run[-1]["step"] for run in runs]  # last step of each phase
     pitch = json.loads((ROOT / "benchmarks/results_probe_pitch.json").read_text())
     results = json.loads((ROOT / "benchmarks/results_codec_heldout/results.json").read_text())
     rows = []
@@ -62,12 +64,14 @@ never used in training.
         "Training": f"""
 `llm_codec/training/configs/default_smollm2.yaml`: multi-scale mel reconstruction, VQ commitment and codebook losses
 (weights 5 / 5) and the consistency loss of VQ layer 2 against a frozen Whisper tiny.en encoder; no semantic loss (no
-text/audio embedder installs offline). {restart} steps of batch 64 x 0.96 s on one NVIDIA H100 (about 25 minutes);
+text/audio embedder installs offline). {ends[0]} steps of batch 64 x 0.96 s on one NVIDIA H100 (about 25 minutes);
 the discriminator ran only for steps 4000-4047 and was then switched off to spend the lent GPU time on reconstruction
-steps. Then {train[-1]['step'] - restart} more steps on an H100 (`default_smollm2_gpu_anneal_stft.yaml`, about
-10 minutes): learning rate restarted at 2e-4 and decayed by 0.9995 per step, plus a log-STFT loss at 2048 / 512-sample
-windows; chosen over the same continuation without the STFT loss on a development split of training speakers. No
-adversarial training phase. Final training mel loss {train[-1]['mel']:.2f}; validation STOI (4 held-out clips) from
+steps. Then {ends[1] - ends[0]} more steps on an H100 (`default_smollm2_gpu_anneal_stft.yaml`, about 10 minutes):
+learning rate restarted at 2e-4 and decayed by 0.9995 per step, plus a log-STFT loss at 2048 / 512-sample windows;
+chosen over the same continuation without the STFT loss on a development split of training speakers. Then
+{ends[2] - ends[1]} more (`default_smollm2_gpu_anneal_stft2.yaml`, about 12 minutes): a second cycle restarted at
+1e-4 and decayed by 0.9996 per step, same losses; chosen over an adversarial continuation on the same development
+split. No adversarial training phase. Final training mel loss {train[-1]['mel']:.2f}; validation STOI (4 held-out clips) from
 {evals[0]['stoi']:.2f} at step {evals[0]['step']} to {evals[-1]['stoi']:.2f} at step {evals[-1]['step']}. Details:
 `docs/training.md`.
 """,
@@ -82,7 +86,7 @@ references.
 {chr(10).join(rows)}
 
 For reference, the paper's LLM-Codec (LLaMA-2 vocabulary, 160 M parameters, 2000 h of training data) reports PESQ
-2.55 and STOI 0.82 on VCTK at 57 tokens/s; this CPU-sized codec (2.46 M parameters, about 35 GPU-minutes) is far
+2.55 and STOI 0.82 on VCTK at 57 tokens/s; this CPU-sized codec (2.46 M parameters, about 47 GPU-minutes) is far
 from that: PESQ-WB {ours['pesq_wb']:.2f}, STOI {ours['stoi']:.2f}.
 """,
         "Intended use and limits": f"""

@@ -1,4 +1,5 @@
-"""The developer scripts under scripts/ that other docs rely on: training-log plots and GPU-call packing."""
+"""The developer scripts under scripts/ and benchmarks/ that docs rely on: training-log plots, GPU-call packing and
+the paired comparison of codec results."""
 
 import json
 import shutil
@@ -6,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _log(path: Path, steps: range, stoi: float) -> None:
@@ -52,7 +55,7 @@ def test_gpu_travel_hides_what_the_gpu_run_does_not_read_and_restores_it(tmp_pat
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
     bundle = repo / ".gpu_bundle"
     (bundle / "audio").mkdir(parents=True)
-    index = [{"file": f"audio/{i}.opus"} for i in range(3)]
+    index = [{"file": f"audio/{name}.opus"} for name in ("0", "hydrogen-drumkits-00", "1", "2")]
     (bundle / "audio_index.json").write_text(json.dumps(index))
     for entry in index:
         (bundle / entry["file"]).write_bytes(mib)
@@ -61,10 +64,11 @@ def test_gpu_travel_hides_what_the_gpu_run_does_not_read_and_restores_it(tmp_pat
         return subprocess.run([sys.executable, str(repo / "scripts/gpu_travel.py"), *args, "--hold", str(hold)],
                               capture_output=True, text=True)
 
-    # 1 MiB resume model + 3 MiB audio + small files must fit in 3.5 MiB: one audio file, the last, stays behind
+    # 1 MiB resume model + 4 MiB audio + small files must fit in 3.5 MiB: two audio files stay behind, the drum
+    # hits first although they are not last in the index, then the last speech file
     done = travel("hide", "--limit-mib", "3.5")
     assert done.returncode == 0, done.stderr
-    assert "audio/2.opus" in done.stdout
+    assert "['audio/hydrogen-drumkits-00.opus', 'audio/2.opus']" in done.stdout
     assert not (repo / "benchmarks/results/plot.png").exists()
     assert not (repo / "llm_codec/assets/default_codec/weights_without_codebooks.safetensors").exists()
     assert not (repo / "benchmarks/default_codec_training/resume/discriminator.safetensors").exists()
@@ -75,8 +79,33 @@ def test_gpu_travel_hides_what_the_gpu_run_does_not_read_and_restores_it(tmp_pat
     done = travel("restore")
     assert done.returncode == 0, done.stderr
     assert _git(repo, "status", "--porcelain") == ""
-    assert sorted(p.name for p in (bundle / "audio").iterdir()) == ["0.opus", "1.opus", "2.opus"]
+    assert sorted(p.name for p in (bundle / "audio").iterdir()) == ["0.opus", "1.opus", "2.opus",
+                                                                    "hydrogen-drumkits-00.opus"]
 
     too_small = travel("hide", "--limit-mib", "0.5")
     assert too_small.returncode != 0 and "still over the limit" in too_small.stderr
     assert travel("restore").returncode == 0 and _git(repo, "status", "--porcelain") == ""
+
+
+def test_compare_systems_pairs_clips_and_skips_unscored_ones(tmp_path, capsys):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import compare_systems
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    a = np.array([1.5, 1.2, np.nan, 1.4])
+    b = np.array([1.0, 1.4, 1.3, 1.2])
+    d = compare_systems.paired_difference(a, b)
+    assert d["clips"] == 3 and d["mean"] == pytest.approx((0.5 - 0.2 + 0.2) / 3)
+    assert d["low"] <= d["mean"] <= d["high"] and d["a_wins"] == pytest.approx(2 / 3)
+
+    def system(name, scores):
+        return {"system": name, "per_clip": [{"clip": f"c{i}", "source": "s" if i < 2 else "t",
+                                              "pesq_wb": None if np.isnan(x) else x} for i, x in enumerate(scores)]}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"systems": [system("llm-codec", a), system("codec2-700C", b)]}))
+    compare_systems.main([str(path)])
+    out = capsys.readouterr().out
+    assert "| 3 | all | +0.167 |" in out and "| 2 | s | +0.150 |" in out and "| 1 | t | +0.200 |" in out
+    with pytest.raises(SystemExit, match="no system 'opus-6k'"):
+        compare_systems.main([str(path), "--b", "opus-6k"])
