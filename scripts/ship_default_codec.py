@@ -11,9 +11,17 @@ as `scripts/gpu_train.py` returns it (weight norm folded, no codebooks). The cod
 unchanged; the script checks that the encoder and quantizer weights it ships equal the current ones unless
 `--allow-encoder-change` is given. `--evaluation-folder DIR` writes a complete codec folder (codebooks included) to
 compare a candidate with `llm-codec evaluate codec --model DIR` instead of shipping it (any candidate).
+`--resume-pack DIR --step N` also writes what `scripts/gpu_train.py --resume-from DIR` continues from: the shipped
+weights in half precision, `progress.json` and, with `--discriminator FILE`, that discriminator (else the pack's
+current one stays):
+
+    python scripts/ship_default_codec.py b/model.safetensors --allow-encoder-change \
+        --resume-pack benchmarks/default_codec_training/resume --step 23529 --training-config CONFIG.yaml
 """
 
 import argparse
+import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -32,7 +40,13 @@ def main(argv=None) -> None:
                         help="ship even if encoder/quantizer weights differ (the codes of clips then change)")
     parser.add_argument("--evaluation-folder", default=None,
                         help="write a complete codec folder here for `llm-codec evaluate codec --model`, do not ship")
+    parser.add_argument("--resume-pack", default=None, help="also write a resume pack for scripts/gpu_train.py here")
+    parser.add_argument("--step", type=int, default=None, help="training step of the checkpoint (with --resume-pack)")
+    parser.add_argument("--training-config", default=None, help="config the checkpoint was trained with (recorded)")
+    parser.add_argument("--discriminator", default=None, help="discriminator weights to put in the resume pack")
     args = parser.parse_args(argv)
+    if args.resume_pack and args.step is None:
+        parser.error("--resume-pack needs --step (the step the checkpoint was trained to)")
 
     folder = Path(args.checkpoint)
     codec, trained, _ = load_default_codec()
@@ -63,6 +77,21 @@ def main(argv=None) -> None:
     save_file(weights, str(target), metadata={"source": folder.name if folder.is_dir() else f"{folder.parent.name}/{folder.name}"})
     print(f"{target}: {len(weights)} tensors, {target.stat().st_size / 2**20:.1f} MiB; "
           f"{len(changed)} changed ({len(frozen_changed)} outside the decoder); was trained: {trained}")
+    if args.resume_pack:
+        write_resume_pack(Path(args.resume_pack), weights, args.step, args.training_config, args.discriminator)
+
+
+def write_resume_pack(pack: Path, weights: dict, step: int, config: str | None, discriminator: str | None) -> None:
+    """Writes `pack/model.safetensors` (`weights` in half precision), `pack/progress.json` and, if given, copies
+    `discriminator` to `pack/discriminator.safetensors` (an existing one stays otherwise)."""
+    pack.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.half().contiguous() for k, v in weights.items()}, str(pack / "model.safetensors"))
+    if discriminator is not None:
+        shutil.copyfile(discriminator, pack / "discriminator.safetensors")
+    progress = {"step": step, "config": config,
+                "discriminator": str(discriminator) if discriminator else "unchanged by this update"}
+    (pack / "progress.json").write_text(json.dumps(progress))
+    print(f"{pack}: resume pack at step {step}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The embedded default codec as shipped: weights that fit its architecture, a model card, nothing mistakable."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -74,8 +75,17 @@ def test_ship_script_takes_a_decoder_only_checkpoint_and_refuses_changed_codes(t
     trainer = Trainer(config)
     trainer.train()
     checkpoint = trainer.latest_checkpoint()
-    ship.main([str(checkpoint), "--out", str(tmp_path / "shipped.safetensors")])
+    pack = tmp_path / "pack"
+    with pytest.raises(SystemExit):  # a resume pack without its step
+        ship.main([str(checkpoint), "--out", str(tmp_path / "shipped.safetensors"), "--resume-pack", str(pack)])
+    (tmp_path / "disc.safetensors").write_bytes(b"discriminator")
+    ship.main([str(checkpoint), "--out", str(tmp_path / "shipped.safetensors"), "--resume-pack", str(pack),
+               "--step", "7", "--training-config", "some.yaml", "--discriminator", str(tmp_path / "disc.safetensors")])
     shipped, before = load_file(str(tmp_path / "shipped.safetensors")), load_file(str(default_codec_dir() / WEIGHTS_NAME))
+    packed = load_file(str(pack / "model.safetensors"))
+    assert packed.keys() == shipped.keys() and all(torch.equal(packed[k], v.half()) for k, v in shipped.items())
+    assert json.loads((pack / "progress.json").read_text())["step"] == 7
+    assert (pack / "discriminator.safetensors").read_bytes() == b"discriminator"
     assert shipped.keys() == before.keys()
     changed = {k for k in shipped if not torch.allclose(shipped[k], before[k].float(), atol=1e-6, rtol=1e-5)}
     assert changed and all(k.startswith("decoder.") for k in changed)

@@ -109,3 +109,36 @@ def test_compare_systems_pairs_clips_and_skips_unscored_ones(tmp_path, capsys):
     assert "| 3 | all | +0.167 |" in out and "| 2 | s | +0.150 |" in out and "| 1 | t | +0.200 |" in out
     with pytest.raises(SystemExit, match="no system 'opus-6k'"):
         compare_systems.main([str(path), "--b", "opus-6k"])
+
+
+def test_gpu_pair_returns_both_runs_and_the_trained_discriminator_within_eight_files(tmp_path):
+    # python3, sleep and nvidia-smi are stubs: the stub trainer writes what scripts/gpu_train.py writes to --out,
+    # with discriminator losses in the log only for a config named *gan*
+    stubs, out, work = tmp_path / "bin", tmp_path / "out", tmp_path / "tmp"
+    stubs.mkdir(), out.mkdir(), work.mkdir()
+    (stubs / "python3").write_text(f"""#!{sys.executable}
+import json, sys
+from pathlib import Path
+args = sys.argv[1:]
+if args and args[0] == "scripts/gpu_train.py":
+    out, config = Path(args[args.index("--out") + 1]), args[args.index("--config") + 1]
+    (out / "resume").mkdir(parents=True)
+    for name in ("model.safetensors", "config.json", "spectrogram.png", "resume/model.safetensors",
+                 "resume/discriminator.safetensors", "resume/progress.json"):
+        (out / name).write_text(config)
+    record = {{"type": "train", "step": 1, "mel": 1.0, **({{"loss_d": 2.0}} if "gan" in config else {{}})}}
+    (out / "log.jsonl").write_text(json.dumps(record) + "\\n")
+""")
+    (stubs / "sleep").write_text("#!/bin/sh\n")
+    (stubs / "nvidia-smi").write_text("#!/bin/sh\necho '100 %, 1 MiB'\n")
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "OUT": str(out), "GPU_PAIR_TMP": str(work)}
+    done = subprocess.run(["bash", str(SCRIPTS / "gpu_pair.sh"), "1", "plain.yaml", "gan.yaml"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    returned = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert returned == ["a.log", "a/log.jsonl", "a/model.safetensors", "b.log", "b/discriminator.safetensors",
+                        "b/log.jsonl", "b/model.safetensors", "nvidia_smi.txt"]
+    assert (out / "b/discriminator.safetensors").read_text() == "gan.yaml"
+    assert (out / "a/model.safetensors").read_text() == "plain.yaml"
