@@ -5,28 +5,19 @@
 
 Prints the mean of the per-clip differences (a - b) over the clips both systems could score, its 95 % bootstrap
 interval (10 000 resamples of the clips, seeded) and the share of clips on which a scores higher, overall and per
-source. Two means a few hundredths apart on 100 clips are often not a measured difference; this says whether they are.
+source (`llm-codec evaluate codec` prints the overall rows of this in its results.md). Two means a few hundredths
+apart on 100 clips are often not a measured difference; this says whether they are.
 """
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
-
-def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, seed: int = 0) -> dict:
-    """Mean of `a - b` (shape `(num_clips,)` each, NaN where a clip could not be scored), 95 % bootstrap interval and
-    the share of clips where `a > b`, over the clips scored by both."""
-    both = ~(np.isnan(a) | np.isnan(b))
-    diff = a[both] - b[both]
-    if diff.size == 0:
-        return {"clips": 0, "mean": float("nan"), "low": float("nan"), "high": float("nan"), "a_wins": float("nan")}
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {"clips": int(diff.size), "mean": float(diff.mean()), "low": float(low), "high": float(high),
-            "a_wins": float((diff > 0).mean())}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from llm_codec.evaluation.codec_quality import paired_difference  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -60,7 +51,7 @@ def main(argv=None) -> None:
     for source in sources:
         d = paired_difference(column(clips_a, source), column(clips_b, source), seed=args.seed)
         print(f"| {d['clips']} | {source or 'all'} | {d['mean']:+.3f} | [{d['low']:+.3f}, {d['high']:+.3f}] | "
-              f"{100 * d['a_wins']:.0f} % |")
+              f"{100 * d['higher']:.0f} % |")
 
 
 if __name__ == "__main__":

@@ -306,3 +306,25 @@ def test_delay_compensation_finds_the_lag_and_restores_the_scores():
     assert abs(lag - 480) <= 32
     _, lag = align_to_reference(np.concatenate([np.zeros(8000, np.float32), reference]), reference, 16000)
     assert abs(lag) <= 1600  # the search stops at +-100 ms (the true lag, 8000, is outside)
+
+
+def test_results_markdown_pairs_the_codec_with_each_baseline_clip_by_clip():
+    from llm_codec.evaluation.codec_quality import CodecEvaluationResults, SystemResult, paired_difference
+
+    def system(name, pesq):
+        return SystemResult(system=name, bitrate=700.0, per_clip=[
+            {"clip": f"c{i}", "source": "s", "pesq_wb": p, "stoi": 0.5} for i, p in enumerate(pesq)])
+
+    codec = system("llm-codec", [1.5, 1.2, float("nan"), 1.4])
+    baseline = system("codec2-700C", [1.0, 1.4, 1.3, 1.2])
+    results = CodecEvaluationResults(systems=[codec, baseline], data="d", num_clips=4, total_duration_s=4.0,
+                                     sample_rate=16000, seed=0)
+    (row,) = results.paired_differences("pesq_wb")
+    assert row["baseline"] == "codec2-700C" and row["clips"] == 3
+    assert row["mean"] == pytest.approx(0.5 / 3) and row["higher"] == pytest.approx(2 / 3)
+    assert row["low"] <= row["mean"] <= row["high"]
+    markdown = results.to_markdown()
+    assert f"| codec2-700C | PESQ-WB | 3 | +0.167 | [{row['low']:+.3f}, {row['high']:+.3f}] | 67 % |" in markdown
+    assert "| codec2-700C | STOI | 4 | +0.000 |" in markdown
+    # nothing scored by both: NaNs, not an error
+    assert paired_difference(np.array([np.nan]), np.array([1.0]))["clips"] == 0

@@ -93,11 +93,8 @@ def test_compare_systems_pairs_clips_and_skips_unscored_ones(tmp_path, capsys):
         import compare_systems
     finally:
         sys.path.remove(str(BENCHMARKS))
-    a = np.array([1.5, 1.2, np.nan, 1.4])
+    a = np.array([1.5, 1.2, np.nan, 1.4])  # the arithmetic itself is tested in test_evaluation_codec.py
     b = np.array([1.0, 1.4, 1.3, 1.2])
-    d = compare_systems.paired_difference(a, b)
-    assert d["clips"] == 3 and d["mean"] == pytest.approx((0.5 - 0.2 + 0.2) / 3)
-    assert d["low"] <= d["mean"] <= d["high"] and d["a_wins"] == pytest.approx(2 / 3)
 
     def system(name, scores):
         return {"system": name, "per_clip": [{"clip": f"c{i}", "source": "s" if i < 2 else "t",

@@ -138,6 +138,20 @@ class CodecEvaluationResults:
         """JSON-ready dict (NaN and inf become `None`)."""
         return _json_safe(asdict(self))
 
+    def paired_differences(self, metric: str = "pesq_wb", seed: int = 0) -> list[dict]:
+        """
+        The codec (first system) against each baseline, clip by clip, on `metric`.
+
+        Returns:
+            `list[dict]`, one per baseline: `baseline` and the keys of `paired_difference` (codec minus baseline).
+        """
+        codec, rows = self.systems[0], []
+        for baseline in self.systems[1:]:
+            a = np.array([np.nan if c.get(metric) is None else c[metric] for c in codec.per_clip], dtype=float)
+            b = np.array([np.nan if c.get(metric) is None else c[metric] for c in baseline.per_clip], dtype=float)
+            rows.append({"baseline": baseline.system, **paired_difference(a, b, seed=seed)})
+        return rows
+
     def to_markdown(self) -> str:
         """The results as Markdown: summary table, details, per-source table (when there are sources), notes."""
         lines = [
@@ -169,6 +183,15 @@ class CodecEvaluationResults:
                 for source, row in s.by_source.items():
                     scores = [_fmt(row.get(m), 3 if m == "stoi" else 2) for m in METRICS]
                     lines.append(f"| {s.system} | {source} | {row['clips']} | " + " | ".join(scores) + " |")
+        if len(self.systems) > 1 and self.systems[0].per_clip:
+            lines += ["", f"{self.systems[0].system} minus each baseline, clip by clip (mean over the clips both scored, "
+                      "95 % bootstrap interval of the mean, share of clips where it is higher):", "",
+                      "| baseline | metric | clips | mean difference | 95 % interval | higher on |",
+                      "| --- | --- | --- | --- | --- | --- |"]
+            for metric in ("pesq_wb", "stoi"):
+                for d in self.paired_differences(metric):
+                    lines.append(f"| {d['baseline']} | {METRIC_TITLES[metric]} | {d['clips']} | {d['mean']:+.3f} | "
+                                 f"[{d['low']:+.3f}, {d['high']:+.3f}] | {100 * d['higher']:.0f} % |")
         notes = []
         for s in self.systems:
             for metric, reasons in s.nan_reasons.items():
@@ -180,6 +203,29 @@ class CodecEvaluationResults:
             lines += ["", "Notes:", "", *notes]
         lines += ["", f"Method: {self.method}", ""]
         return "\n".join(lines)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, seed: int = 0) -> dict:
+    """
+    Mean of the per-clip differences `a - b` over the clips both systems scored, with a bootstrap interval.
+
+    Args:
+        a, b (`np.ndarray` of shape `(num_clips,)`): one metric per clip, NaN where a clip was not scored.
+        resamples (`int`), seed (`int`): the bootstrap (clips drawn with replacement, seeded).
+
+    Returns:
+        `dict` with `clips` (scored by both), `mean`, `low` and `high` (2.5th / 97.5th percentiles of the
+        resampled means) and `higher` (share of those clips where `a > b`); NaNs when no clip was scored by both.
+    """
+    both = ~(np.isnan(a) | np.isnan(b))
+    diff = a[both] - b[both]
+    if diff.size == 0:
+        return {"clips": 0, "mean": float("nan"), "low": float("nan"), "high": float("nan"), "higher": float("nan")}
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"clips": int(diff.size), "mean": float(diff.mean()), "low": float(low), "high": float(high),
+            "higher": float((diff > 0).mean())}
 
 
 @dataclass
