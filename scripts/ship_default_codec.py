@@ -47,6 +47,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.resume_pack and args.step is None:
         parser.error("--resume-pack needs --step (the step the checkpoint was trained to)")
+    if args.resume_pack and args.evaluation_folder:
+        parser.error("--resume-pack goes with shipping, --evaluation-folder does not ship: use one of them")
 
     folder = Path(args.checkpoint)
     codec, trained, _ = load_default_codec()
@@ -88,8 +90,12 @@ def write_resume_pack(pack: Path, weights: dict, step: int, config: str | None, 
     save_file({k: v.half().contiguous() for k, v in weights.items()}, str(pack / "model.safetensors"))
     if discriminator is not None:
         shutil.copyfile(discriminator, pack / "discriminator.safetensors")
-    progress = {"step": step, "config": config,
-                "discriminator": str(discriminator) if discriminator else "unchanged by this update"}
+    if discriminator is not None:
+        about_discriminator = f"from {discriminator}"
+    else:  # keep what the pack said about the discriminator it already holds
+        earlier = json.loads((pack / "progress.json").read_text()) if (pack / "progress.json").is_file() else {}
+        about_discriminator = earlier.get("discriminator") or earlier.get("note") or "none given"
+    progress = {"step": step, "config": config, "discriminator": about_discriminator}
     (pack / "progress.json").write_text(json.dumps(progress))
     print(f"{pack}: resume pack at step {step}")
 

@@ -86,6 +86,12 @@ def test_ship_script_takes_a_decoder_only_checkpoint_and_refuses_changed_codes(t
     assert packed.keys() == shipped.keys() and all(torch.equal(packed[k], v.half()) for k, v in shipped.items())
     assert json.loads((pack / "progress.json").read_text())["step"] == 7
     assert (pack / "discriminator.safetensors").read_bytes() == b"discriminator"
+    with pytest.raises(SystemExit):  # a resume pack is written when shipping only
+        ship.main([str(checkpoint), "--evaluation-folder", str(tmp_path / "x"), "--resume-pack", str(pack), "--step", "7"])
+    ship.main([str(checkpoint), "--out", str(tmp_path / "shipped.safetensors"), "--resume-pack", str(pack), "--step", "8"])
+    progress = json.loads((pack / "progress.json").read_text())  # the discriminator stays, and so does what it is
+    assert progress["step"] == 8 and "disc.safetensors" in progress["discriminator"]
+    assert (pack / "discriminator.safetensors").read_bytes() == b"discriminator"
     assert shipped.keys() == before.keys()
     changed = {k for k in shipped if not torch.allclose(shipped[k], before[k].float(), atol=1e-6, rtol=1e-5)}
     assert changed and all(k.startswith("decoder.") for k in changed)
