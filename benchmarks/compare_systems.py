@@ -39,8 +39,7 @@ def main(argv=None) -> None:
         raise SystemExit("the two systems were not scored on the same clips in the same order")
 
     def column(clips, source=None):
-        return np.array([np.nan if c.get(args.metric) is None else c[args.metric] for c in clips
-                         if source is None or c["source"] == source], dtype=float)
+        return np.array([c[args.metric] for c in clips if source is None or c["source"] == source], dtype=float)
 
     print(f"Method: per-clip {args.metric} of {args.a} minus {args.b} on the clips both scored; mean, 95 % bootstrap "
           f"interval of the mean (10 000 resamples of clips, seed {args.seed}), share of clips where {args.a} is "

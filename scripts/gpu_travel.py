@@ -55,16 +55,16 @@ def hide(bundle: Path, hold: Path, limit: float, with_discriminator: bool) -> No
     for p in hidden:
         move(p, hold)
     index = json.loads((bundle / "audio_index.json").read_text())
-    dropped = []
+    dropped, size = [], travelling_bytes(bundle)
     # sorted() is stable: non-speech files first, each group from the end of the index
     for entry in sorted(reversed(index), key=lambda e: not Path(e["file"]).name.startswith(NON_SPEECH)):
-        if travelling_bytes(bundle) <= limit:
+        if size <= limit:
             break
-        relative = str((bundle / entry["file"]).relative_to(ROOT))
-        if (ROOT / relative).is_file():
-            move(relative, hold)
+        audio = bundle / entry["file"]
+        if audio.is_file():
+            size -= audio.stat().st_size
+            move(str(audio.relative_to(ROOT)), hold)
             dropped.append(entry["file"])
-    size = travelling_bytes(bundle)
     print(f"hid {len(hidden)} tracked files; bundle audio left behind: {dropped or 'none'}; "
           f"travelling: {size / 2**20:.1f} MiB")
     if size > limit:

@@ -90,7 +90,6 @@ def write_resume_pack(pack: Path, weights: dict, step: int, config: str | None, 
     save_file({k: v.half().contiguous() for k, v in weights.items()}, str(pack / "model.safetensors"))
     if discriminator is not None:
         shutil.copyfile(discriminator, pack / "discriminator.safetensors")
-    if discriminator is not None:
         about_discriminator = f"from {discriminator}"
     else:  # keep what the pack said about the discriminator it already holds
         earlier = json.loads((pack / "progress.json").read_text()) if (pack / "progress.json").is_file() else {}

@@ -2,12 +2,11 @@
 
     python scripts/write_default_model_card.py
 
-Reads `llm_codec/assets/default_codec/config.json`, the training logs `benchmarks/default_codec_training/log.jsonl`
+Reads `llm_codec/assets/default_codec/config.json`, the training logs `benchmarks/default_codec_training/log.jsonl`,
 `gpu_anneal/anneal_stft.log.jsonl` and `gpu_anneal2/anneal_stft2.log.jsonl` (its two continuations), the held-out
-evaluation
-`benchmarks/results_codec_heldout/results.json` (`llm-codec evaluate codec`) and the pitch probe
-`benchmarks/results_probe_pitch.json` (`benchmarks/probe_pitch.py`), and
-writes `llm_codec/assets/default_codec/README.md` with `llm_codec.model_card.build_model_card`.
+evaluation `benchmarks/results_codec_heldout/results.json` (`llm-codec evaluate codec`) and the pitch probe
+`benchmarks/results_probe_pitch.json` (`benchmarks/probe_pitch.py`), and writes `llm_codec/assets/default_codec/README.md`
+with `llm_codec.model_card.build_model_card`.
 """
 
 import json

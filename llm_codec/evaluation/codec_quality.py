@@ -145,12 +145,9 @@ class CodecEvaluationResults:
         Returns:
             `list[dict]`, one per baseline: `baseline` and the keys of `paired_difference` (codec minus baseline).
         """
-        codec, rows = self.systems[0], []
-        for baseline in self.systems[1:]:
-            a = np.array([np.nan if c.get(metric) is None else c[metric] for c in codec.per_clip], dtype=float)
-            b = np.array([np.nan if c.get(metric) is None else c[metric] for c in baseline.per_clip], dtype=float)
-            rows.append({"baseline": baseline.system, **paired_difference(a, b, seed=seed)})
-        return rows
+        codec = _column(self.systems[0].per_clip, metric)
+        return [{"baseline": baseline.system, **paired_difference(codec, _column(baseline.per_clip, metric), seed=seed)}
+                for baseline in self.systems[1:]]
 
     def to_markdown(self) -> str:
         """The results as Markdown: summary table, details, per-source table (when there are sources), notes."""
@@ -567,11 +564,16 @@ def score_clip(prediction: np.ndarray, reference: np.ndarray, sampling_rate: int
     return values, reasons
 
 
+def _column(rows: list[dict], name: str) -> np.ndarray:
+    """Metric `name` of each per-clip row, shape `(len(rows),)`; NaN (or `None`, as read back from JSON) stays NaN."""
+    return np.array([row[name] for row in rows], dtype=np.float64)
+
+
 def _summarize(result: SystemResult) -> SystemResult:
     rows = result.per_clip
     result.num_clips = len(rows)
     for name in METRICS:
-        column = np.array([row[name] for row in rows], dtype=np.float64)
+        column = _column(rows, name)
         finite = np.isfinite(column)
         result.means[name] = float(column[finite].mean()) if finite.any() else float("nan")
         result.num_scored[name] = int(finite.sum())
@@ -587,7 +589,7 @@ def _summarize(result: SystemResult) -> SystemResult:
         subset = [row for row in rows if row.get("source") == source]
         entry = {"clips": len(subset)}
         for name in METRICS:
-            column = np.array([row[name] for row in subset], dtype=np.float64)
+            column = _column(subset, name)
             entry[name] = float(np.nanmean(column)) if np.isfinite(column).any() else float("nan")
         result.by_source[source] = entry
     return result
