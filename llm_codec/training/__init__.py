@@ -14,6 +14,7 @@ from .discriminators import CodecDiscriminator, MultiFrequencyDiscriminator, Mul
 from .losses import (
     MultiScaleMelLoss,
     MultiScaleSTFTLoss,
+    PerceptualDisturbanceLoss,
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
@@ -53,6 +54,7 @@ __all__ = [
     "MultiPeriodDiscriminator",
     "MultiScaleMelLoss",
     "MultiScaleSTFTLoss",
+    "PerceptualDisturbanceLoss",
     "TeacherUnavailable",
     "Trainer",
     "TrainingConfig",
