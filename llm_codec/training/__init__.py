@@ -14,7 +14,6 @@ from .discriminators import CodecDiscriminator, MultiFrequencyDiscriminator, Mul
 from .losses import (
     MultiScaleMelLoss,
     MultiScaleSTFTLoss,
-    PerceptualDisturbanceLoss,
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
@@ -54,7 +53,6 @@ __all__ = [
     "MultiPeriodDiscriminator",
     "MultiScaleMelLoss",
     "MultiScaleSTFTLoss",
-    "PerceptualDisturbanceLoss",
     "TeacherUnavailable",
     "Trainer",
     "TrainingConfig",

@@ -14,7 +14,6 @@ from .losses import DAC_MEL_BANDS, DAC_MEL_WINDOWS
 DEFAULT_LOSS_WEIGHTS = {
     "mel": 15.0,  # multi-scale log-mel L1 (summed over the 7 scales, as DAC)
     "stft": 0.0,  # multi-scale STFT magnitude loss (off by default, as DAC)
-    "perceptual": 0.0,  # PESQ-shaped loudness disturbance (losses.PerceptualDisturbanceLoss), off by default
     "adversarial": 1.0,  # least-squares generator loss
     "feature_matching": 2.0,
     "commitment": 0.25,

@@ -38,7 +38,6 @@ from .discriminators import CodecDiscriminator
 from .losses import (
     MultiScaleMelLoss,
     MultiScaleSTFTLoss,
-    PerceptualDisturbanceLoss,
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
@@ -401,9 +400,6 @@ class Trainer:
         # ---- losses
         self.mel_loss = MultiScaleMelLoss(self.sample_rate, config.mel_window_lengths, config.mel_n_mels).to(self.device)
         self.stft_loss = MultiScaleSTFTLoss(config.stft_window_lengths).to(self.device) if weights["stft"] > 0 else None
-        self.perceptual_loss = (
-            PerceptualDisturbanceLoss(self.sample_rate).to(self.device) if weights["perceptual"] > 0 else None
-        )
 
         # ---- optimisers
         betas = tuple(float(b) for b in config.betas)
@@ -514,8 +510,6 @@ class Trainer:
         losses = {"mel": self.mel_loss(reconstruction, audio)}
         if self.stft_loss is not None:
             losses["stft"] = self.stft_loss(reconstruction, audio)
-        if self.perceptual_loss is not None:
-            losses["perceptual"] = self.perceptual_loss(reconstruction, audio)
         if adversarial:
             fake_logits, fake_features = self.discriminator(reconstruction)
             with torch.no_grad():
