@@ -97,8 +97,9 @@ def test_compare_systems_pairs_clips_and_skips_unscored_ones(tmp_path, capsys):
     b = np.array([1.0, 1.4, 1.3, 1.2])
 
     def system(name, scores):
-        return {"system": name, "per_clip": [{"clip": f"c{i}", "source": "s" if i < 2 else "t",
-                                              "pesq_wb": None if np.isnan(x) else x} for i, x in enumerate(scores)]}
+        return {"system": name, "per_clip": [{"clip": f"c{i}", "source": "s" if i < 2 else "t", "duration_s": d,
+                                              "pesq_wb": None if np.isnan(x) else x}
+                                             for i, (x, d) in enumerate(zip(scores, [1.0, 2.5, 0.5, 9.0]))]}
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"systems": [system("llm-codec", a), system("codec2-700C", b)]}))
     compare_systems.main([str(path)])
@@ -106,6 +107,15 @@ def test_compare_systems_pairs_clips_and_skips_unscored_ones(tmp_path, capsys):
     assert "| 3 | all | +0.167 |" in out and "| 2 | s | +0.150 |" in out and "| 1 | t | +0.200 |" in out
     with pytest.raises(SystemExit, match="no system 'opus-6k'"):
         compare_systems.main([str(path), "--b", "opus-6k"])
+    compare_systems.main([str(path), "--by", "duration", "--edges", "2,6"])  # c0 and c2 (unscored) short, c3 long
+    out = capsys.readouterr().out
+    assert "| clip duration |" in out and "| 3 | all | +0.167 |" in out
+    rows = [line for line in out.splitlines() if " s |" in line]
+    assert rows == ["| 1 | 0-2 s | +0.500 | [+0.500, +0.500] | 100 % |",
+                    "| 1 | 2-6 s | -0.200 | [-0.200, -0.200] | 0 % |",
+                    "| 1 | >= 6 s | +0.200 | [+0.200, +0.200] | 100 % |"], rows
+    with pytest.raises(SystemExit, match="--edges must be numbers"):
+        compare_systems.main([str(path), "--by", "duration", "--edges", "2;6"])
 
 
 def test_gpu_pair_returns_both_runs_and_the_trained_discriminator_within_eight_files(tmp_path):
