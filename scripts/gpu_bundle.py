@@ -10,7 +10,8 @@ and no network, so this script (run here, where `bash scripts/prepare_data.sh` h
                           GGUF stores its embeddings as 8-bit blocks; the script reports the round-trip error)
   teacher.safetensors     the Whisper tiny.en encoder (int8 per output row for matrices, fp16 for the rest)
   audio/*.opus + audio_index.json   a seeded subset of data/codec_train.jsonl at 16 kHz, one Ogg Opus file per
-                          source (about 19 kbit/s, PESQ-WB 3.9 against the FLAC), with each clip's sample count
+                          source (about 19 kbit/s, PESQ-WB 3.9 against the FLAC), with each clip's sample count;
+                          never the development clips of data/dev_speech.jsonl (`--exclude`)
   val/ + val.jsonl        the held-out validation clips of the config, lossless
   wheels/                 soundfile, soxr, pystoi, cffi, pycparser (downloaded with pip for CPython 3.12)
 
@@ -126,17 +127,32 @@ def _encode_group(args) -> tuple[str, list[str], list[int]]:
     return name, paths, lengths
 
 
-def pack_audio(manifest: Path, out: Path, speech_minutes: float, music_minutes: float, seed: int) -> None:
-    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+def choose_clips(rows: list[dict], speech_minutes: float, music_minutes: float, seed: int,
+                 exclude: frozenset[str] = frozenset()) -> dict[str, list[dict]]:
+    """
+    A seeded subset of manifest rows, per source: about `speech_minutes` of speech and `music_minutes` of the rest,
+    the same fraction of every source (so every speaker and instrument stays in); rows whose `path` is in `exclude`
+    (the development clips) are never chosen.
+    """
+    rows = [r for r in rows if r["path"] not in exclude]
     rng = random.Random(seed)
     rng.shuffle(rows)
     budget = {"speech": speech_minutes * 60, "other": music_minutes * 60}
     by_source: dict[str, list[dict]] = defaultdict(list)
     total = {k: sum(r["duration"] for r in rows if (r["kind"] == "speech") == (k == "speech")) for k in budget}
-    for row in rows:  # the same fraction of every source, so every speaker / instrument stays in
+    for row in rows:
         kind = "speech" if row["kind"] == "speech" else "other"
-        if rng.random() < budget[kind] / total[kind]:
+        if total[kind] and rng.random() < budget[kind] / total[kind]:
             by_source[row["source"]].append(row)
+    return dict(by_source)
+
+
+def pack_audio(manifest: Path, out: Path, speech_minutes: float, music_minutes: float, seed: int,
+               exclude: frozenset[str] = frozenset()) -> None:
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    by_source = choose_clips(rows, speech_minutes, music_minutes, seed, exclude)
+    left_out = sum(r["path"] in exclude for r in rows)
+    print(f"{left_out} clips of {manifest.name} left out as development clips")
     (out / "audio").mkdir(parents=True)
     jobs = []
     for source, chosen in sorted(by_source.items()):
@@ -175,7 +191,17 @@ def main(argv=None) -> None:
     parser.add_argument("--speech-minutes", type=float, default=90)
     parser.add_argument("--music-minutes", type=float, default=25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--exclude", default=str(ROOT / "data/dev_speech.jsonl"),
+                        help="manifest of clips never to pack (default: the development split of "
+                             "scripts/make_dev_split.py; 'none' packs from the whole training manifest)")
     args = parser.parse_args(argv)
+    exclude: frozenset[str] = frozenset()
+    if args.exclude != "none":
+        if not Path(args.exclude).exists():
+            raise SystemExit(f"--exclude {args.exclude}: no such manifest (run scripts/make_dev_split.py, or pass "
+                             "--exclude none to train on the development clips too)")
+        exclude = frozenset(json.loads(line)["path"] for line in Path(args.exclude).read_text().splitlines()
+                            if line.strip())
     config = TrainingConfig.from_file(args.config)
     out = Path(args.out)
     if out.exists():
@@ -183,7 +209,7 @@ def main(argv=None) -> None:
     out.mkdir(parents=True)
     pack_codec(config, out)
     pack_teacher(out)
-    pack_audio(ROOT / config.train_data, out, args.speech_minutes, args.music_minutes, args.seed)
+    pack_audio(ROOT / config.train_data, out, args.speech_minutes, args.music_minutes, args.seed, exclude)
     pack_val(ROOT / config.val_data, out)
     (out / "wheels").mkdir()
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",

@@ -87,6 +87,25 @@ def test_gpu_travel_hides_what_the_gpu_run_does_not_read_and_restores_it(tmp_pat
     assert travel("restore").returncode == 0 and _git(repo, "status", "--porcelain") == ""
 
 
+def test_gpu_bundle_never_packs_development_clips():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import gpu_bundle
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    rows = [{"path": f"{source}/{i}.flac", "source": source, "kind": kind, "duration": 2.0}
+            for source, kind in (("a", "speech"), ("b", "speech"), ("drums", "drum")) for i in range(200)]
+    dev = frozenset(f"a/{i}.flac" for i in range(0, 200, 4)) | frozenset(f"b/{i}.flac" for i in range(0, 200, 4))
+    chosen = gpu_bundle.choose_clips(rows, speech_minutes=6, music_minutes=2, seed=0, exclude=dev)
+    paths = {r["path"] for group in chosen.values() for r in group}
+    assert set(chosen) == {"a", "b", "drums"} and not paths & dev
+    speech = sum(r["duration"] for s in ("a", "b") for r in chosen[s]) / 60
+    assert 4 < speech < 8 and 1 < sum(r["duration"] for r in chosen["drums"]) / 60 < 3
+    assert gpu_bundle.choose_clips(rows, 6, 2, seed=0, exclude=dev) == chosen  # seeded
+    everything = gpu_bundle.choose_clips(rows, 6, 2, seed=0)
+    assert {r["path"] for group in everything.values() for r in group} & dev  # without it, dev clips get in
+
+
 def test_compare_systems_pairs_clips_and_skips_unscored_ones(tmp_path, capsys):
     sys.path.insert(0, str(BENCHMARKS))
     try:
