@@ -16,7 +16,7 @@ and no network, so this script (run here, where `bash scripts/prepare_data.sh` h
   wheels/                 soundfile, soxr, pystoi, cffi, pycparser (downloaded with pip for CPython 3.12)
 
 Usage:
-    python scripts/gpu_bundle.py --out .gpu_bundle --speech-minutes 90 --music-minutes 25
+    python scripts/gpu_bundle.py --out .gpu_bundle --speech-minutes 84 --music-minutes 25
 
 `scripts/gpu_train.py` is its counterpart on the GPU machine (see docs/training.md).
 """
@@ -188,7 +188,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(ROOT / "llm_codec/training/configs/default_smollm2.yaml"))
     parser.add_argument("--out", default=str(ROOT / ".gpu_bundle"))
-    parser.add_argument("--speech-minutes", type=float, default=90)
+    parser.add_argument("--speech-minutes", type=float, default=84)
     parser.add_argument("--music-minutes", type=float, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--exclude", default=str(ROOT / "data/dev_speech.jsonl"),
