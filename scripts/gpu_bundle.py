@@ -149,10 +149,11 @@ def choose_clips(rows: list[dict], speech_minutes: float, music_minutes: float, 
 
 def pack_audio(manifest: Path, out: Path, speech_minutes: float, music_minutes: float, seed: int,
                exclude: frozenset[str] = frozenset()) -> None:
+    """Packs `choose_clips` of `manifest`; `exclude` holds resolved absolute paths of clips never to pack."""
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    by_source = choose_clips(rows, speech_minutes, music_minutes, seed, exclude)
-    left_out = sum(r["path"] in exclude for r in rows)
-    print(f"{left_out} clips of {manifest.name} left out as development clips")
+    left_out = frozenset(r["path"] for r in rows if str((manifest.parent / r["path"]).resolve()) in exclude)
+    by_source = choose_clips(rows, speech_minutes, music_minutes, seed, left_out)
+    print(f"{len(left_out)} clips of {manifest.name} left out as development clips")
     (out / "audio").mkdir(parents=True)
     jobs = []
     for source, chosen in sorted(by_source.items()):
@@ -184,6 +185,7 @@ def pack_val(val_manifest: Path, out: Path) -> None:
 
 def main(argv=None) -> None:
     from llm_codec.training.config import TrainingConfig
+    from llm_codec.training.data import read_manifest
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(ROOT / "llm_codec/training/configs/default_smollm2.yaml"))
@@ -200,8 +202,7 @@ def main(argv=None) -> None:
         if not Path(args.exclude).exists():
             raise SystemExit(f"--exclude {args.exclude}: no such manifest (run scripts/make_dev_split.py, or pass "
                              "--exclude none to train on the development clips too)")
-        exclude = frozenset(json.loads(line)["path"] for line in Path(args.exclude).read_text().splitlines()
-                            if line.strip())
+        exclude = frozenset(str(Path(p).resolve()) for p in read_manifest(args.exclude))
     config = TrainingConfig.from_file(args.config)
     out = Path(args.out)
     if out.exists():
