@@ -21,6 +21,7 @@ from .pipeline_llm_codec import (
     register_pipelines,
 )
 from .processing_llm_codec import CodeSequenceError, LLMCodecProcessor
+from .refinement import refine_codes
 
 __version__ = "0.1.0"
 
@@ -53,6 +54,7 @@ __all__ = [
     "LLMCodecFeatureExtractor",
     "LLMCodecProcessor",
     "CodeSequenceError",
+    "refine_codes",
     "AudioFewShotClassificationPipeline",
     "AudioFewShotGenerationPipeline",
 ]

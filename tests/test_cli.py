@@ -59,6 +59,22 @@ def test_encode_writes_codes_words_and_llm_tokens_and_decode_reads_them_back(fol
     assert torch.is_grad_enabled()  # the commands run without gradient but leave the caller's mode alone
 
 
+def test_encode_and_reconstruct_with_refined_codes(folders, tmp_path):
+    common = ["--model", str(folders / "codec"), "--audio", str(folders / "clip.wav")]
+    assert cli_main(["encode", *common, "--format", "codes", "--output", str(tmp_path / "plain.json")]) == 0
+    assert cli_main(["encode", *common, "--format", "codes", "--refine-steps", "5",
+                     "--output", str(tmp_path / "refined.json")]) == 0
+    plain = json.loads((tmp_path / "plain.json").read_text())["layers"]
+    refined = json.loads((tmp_path / "refined.json").read_text())["layers"]
+    assert refined["0"]["codes"] == plain["0"]["codes"]  # the layer-1 words stay the encoder's
+    assert [len(refined[k]["codes"]) for k in "012"] == [len(plain[k]["codes"]) for k in "012"]
+    assert refined["1"]["codes"] != plain["1"]["codes"] or refined["2"]["codes"] != plain["2"]["codes"]
+    assert cli_main(["reconstruct", *common, "--refine-steps", "3", "--output", str(tmp_path / "r.wav")]) == 0
+    assert sf.read(tmp_path / "r.wav")[0].shape == (2400,)
+    with pytest.raises(SystemExit):
+        cli_main(["encode", *common, "--refine-steps", "-2"])
+
+
 def test_cli_errors_say_what_to_fix(folders, tmp_path, capsys):
     common = ["--model", str(folders / "codec"), "--audio", str(folders / "clip.wav")]
     assert cli_main(["encode", *common, "--format", "text"]) == 2  # no tokenizer for this codec's LM

@@ -270,6 +270,25 @@ def test_cli_evaluate_codec(codec_folder, clip_folder, tmp_path, capsys):
     assert "opus-6k or more" in capsys.readouterr().err
 
 
+def test_cli_evaluate_codec_with_refined_codes(codec_folder, clip_folder, tmp_path, capsys):
+    _, manifest = clip_folder
+    runs = {}
+    for steps in (0, 6):
+        out = tmp_path / f"refine{steps}"
+        assert cli_main(["evaluate", "codec", "--data", str(manifest), "--model", str(codec_folder), "--out", str(out),
+                         "--kind", "speech", "--max-clips", "1", "--baselines", "none", "--quiet", "--no-spectrogram",
+                         "--refine-steps", str(steps)]) == 0
+        runs[steps] = json.loads((out / "results.json").read_text())["systems"][0]
+    assert runs[0]["system"] == "llm-codec" and runs[6]["system"] == "llm-codec-refine6"
+    assert "analysis-by-synthesis (6 steps" in runs[6]["note"] and "analysis" not in runs[0]["note"]
+    assert runs[6]["per_clip"][0]["mel_distance"] != runs[0]["per_clip"][0]["mel_distance"]
+    assert runs[6]["bitrate"] == runs[0]["bitrate"]  # the same token rate
+    with pytest.raises(SystemExit):
+        cli_main(["evaluate", "codec", "--data", str(manifest), "--model", str(codec_folder),
+                  "--out", str(tmp_path / "x"), "--refine-steps", "-1"])
+    assert "--refine-steps: must be 0 or more" in capsys.readouterr().err
+
+
 def test_cli_bench(codec_folder, tmp_path, capsys):
     report = tmp_path / "bench.json"
     code = cli_main(["bench", "--model", str(codec_folder), "--seconds", "0.5", "--repeats", "2", "--threads", "1",

@@ -607,6 +607,7 @@ def evaluate_codec(
     name: str = "llm-codec",
     spectrogram_path: str | Path | None = None,
     progress: bool = True,
+    refine_steps: int = 0,
 ) -> CodecEvaluationResults:
     """
     Reconstructs clips with `codec` (and the baselines) and scores them against the originals.
@@ -625,6 +626,9 @@ def evaluate_codec(
         spectrogram_path (`str` or `Path`, *optional*): write spectrograms of the first clip (original, codec,
             baselines) to this PNG (needs matplotlib).
         progress (`bool`, defaults to `True`): show a tqdm progress bar.
+        refine_steps (`int`, defaults to 0): encode with `refine_codes` and this many analysis-by-synthesis steps
+            (seed `seed + i` for clip `i`) instead of the encoder's codes alone; the refinement counts as encoding
+            time.
 
     Returns:
         `CodecEvaluationResults`: one `SystemResult` per system with means, per-source means and per-clip rows.
@@ -658,6 +662,10 @@ def evaluate_codec(
             else f"opusenc --bitrate {b.setting} (VBR); measured: Opus packets without Ogg framing"
         )
     ours.note = f"{config.num_quantizers} VQ layers, codebooks {list(config.codebook_sizes)}"
+    if refine_steps:
+        from ..refinement import refine_codes
+
+        ours.note += f"; codes refined by analysis-by-synthesis ({refine_steps} steps, layers 2-{config.num_quantizers})"
     baseline_bits = {b.name: 0 for b in runnable}
     codec_bits, total_duration, skipped_clips, first = 0.0, 0.0, {}, None
 
@@ -674,7 +682,10 @@ def evaluate_codec(
             generator = torch.Generator(device=device).manual_seed(seed + row["index"])
             audio = torch.from_numpy(reference).to(device)[None, None]
             start = time.perf_counter()
-            encoded = codec.encode(audio)
+            if refine_steps:
+                encoded = refine_codes(codec, audio, steps=refine_steps, seed=seed + row["index"])
+            else:
+                encoded = codec.encode(audio)
             middle = time.perf_counter()
             decoded = codec.decode(encoded.audio_codes, audio_lengths=encoded.audio_lengths, generator=generator)
             end = time.perf_counter()
