@@ -6,7 +6,13 @@
 Prints the mean of the per-clip differences (a - b) over the clips both systems could score, its 95 % bootstrap
 interval (10 000 resamples of the clips, seeded) and the share of clips on which a scores higher, overall and per
 source (`llm-codec evaluate codec` prints the overall rows of this in its results.md), or with `--by duration` per
-clip-length bucket (`--edges`, seconds). Two means a few hundredths apart on 100 clips are often not a measured
+clip-length bucket (`--edges`, seconds). With `--b-results` system b comes from another run on the same clips, e.g.
+the codec with and without `--refine-steps`:
+
+    python benchmarks/compare_systems.py benchmarks/results_codec_dev_refine50/results.json \
+        --a llm-codec-refine50 --b-results benchmarks/results_codec_dev/results.json --b llm-codec
+
+Two means a few hundredths apart on 100 clips are often not a measured
 difference; this says whether they are.
 """
 
@@ -26,6 +32,8 @@ def main(argv=None) -> None:
     parser.add_argument("results", help="results.json of `llm-codec evaluate codec`")
     parser.add_argument("--a", default="llm-codec", help="system name (default: llm-codec)")
     parser.add_argument("--b", default="codec2-700C", help="system name (default: codec2-700C)")
+    parser.add_argument("--b-results", default=None,
+                        help="results.json of another run on the same clips to take system b from (default: RESULTS)")
     parser.add_argument("--metric", default="pesq_wb", help="pesq_wb, stoi, mel_distance or si_sdr")
     parser.add_argument("--by", choices=("source", "duration"), default="source",
                         help="rows after the overall one: per source (default) or per clip-duration bucket")
@@ -38,12 +46,13 @@ def main(argv=None) -> None:
     except ValueError:
         raise SystemExit(f"--edges must be numbers separated by commas, got {args.edges!r}") from None
 
-    results = json.loads(Path(args.results).read_text())
-    systems = {s["system"]: s for s in results["systems"]}
-    for name in (args.a, args.b):
+    def per_clip(name: str, path: str) -> list[dict]:
+        systems = {s["system"]: s for s in json.loads(Path(path).read_text())["systems"]}
         if name not in systems:
-            raise SystemExit(f"no system {name!r} in {args.results}; it has: {', '.join(systems)}")
-    clips_a, clips_b = systems[args.a]["per_clip"], systems[args.b]["per_clip"]
+            raise SystemExit(f"no system {name!r} in {path}; it has: {', '.join(systems)}")
+        return systems[name]["per_clip"]
+
+    clips_a, clips_b = per_clip(args.a, args.results), per_clip(args.b, args.b_results or args.results)
     if [c["clip"] for c in clips_a] != [c["clip"] for c in clips_b]:
         raise SystemExit("the two systems were not scored on the same clips in the same order")
 
@@ -62,7 +71,7 @@ def main(argv=None) -> None:
 
     print(f"Method: per-clip {args.metric} of {args.a} minus {args.b} on the clips both scored; mean, 95 % bootstrap "
           f"interval of the mean (10 000 resamples of clips, seed {args.seed}), share of clips where {args.a} is "
-          f"higher. Data: {args.results}.")
+          f"higher. Data: {args.results}" + (f" and {args.b_results}." if args.b_results else "."))
     print(f"| clips | {'source' if args.by == 'source' else 'clip duration'} | mean difference | 95 % interval | "
           f"{args.a} higher |")
     print("| --- | --- | --- | --- | --- |")

@@ -4,7 +4,8 @@
 
 Reads `llm_codec/assets/default_codec/config.json`, the training logs `benchmarks/default_codec_training/log.jsonl`,
 `gpu_anneal/anneal_stft.log.jsonl` and `gpu_anneal2/anneal_stft2.log.jsonl` (its two continuations), the held-out
-evaluation `benchmarks/results_codec_heldout/results.json` (`llm-codec evaluate codec`) and the pitch probe
+evaluation `benchmarks/results_codec_heldout/results.json` (`llm-codec evaluate codec`; with
+`benchmarks/results_codec_heldout_refine50/results.json`, the same with `--refine-steps 50`) and the pitch probe
 `benchmarks/results_probe_pitch.json` (`benchmarks/probe_pitch.py`), and writes `llm_codec/assets/default_codec/README.md`
 with `llm_codec.model_card.build_model_card`.
 """
@@ -40,6 +41,14 @@ def main() -> None:
         rows.append(f"| {name} | {system['bitrate']:.0f} | {m['pesq_wb']:.2f} | {m['stoi']:.3f} | "
                     f"{m['mel_distance']:.2f} |")
     ours = results["systems"][0]["means"]
+    refined_path = ROOT / "benchmarks/results_codec_heldout_refine50/results.json"  # --refine-steps 50, same clips
+    if refined_path.is_file():
+        refined = json.loads(refined_path.read_text())
+        if [c["clip"] for c in refined["systems"][0]["per_clip"]] != [c["clip"] for c in results["systems"][0]["per_clip"]]:
+            raise SystemExit(f"{refined_path} was not run on the clips of the held-out evaluation: run both again.")
+        system, m = refined["systems"][0], refined["systems"][0]["means"]
+        rows.insert(1, f"| this codec, codes refined at encoding (`refine_codes`, 50 steps) | {system['bitrate']:.0f} | "
+                       f"{m['pesq_wb']:.2f} | {m['stoi']:.3f} | {m['mel_distance']:.2f} |")
     usage = """
 This folder holds the trained weights **without the frozen codebooks** (`weights_without_codebooks.safetensors`):
 the codebooks are SmolLM2-135M-Instruct's embedding table and are rebuilt from the LM at load time, so load it with

@@ -135,6 +135,18 @@ def test_compare_systems_pairs_clips_and_skips_unscored_ones(tmp_path, capsys):
                     "| 1 | >= 6 s | +0.200 | [+0.200, +0.200] | 100 % |"], rows
     with pytest.raises(SystemExit, match="--edges must be numbers"):
         compare_systems.main([str(path), "--by", "duration", "--edges", "2;6"])
+    # system b from another run on the same clips (e.g. without --refine-steps)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"systems": [system("llm-codec-refine50", b)]}))
+    compare_systems.main([str(other), "--a", "llm-codec-refine50", "--b-results", str(path), "--b", "llm-codec"])
+    out = capsys.readouterr().out
+    assert "| 3 | all | -0.167 |" in out and f"Data: {other} and {path}." in out
+    with pytest.raises(SystemExit, match="no system 'codec2-700C' in .*other.json"):
+        compare_systems.main([str(path), "--b-results", str(other)])
+    shorter = tmp_path / "shorter.json"
+    shorter.write_text(json.dumps({"systems": [system("llm-codec-refine50", b[:3])]}))
+    with pytest.raises(SystemExit, match="same clips"):
+        compare_systems.main([str(path), "--b-results", str(shorter), "--b", "llm-codec-refine50"])
 
 
 def test_gpu_pair_returns_both_runs_and_the_trained_discriminator_within_eight_files(tmp_path):
