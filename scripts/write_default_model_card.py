@@ -42,6 +42,7 @@ def main() -> None:
                     f"{m['mel_distance']:.2f} |")
     ours = results["systems"][0]["means"]
     refined_path = ROOT / "benchmarks/results_codec_heldout_refine50/results.json"  # --refine-steps 50, same clips
+    refined_note = ""
     if refined_path.is_file():
         refined = json.loads(refined_path.read_text())
         if [c["clip"] for c in refined["systems"][0]["per_clip"]] != [c["clip"] for c in results["systems"][0]["per_clip"]]:
@@ -49,6 +50,13 @@ def main() -> None:
         system, m = refined["systems"][0], refined["systems"][0]["means"]
         rows.insert(1, f"| this codec, codes refined at encoding (`refine_codes`, 50 steps) | {system['bitrate']:.0f} | "
                        f"{m['pesq_wb']:.2f} | {m['stoi']:.3f} | {m['mel_distance']:.2f} |")
+        slower = system["real_time_factor"] / results["systems"][0]["real_time_factor"]
+        refined_note = (
+            "\nThe refined row uses the same weights; its codes are chosen by analysis-by-synthesis at encoding "
+            "(`llm_codec.refine_codes`: 50 steps down the mel distance through the frozen decoder; layer-1 words and "
+            f"token rate unchanged; encode + decode {slower:.0f} times slower here). Neither row is measurably ahead of "
+            "codec2 700C on PESQ-WB clip by clip (see `docs/results.md`).\n"
+        )
     usage = """
 This folder holds the trained weights **without the frozen codebooks** (`weights_without_codebooks.safetensors`):
 the codebooks are SmolLM2-135M-Instruct's embedding table and are rebuilt from the LM at load time, so load it with
@@ -92,7 +100,7 @@ references.
 | system | bit/s | PESQ-WB | STOI | mel distance |
 | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
-
+{refined_note}
 For reference, the paper's LLM-Codec (LLaMA-2 vocabulary, 160 M parameters, 2000 h of training data) reports PESQ
 2.55 and STOI 0.82 on VCTK at 57 tokens/s; this CPU-sized codec (2.46 M parameters, about 47 GPU-minutes) is far
 from that: PESQ-WB {ours['pesq_wb']:.2f}, STOI {ours['stoi']:.2f}.
