@@ -5,8 +5,8 @@ turns into audio closer to the input.
 The codec's encoder picks codes in one pass. `refine_codes` then treats the latent that the quantizer reads as a
 free variable: it decodes the current codes, measures the multi-scale mel distance to the input (the codec's own
 reconstruction loss), and moves the latent by the straight-through gradient of that distance, so that the nearest
-codebook entries (the codes) change where that helps. The best codes seen are kept, the encoder's own among them,
-so the distance never gets worse. Codes stay ordinary codes of the same layers, at the same token rate: any
+codebook entries (the codes) change where that helps. The codes of the lowest distance seen are kept, the
+encoder's own among them (each step is scored with its own draw of the decoder noise). Codes stay ordinary codes of the same layers, at the same token rate: any
 `decode` reads them, nothing about the decoder changes, only encoding costs more (one decoder forward and
 backward per step).
 
