@@ -6,9 +6,9 @@ The codec's encoder picks codes in one pass. `refine_codes` then treats the late
 free variable: it decodes the current codes, measures the multi-scale mel distance to the input (the codec's own
 reconstruction loss), and moves the latent by the straight-through gradient of that distance, so that the nearest
 codebook entries (the codes) change where that helps. The codes of the lowest distance seen are kept, the
-encoder's own among them (each step is scored with its own draw of the decoder noise). Codes stay ordinary codes of the same layers, at the same token rate: any
-`decode` reads them, nothing about the decoder changes, only encoding costs more (one decoder forward and
-backward per step).
+encoder's own among them (each step is scored with its own draw of the decoder noise). Codes stay ordinary codes
+of the same layers, at the same token rate: any `decode` reads them, nothing about the decoder changes, only
+encoding costs more (one decoder forward and backward per step).
 
 By default the layer-1 codes (the whole words, which carry what the LLM reads) are kept as the encoder chose them
 and only layers 2 and 3 are refined.
