@@ -17,7 +17,6 @@ and only layers 2 and 3 are refined.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .modeling_llm_codec import LLMCodecEncoderOutput
 
