@@ -63,7 +63,7 @@ def main(argv=None) -> None:
         if args.by == "source":
             return clip["source"]
         if clip.get("duration_s") is None:
-            raise SystemExit(f"{args.results} has no clip durations (duration_s): use --by source")
+            raise SystemExit(f"clip {clip['clip']} has no duration (duration_s) in its results.json: use --by source")
         return next(label for low, high, label in buckets if low <= clip["duration_s"] < high)
 
     def column(clips, name=None):

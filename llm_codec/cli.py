@@ -56,10 +56,6 @@ def _encode_file(model, audio_path: str, refine_steps: int = 0):
     return model.encode(**inputs)
 
 
-REFINE_HELP = ("refine the codes of layers 2-3 by this many analysis-by-synthesis steps against the input (slower "
-               "encoding, about 10 s of CPU per second of audio at 50; closer audio, same token rate) (default: 0)")
-
-
 def cmd_convert(args) -> int:
     from .conversion.convert_llm_codec_checkpoint import main as convert_main
 
@@ -154,7 +150,7 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .conversion.convert_llm_codec_checkpoint import build_parser as convert_parser
-    from .evaluation.codec_cli import non_negative_int
+    from .evaluation.codec_cli import REFINE_STEPS_HELP, non_negative_int
 
     parser = argparse.ArgumentParser(prog="llm-codec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "token ids and tokens, and the invertible generation-format ids when all layers are kept; "
                              "text: what the LM reads; codes: JSON without any tokenizer (default: json)")
     encode.add_argument("--separator", default=None, help="separator token of the generation format (default: newline)")
-    encode.add_argument("--refine-steps", type=non_negative_int, default=0, help=REFINE_HELP)
+    encode.add_argument("--refine-steps", type=non_negative_int, default=0, help=REFINE_STEPS_HELP)
     encode.add_argument("--output", default=None, help="write here instead of standard output")
     encode.set_defaults(func=cmd_encode)
 
@@ -192,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_argument("--model", default=None, help="codec folder (default: the embedded default codec)")
     reconstruct.add_argument("--audio", required=True)
     reconstruct.add_argument("--output", required=True)
-    reconstruct.add_argument("--refine-steps", type=non_negative_int, default=0, help=REFINE_HELP)
+    reconstruct.add_argument("--refine-steps", type=non_negative_int, default=0, help=REFINE_STEPS_HELP)
     reconstruct.set_defaults(func=cmd_reconstruct)
 
     from .training.cli import add_train_subparser

@@ -90,10 +90,12 @@ def refine_codes(
     try:
         for item in range(batch):
             length = int(encoded.audio_lengths[item])
+            valid = encoded.audio_codes_lengths[item]
+            start_codes = [c[item : item + 1, : int(n)] for c, n in zip(encoded.audio_codes, valid)]
             with torch.enable_grad():  # also under a caller's torch.no_grad()
                 item_codes = _refine_item(
-                    codec, input_values[item : item + 1, :, :length], steps, learning_rate, frozen_layers, seed,
-                    mel_loss, bar,
+                    codec, input_values[item : item + 1, :, :length], start_codes, steps, learning_rate,
+                    frozen_layers, seed, mel_loss, bar,
                 )
             for k, layer_codes in enumerate(item_codes):
                 codes[k][item, : layer_codes.shape[-1]] = layer_codes[0]
@@ -130,15 +132,20 @@ def _quantize_with_gradient(codec, residual: torch.Tensor, fixed: torch.Tensor, 
     return quantized, codes
 
 
-def _refine_item(codec, audio, steps, learning_rate, frozen_layers, seed, mel_loss, bar) -> list[torch.Tensor]:
-    """`audio`: (1, 1, samples) -> the best codes found, one (1, frames / vq_strides[k]) tensor per layer."""
+def _refine_item(
+    codec, audio, start_codes, steps, learning_rate, frozen_layers, seed, mel_loss, bar
+) -> list[torch.Tensor]:
+    """
+    `audio`: (1, 1, samples); `start_codes`: the encoder's codes of it, one (1, frames / vq_strides[k]) tensor per
+    layer -> the best codes found, in the same form.
+    """
     length = audio.shape[-1]
     with torch.no_grad():
         latents = codec.encode_latents(audio).float()
-        _, start_codes, _, _, _ = codec.quantizer(latents.to(codec.dtype))
-        fixed = torch.zeros_like(latents)
-        for layer, layer_codes in zip(codec.quantizer.layers[:frozen_layers], start_codes):
-            fixed = fixed + layer.embed(layer_codes, dtype=latents.dtype).repeat_interleave(layer.stride, dim=-1)
+        if frozen_layers:
+            fixed = codec.quantizer.from_codes(start_codes[:frozen_layers], dtype=latents.dtype)
+        else:
+            fixed = torch.zeros_like(latents)
     residual = (latents - fixed).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([residual], lr=learning_rate * float(latents.std().clamp_min(1e-8)))
     target = audio.float()

@@ -134,6 +134,13 @@ def _bench(args) -> int:
     return 0
 
 
+REFINE_STEPS_HELP = (
+    "refine the codes of layers 2-3 by this many analysis-by-synthesis steps against the input (`refine_codes`): "
+    "closer audio at the same token rate, slower encoding (at 50, encode + decode took about 6.5 s per second of "
+    "audio on 2 CPU threads with the default codec) (default: 0, off)"
+)
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     value = int(text)
@@ -170,9 +177,7 @@ def add_parsers(sub, evaluate_sub) -> None:
                        help="comma-separated codec2-<MODE> / opus-<N>k, or none (default: %(default)s)")
     codec.add_argument("--threads", type=int, default=None,
                        help="torch threads (default: torch's choice; 1 is faster on a machine busy with other work)")
-    codec.add_argument("--refine-steps", type=non_negative_int, default=0,
-                       help="refine the codes of layers 2-3 by this many analysis-by-synthesis steps (`refine_codes`; "
-                            "about 50 is worth it, at roughly 10 s of CPU per second of audio) (default: 0, off)")
+    codec.add_argument("--refine-steps", type=non_negative_int, default=0, help=REFINE_STEPS_HELP)
     codec.add_argument("--no-spectrogram", action="store_true", help="do not write spectrogram.png")
     codec.add_argument("--quiet", action="store_true", help="no progress bar")
     codec.set_defaults(func=cmd_evaluate_codec)
