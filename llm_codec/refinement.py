@@ -153,9 +153,9 @@ def _quantize_with_gradient(codec, residual: torch.Tensor, fixed: torch.Tensor, 
 
 
 def _window_unit(config) -> int:
-    """Latent frames that windows and their context are whole multiples of: every layer's stride and the attention
-    window divide it, so each window holds whole codes of every layer."""
-    return math.lcm(*config.vq_strides, config.attn_window_size or 1)
+    """Latent frames that windows and their context are whole multiples of: the frames of `config.pad_multiple`,
+    which every layer's stride and the attention window divide, so each window holds whole codes of every layer."""
+    return config.pad_multiple // config.hop_length
 
 
 def _windows(frames: int, chunk_frames: int | None, unit: int) -> list[tuple[int, int]]:
