@@ -419,6 +419,12 @@ def test_config_file_can_start_from_a_base_file(tmp_path):
     assert gan.codec == shipped.codec and gan.train_data == shipped.train_data
     assert gan.loss_weights == {**shipped.loss_weights, "stft": 10.0}
     assert (gan.discriminator_start_step, gan.lr_generator, gan.stft_window_lengths) == (0, 1e-4, [2048, 512])
+    # the CPU continuation: the last GPU cycle's losses on the shipped codec, the development clips kept out
+    cpu = TrainingConfig.from_file(example_config_path("default_smollm2_cpu_cycle"))
+    assert (cpu.init_from, cpu.trainable, cpu.train_data, cpu.val_data) == (
+        "default", "all", "data/codec_train_nodev.jsonl", "data/dev_speech.jsonl")
+    assert cpu.loss_weights == gan.loss_weights and cpu.consistency_teacher == "whisper"
+    assert (cpu.discriminator_start_step, cpu.lr_generator, cpu.batch_size) == (1_000_000_000, 3e-5, 8)
 
 
 def write_lm_folder_and_clips(folder: Path) -> Path:
