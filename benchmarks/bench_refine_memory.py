@@ -4,7 +4,8 @@
         [--threads 2] [--json benchmarks/results_refine_memory.json]
 
 Method: the shipped default codec (`load_default_codec`); the clip given by `--audio` (default: the bundled
-`example_speech.flac` repeated to `--seconds`), read with soundfile, averaged to mono, resampled to 16 kHz with soxr.
+`example_speech.flac` repeated to `--seconds`), read with `llm_codec.audio_io.load_audio` (soundfile, soxr to
+16 kHz) and averaged to mono.
 Each measurement runs in a fresh Python process with `--threads` torch threads that loads the codec, encodes and
 decodes a 1 s warm-up, records ru_maxrss, refines the whole clip (`refine_codes(steps=--steps, chunk_s=...)`, seed
 0), decodes the refined codes (decoder noise seeded 0), and reports the growth of ru_maxrss over the warm-up peak,
@@ -20,17 +21,15 @@ from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, time
-import numpy as np, soundfile as sf, soxr, torch
+import numpy as np, torch
 sys.path.insert(0, {root!r})
 from llm_codec import refine_codes
+from llm_codec.audio_io import load_audio
 from llm_codec.default_model import load_default_codec
 from llm_codec.training.losses import MultiScaleMelLoss
 
 torch.set_num_threads({threads})
-audio, rate = sf.read({audio!r}, dtype="float32", always_2d=True)
-audio = audio.mean(1)
-if rate != 16000:
-    audio = soxr.resample(audio, rate, 16000)
+audio = load_audio({audio!r}, 16000)[0].mean(0)
 if {seconds} is not None:
     audio = np.tile(audio, int(np.ceil({seconds} * 16000 / len(audio))))[: int({seconds} * 16000)]
 audio = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None, None]
