@@ -6,7 +6,9 @@
 * `audio-few-shot-generation`: the LM writes codec tokens under a logits processor that only allows what is valid
   at each position of the generation serialisation; the tokens are decoded to a waveform.
 
-Both are created with `pipeline(TASK, model=codec, language_model=lm, tokenizer=lm_tokenizer)`.
+Both are created with `pipeline(TASK, model=codec, language_model=lm, tokenizer=lm_tokenizer)`. The LM is the one
+whose vocabulary the codec speaks (checked), or, for classification with `audio_format="text"`, any causal LM: layer 1
+is then written as its English words, tokenised by that LM's own tokenizer.
 """
 
 import copy
@@ -65,6 +67,7 @@ class _LLMCodecPipelineBase(Pipeline):
         allow_vocabulary_mismatch=False,
         dtype=None,
         separator="\n",
+        audio_format="ids",
         **kwargs,
     ):
         from .language_model import load_language_model
@@ -92,8 +95,11 @@ class _LLMCodecPipelineBase(Pipeline):
         if self.language_model.device != self.device:
             self.language_model.to(self.device)
         self.codec_processor = LLMCodecProcessor.from_codec(
-            self.model, tokenizer, allow_vocabulary_mismatch=allow_vocabulary_mismatch, separator=separator
+            self.model, tokenizer, allow_vocabulary_mismatch=allow_vocabulary_mismatch, separator=separator,
+            audio_format=audio_format,
         )
+        if audio_format == "text":
+            self.codec_processor.check_words()  # fail now, naming the word, not at the first query
         self.bos_ids = [tokenizer.bos_token_id] if _adds_bos_token(tokenizer) else []
         self._lock = threading.Lock()  # the codec's projection cache is shared; encode under a lock
 
@@ -201,7 +207,8 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
             calibrate: divide label probabilities by those after a content-free query (contextual calibration).
             n_repeats: how many times the demonstrations are repeated in the prompt.
             instruction: start the prompt with a line listing the labels.
-            layers: codec layers written into the prompt (default layer 1, as in the paper).
+            layers: codec layers written into the prompt (default layer 1, as in the paper; with the pipeline's
+                `audio_format="text"`, layer 1 only).
             length_normalize: score labels by mean (True) or summed (False) token log-probability.
             batch_size: queries per LM forward pass.
             progress: show a progress bar (default: when there are 16 queries or more).
@@ -507,7 +514,16 @@ class AudioFewShotGenerationPipeline(_LLMCodecPipelineBase):
     """
     Few-shot audio generation: demonstrations of `(input, output)` pairs, where each side is audio or text; the LM
     continues `###\\nInput: <query>\\nOutput:` with codec tokens (generation serialisation), which are decoded.
+    The LM must be the codec's own (`audio_format="ids"`): it writes ids of that vocabulary.
     """
+
+    def __init__(self, *args, audio_format="ids", **kwargs):
+        if audio_format != "ids":
+            raise ValueError(
+                "audio-few-shot-generation needs audio_format='ids' with the codec's own LLM: the LM writes codec "
+                "ids of that vocabulary (audio_format='text' is for understanding tasks such as classification)."
+            )
+        super().__init__(*args, audio_format=audio_format, **kwargs)
 
     def __call__(
         self,

@@ -12,6 +12,11 @@ Two serialisations of codes as LLM token ids (see `docs/pipelines.md`):
   a malformed sequence raises `CodeSequenceError` saying where, or with `repair=True` keeps, from each layer's own
   block (whose place the number of layer-1 words fixes), the longest prefix holding whole windows in every layer
   (documented rule; blocks are never shifted to fit).
+
+With `audio_format="text"` the processor serves an LLM whose vocabulary is *not* the codec's: layer 1 is written as
+its English words, tokenised by that LLM's own tokenizer (the understanding serialisation of layer 1, with another
+tokenizer). Layers 2-3 (ids of the codec's LLM) and the generation serialisation are refused in that mode, and the
+vocabulary check is not needed; every layer-1 word is checked to survive the tokenizer (see `check_words`).
 """
 
 import math
@@ -27,6 +32,14 @@ from .vocabulary import check_vocabulary
 
 class CodeSequenceError(ValueError):
     """A token sequence is not a valid serialisation of codec codes; the message says where it breaks."""
+
+
+AUDIO_FORMATS = ("ids", "text")
+"""`"ids"`: codes are ids of the codec's own LLM vocabulary (checked). `"text"`: layer-1 words as text, any LLM."""
+
+
+class UntokenizableWordError(ValueError):
+    """A layer-1 word does not survive the tokenizer of the LLM that is to read it as text."""
 
 
 class LLMCodecProcessor(ProcessorMixin):
@@ -46,6 +59,8 @@ class LLMCodecProcessor(ProcessorMixin):
         llm_name_or_path, llm_vocab_fingerprint (`str`, *optional*): the vocabulary the codes belong to.
         separator (`str`): text of the separator token of the generation serialisation (default newline).
         allow_vocabulary_mismatch (`bool`): skip the vocabulary check (experts only).
+        audio_format (`str`): `"ids"` (default: the tokenizer must be the codec's LLM's, checked) or `"text"` (any
+            tokenizer; only layer 1 is written, as words; understanding serialisation only).
     """
 
     def __init__(
@@ -61,7 +76,14 @@ class LLMCodecProcessor(ProcessorMixin):
         llm_vocab_fingerprint=None,
         separator="\n",
         allow_vocabulary_mismatch=False,
+        audio_format="ids",
     ):
+        if audio_format not in AUDIO_FORMATS:
+            raise ValueError(
+                f"audio_format must be one of {AUDIO_FORMATS}, got {audio_format!r}: 'ids' for the LLM whose vocabulary "
+                "the codec speaks, 'text' to write layer-1 words as text for any other LLM."
+            )
+        self.audio_format = audio_format
         self.layer1_words = list(layer1_words) if layer1_words is not None else None
         self.vq_strides = list(vq_strides)
         self.codebook_sizes = list(codebook_sizes) if codebook_sizes is not None else None
@@ -73,7 +95,7 @@ class LLMCodecProcessor(ProcessorMixin):
         self.allow_vocabulary_mismatch = allow_vocabulary_mismatch
         super().__init__(feature_extractor, tokenizer)
         self._tables = None
-        if tokenizer is not None:
+        if tokenizer is not None and audio_format == "ids":
             check_vocabulary(self, tokenizer, allow_mismatch=allow_vocabulary_mismatch)
 
     @classmethod
@@ -138,6 +160,8 @@ class LLMCodecProcessor(ProcessorMixin):
         if self.layer1_words is None:
             raise ValueError("The codec records no layer-1 words (`config.layer1_words`): layer 1 cannot become text.")
         word_ids = [tuple(ids) for ids in word_token_ids(tokenizer, self.layer1_words)]
+        if self.audio_format == "text":
+            self._check_words(tokenizer, word_ids)
         if any(len(ids) == 0 for ids in word_ids):
             raise ValueError("A layer-1 word tokenises to no ids with this tokenizer.")
         trie: dict = {}
@@ -161,6 +185,29 @@ class LLMCodecProcessor(ProcessorMixin):
                 layer_maps.append((ids, inverse))
         self._tables = {"word_ids": word_ids, "trie": trie, "separator_id": separator_id, "layer_maps": layer_maps}
         return self._tables
+
+    def _check_words(self, tokenizer, word_ids) -> None:
+        """Raises `UntokenizableWordError` naming the first layer-1 words whose ids are empty, hold the unknown
+        token, or do not decode back to the word (the LLM would read something else)."""
+        unknown = getattr(tokenizer, "unk_token_id", None)
+        bad = []
+        for word, ids in zip(self.layer1_words, word_ids):
+            if not ids or (unknown is not None and unknown in ids) or tokenizer.decode(list(ids)).strip() != word:
+                bad.append(word)
+        if bad:
+            shown = ", ".join(repr(w) for w in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise UntokenizableWordError(
+                f"{len(bad)} layer-1 word(s) of this codec do not survive the tokenizer of "
+                f"{getattr(tokenizer, 'name_or_path', 'the LLM')!r} ({shown}): the LLM would not read them as written. "
+                "Use an LLM whose tokenizer covers plain English words, or audio_format='ids' with the codec's own LLM."
+            )
+
+    def check_words(self) -> None:
+        """
+        For `audio_format="text"`: checks that every layer-1 word of the codec tokenises (as `" " + word`) to ids
+        that hold no unknown token and decode back to the word. Raises `UntokenizableWordError` naming the words.
+        """
+        self.tables()
 
     def separator_id(self) -> int:
         """Id of the separator token of the generation serialisation (a single token not used by any word)."""
@@ -226,6 +273,7 @@ class LLMCodecProcessor(ProcessorMixin):
         tables = self.tables()
         if format not in ("understanding", "generation"):
             raise ValueError(f"format must be 'understanding' or 'generation', got {format!r}.")
+        self._check_text_format(format, layers)
         if format == "generation":
             layers = tuple(range(len(self.vq_strides)))
         for k in layers:
@@ -289,6 +337,21 @@ class LLMCodecProcessor(ProcessorMixin):
             raise CodeSequenceError("The layer-1 ids do not split into whole words (a word is cut or out of order).")
         return best[0], n
 
+    def _check_text_format(self, format: str, layers=(0,)) -> None:
+        """In `audio_format="text"` only layer 1 in the understanding serialisation exists; say so otherwise."""
+        if self.audio_format != "text":
+            return
+        if format == "generation":
+            raise ValueError(
+                "audio_format='text' is for understanding tasks: generating audio needs the ids of the codec's own "
+                "LLM (audio_format='ids' with that LLM)."
+            )
+        if tuple(layers) != (0,):
+            raise ValueError(
+                f"audio_format='text' writes layer 1 only (its English words); layers {[k + 1 for k in layers if k]} "
+                "are ids of the codec's own LLM vocabulary. Use layers=(0,), or audio_format='ids' with that LLM."
+            )
+
     def ids_to_codes(self, ids, repair: bool = False) -> tuple[torch.LongTensor, ...]:
         """
         Inverse of `codes_to_ids(..., format="generation")`: LLM token ids -> one `(1, T_k)` LongTensor per layer.
@@ -299,6 +362,7 @@ class LLMCodecProcessor(ProcessorMixin):
         number of layer-1 words), the longest prefix holding whole attention windows in every layer (at least one
         window, else the error is raised).
         """
+        self._check_text_format("generation")
         ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
         separator = self.separator_id()
         if separator not in ids:
@@ -337,4 +401,4 @@ class LLMCodecProcessor(ProcessorMixin):
         return tuple(codes)
 
 
-__all__ = ["LLMCodecProcessor", "CodeSequenceError"]
+__all__ = ["AUDIO_FORMATS", "CodeSequenceError", "LLMCodecProcessor", "UntokenizableWordError"]

@@ -205,3 +205,81 @@ def test_pipelines_accept_local_paths_and_dtype(setup, tmp_path):
     assert half.language_model.dtype == torch.bfloat16 and half.model.dtype == torch.bfloat16
     result = half(clips(1, 3)[0], demonstrations=demos, sampling_rate=16000)
     assert {r["label"] for r in result} == {"w50", "w60"}
+
+
+# ------------------------------------------------------------------------------ audio_format="text": any LLM
+
+
+def other_vocabulary_tokenizer(missing=()):
+    """A word-level tokenizer of *another* vocabulary: the codec's words at other ids (reversed order, shifted),
+    plus words the codec does not use; `missing` words are left out (they become `<unk>`)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    words = [f"w{i}" for i in reversed(range(4, VOCAB))] + ["extra1", "extra2"]
+    for word in words:
+        if word not in missing:
+            vocab[word] = len(vocab)
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+def other_lm(tokenizer):
+    torch.manual_seed(3)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                         intermediate_size=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return LlamaForCausalLM(config).eval()
+
+
+def test_text_format_lets_another_llm_read_layer1_words(setup):
+    kind, lm, tokenizer, codec = setup
+    other = other_vocabulary_tokenizer()
+    foreign = other_lm(other)
+    with pytest.raises(VocabularyMismatchError):  # id-level formats keep the check
+        pipeline("audio-few-shot-classification", model=codec, language_model=foreign, tokenizer=other, device="cpu")
+    pipe = pipeline("audio-few-shot-classification", model=codec, language_model=foreign, tokenizer=other,
+                    device="cpu", audio_format="text")
+    codes = pipe.encode_audio(clips(1, 5), 16000)[0]
+    words = pipe.codec_processor.codes_to_words(codes[0])[0]
+    ids = pipe.codec_processor.codes_to_ids(codes)[0]
+    assert ids == other(" ".join(words), add_special_tokens=False)["input_ids"]  # the other LLM's own ids of the words
+    assert ids != pipe_ids_of_codec_llm(codec, tokenizer, codes)  # not the codec LLM's ids (they differ here)
+    labels = ["w50", "w60"]
+    result = pipe(clips(2, 6), demonstrations=list(zip(clips(2, 7), labels)), sampling_rate=16000)
+    assert [sorted(r["label"] for r in row) for row in result] == [labels, labels]
+    assert all(abs(sum(r["score"] for r in row) - 1) < 1e-6 for row in result)
+
+
+def pipe_ids_of_codec_llm(codec, tokenizer, codes):
+    return LLMCodecProcessor.from_codec(codec, tokenizer).codes_to_ids(codes)[0]
+
+
+def test_text_format_names_a_word_the_llm_cannot_tokenize(setup):
+    from llm_codec.processing_llm_codec import UntokenizableWordError
+
+    kind, lm, tokenizer, codec = setup
+    other = other_vocabulary_tokenizer(missing=("w17",))
+    with pytest.raises(UntokenizableWordError, match="'w17'"):
+        pipeline("audio-few-shot-classification", model=codec, language_model=other_lm(other), tokenizer=other,
+                 device="cpu", audio_format="text")
+
+
+def test_text_format_refuses_what_it_cannot_write(setup):
+    kind, lm, tokenizer, codec = setup
+    other = other_vocabulary_tokenizer()
+    pipe = pipeline("audio-few-shot-classification", model=codec, language_model=other_lm(other), tokenizer=other,
+                    device="cpu", audio_format="text")
+    codes = pipe.encode_audio(clips(1, 5), 16000)[0]
+    with pytest.raises(ValueError, match="layer 1 only"):
+        pipe.codec_processor.codes_to_ids(codes, layers=(0, 1))
+    with pytest.raises(ValueError, match="understanding"):
+        pipe.codec_processor.codes_to_ids(codes, format="generation")
+    with pytest.raises(ValueError, match="layer 1 only"):
+        pipe(clips(1, 6)[0], demonstrations=list(zip(clips(2, 7), ["w50", "w60"])), sampling_rate=16000, layers=(0, 1))
+    with pytest.raises(ValueError, match="audio_format='ids'"):
+        pipeline("audio-few-shot-generation", model=codec, language_model=other_lm(other), tokenizer=other,
+                 device="cpu", audio_format="text")
+    with pytest.raises(ValueError, match="audio_format must be one of"):
+        LLMCodecProcessor.from_codec(codec, tokenizer, audio_format="words")
