@@ -3,7 +3,8 @@
     python benchmarks/fewshot_table.py [benchmarks/results_fewshot]
 
 One table per task: a row per N-way K-shot setting, a column per method (accuracy and its Wilson 95 % interval),
-with chance, episodes and scored queries; then a compact overview (best method per task and setting).
+with chance, episodes and scored queries. The `logmel` column (the no-learning reference) is shown for tasks whose
+results have it.
 """
 
 import json
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 METHODS = ("icl", "calibrated", "embedding")
+OPTIONAL_METHODS = ("logmel",)  # a column only when a task's results have it
 
 
 def load(root: Path) -> dict[str, list[dict]]:
@@ -35,13 +37,15 @@ def main(argv=None) -> int:
         print(f"### {task}\n")
         print(f"{first['episodes']} episodes per setting, {first['n_queries']} queries per class and episode, "
               f"seed {first['seed']}{extra}.\n")
-        print("| setting | chance | queries | " + " | ".join(METHODS) + " |")
-        print("| --- | --- | --- | " + " | ".join("---" for _ in METHODS) + " |")
+        present = {r["method"] for r in results}
+        methods = METHODS + tuple(m for m in OPTIONAL_METHODS if m in present)
+        print("| setting | chance | queries | " + " | ".join(methods) + " |")
+        print("| --- | --- | --- | " + " | ".join("---" for _ in methods) + " |")
         settings = sorted({(r["n_way"], r["k_shot"]) for r in results})
         for n_way, k_shot in settings:
             row = {r["method"]: r for r in results if (r["n_way"], r["k_shot"]) == (n_way, k_shot)}
             any_r = next(iter(row.values()))
-            cells = [cell(row[m]) if m in row else "-" for m in METHODS]
+            cells = [cell(row[m]) if m in row else "-" for m in methods]
             print(f"| {n_way}-way {k_shot}-shot | {any_r['chance']:.2f} | {any_r['n']} | " + " | ".join(cells) + " |")
         print()
     return 0

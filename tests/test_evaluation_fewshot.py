@@ -23,6 +23,7 @@ from llm_codec.evaluation.fewshot import (
     save_results,
 )
 from llm_codec.evaluation.metrics import METRICS_DIR, load_metric
+from llm_codec.evaluation.reference import logmel_statistics
 
 from .conftest import TINY_ARCH, tiny_tokenizer
 
@@ -169,7 +170,9 @@ def test_insufficient_data_is_excluded_or_refused(caplog):
 
 def test_methods_and_settings_are_checked():
     assert check_methods("icl, embedding") == ("icl", "embedding")
-    with pytest.raises(ValueError, match="choose among icl, calibrated, embedding"):
+    assert check_methods("logmel") == ("logmel",)
+    assert check_methods("icl,calibrated,embedding,logmel") == ("icl", "calibrated", "embedding", "logmel")
+    with pytest.raises(ValueError, match="choose among icl, calibrated, embedding, logmel"):
         check_methods("icl,knn")
     assert parse_settings("2x1, 3X3") == [(2, 1), (3, 3)]
     with pytest.raises(ValueError, match="2x1"):
@@ -271,6 +274,68 @@ def test_evaluate_fewshot_results_and_files(classifier, tone_data, tmp_path):
     assert len({r.confusion_png for r in results}) == 4
 
 
+# -------------------------------------------------------------------------------------- logmel reference
+
+
+def test_logmel_statistics_shape_and_errors():
+    features = logmel_statistics(tone(220.0, 0, 32000))
+    assert features.shape == (80,) and features.dtype == np.float32 and np.isfinite(features).all()
+    assert features[40:].max() > 0  # a 2 s clip has many frames: the standard deviations are not all zero
+    assert logmel_statistics(tone(880.0, 0), n_mels=20).shape == (40,)
+    short = logmel_statistics(np.full(100, 0.1, dtype=np.float32))  # shorter than one window: one padded frame
+    assert short.shape == (80,) and np.all(short[40:] == 0)
+    with pytest.raises(ValueError, match="empty"):
+        logmel_statistics(np.zeros(0, dtype=np.float32))
+    broken = tone(220.0, 0)
+    broken[10] = np.nan
+    with pytest.raises(ValueError, match="1 non-finite sample"):
+        logmel_statistics(broken)
+    with pytest.raises(ValueError, match=r"mono audio of shape \(samples,\)"):
+        logmel_statistics(np.zeros((2, 960), dtype=np.float32))
+    # the band means follow the tone: the strongest band rises with the frequency
+    peaks = [int(np.argmax(logmel_statistics(tone(f, 0, 8000))[:40])) for f in (220.0, 880.0, 2500.0)]
+    assert peaks[0] < peaks[1] < peaks[2]
+
+
+def test_logmel_separates_tones_without_models(tmp_path):
+    """Noisy 220 / 880 / 2500 Hz tones at several levels: the logmel prototypes classify every query of every
+    episode (uninformative features, all zeros for instance, would score chance)."""
+    for label, freq in TONES.items():
+        (tmp_path / label).mkdir()
+        for i in range(4):
+            sf.write(tmp_path / label / f"{i}.wav", tone(freq, i, 4000) * (0.5 + 0.4 * i), RATE)
+    results = evaluate_fewshot(None, tmp_path, settings=[(3, 1), (2, 1)], methods="logmel", n_queries=2,
+                               n_episodes=5, seed=0, progress=False)
+    assert [(r.n_way, r.method) for r in results] == [(3, "logmel"), (2, "logmel")]
+    for r in results:
+        assert r.accuracy == 1.0 and r.n == r.n_way * 2 * 5 and r.encode_seconds == 0.0 and r.seconds > 0
+
+
+def test_logmel_without_classifier_and_without_encoding(classifier, tone_data):
+    pool = load_pool(tone_data["task"])
+    alone = evaluate_fewshot(None, pool, settings=[(2, 1), (3, 1)], methods="logmel", n_queries=1, n_episodes=3,
+                             group_key="kit", progress=False)
+    assert [(r.n_way, r.method, r.task) for r in alone] == [(2, "logmel", "tones"), (3, "logmel", "tones")]
+    assert all(r.n == r.n_way * 3 and r.encode_seconds == 0.0 for r in alone)
+    # with a classifier the logmel rows are the same (features at 16 kHz, independent of the model)
+    mixed = evaluate_fewshot(classifier, pool, settings=[(2, 1), (3, 1)], methods="icl,logmel", n_queries=1,
+                             n_episodes=3, group_key="kit", progress=False)
+    logmel_rows = [r for r in mixed if r.method == "logmel"]
+    assert [r.confusion for r in logmel_rows] == [r.confusion for r in alone]
+    assert [r.episode_accuracy for r in logmel_rows] == [r.episode_accuracy for r in alone]
+    # logmel alone never encodes a clip, even with a classifier
+    evaluator = FewShotEvaluator(classifier, pool, progress=False)
+    episode = sample_episodes(pool, 3, 1, 1, 1, seed=0)[0]
+    scores = evaluator.episode_scores(episode, ("logmel",))
+    assert scores["logmel"].shape == (3, 3) and not evaluator._ids and evaluator.encode_seconds == 0.0
+    # an LM method needs a classifier
+    for methods in ("icl", "calibrated,logmel", "embedding"):
+        with pytest.raises(ValueError, match="need a classifier"):
+            evaluate_fewshot(None, pool, methods=methods, n_episodes=1, progress=False)
+    with pytest.raises(ValueError, match="need a classifier"):
+        FewShotEvaluator(None, pool).episode_scores(episode, ("logmel", "embedding"))
+
+
 # ---------------------------------------------------------------------------------------------------- CLI
 
 
@@ -311,6 +376,32 @@ def test_cli_evaluate_fewshot(saved_models, tone_data, tmp_path, capsys):
                                                             (3, "calibrated"), (3, "embedding")]
     assert all(r["group_key"] == "kit" and r["n"] == r["n_way"] * 2 for r in results)
     assert (out / "results.md").is_file() and "| tones | 3 | 1 | embedding |" in capsys.readouterr().out
+
+
+def test_cli_evaluate_fewshot_logmel_loads_no_model(tone_data, tmp_path, capsys, monkeypatch):
+    from llm_codec.evaluation import fewshot_cli
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("--methods logmel must not load a model")
+
+    monkeypatch.setattr(fewshot_cli, "load_models", no_models)
+    out = tmp_path / "logmel"
+    code = cli_main(["evaluate", "fewshot", "--data", str(tone_data["task"]), "--settings", "2x1,3x1",
+                     "--episodes", "2", "--queries-per-class", "1", "--methods", "logmel", "--out", str(out),
+                     "--no-progress"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert [(r["n_way"], r["method"]) for r in results] == [(2, "logmel"), (3, "logmel")]
+    assert all(r["n"] == r["n_way"] * 2 and r["encode_seconds"] == 0.0 for r in results)
+    assert "| tones | 3 | 1 | logmel |" in capsys.readouterr().out
+    # an LM method does load the models (here refused by the stub)
+    with pytest.raises(AssertionError, match="must not load"):
+        cli_main(["evaluate", "fewshot", "--data", str(tone_data["task"]), "--methods", "icl,logmel",
+                  "--out", str(out), "--no-progress"])
+    # classify scores with the LM only
+    assert cli_main(["classify", "--demos", str(tone_data["plain"]), "--queries", str(tone_data["queries"]),
+                     "--method", "logmel"]) == 2
+    assert "choose among icl, calibrated, embedding" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,12 @@ Every clip of the pool is encoded once (its LM ids, and for `method="embedding"`
 one episode costs one prompt prefix plus one batch of queries. The scores are those of the public
 `AudioFewShotClassificationPipeline.__call__` for the same demonstrations and queries (tested).
 
+The `logmel` method is the reference without learning: nearest class prototype of log-mel statistics
+(`reference.logmel_statistics`), no codec and no LM; alone it needs no classifier.
+
     pool = load_pool("data/tasks/drum_type")                      # or a datasets.Dataset, or root/<label>/*.wav
-    results = evaluate_fewshot(classifier, pool, settings=[(2, 1), (3, 3)], methods=("icl", "embedding"))
+    results = evaluate_fewshot(classifier, pool, settings=[(2, 1), (3, 3)], methods=("icl", "embedding", "logmel"))
+    reference = evaluate_fewshot(None, pool, settings=[(2, 1)], methods="logmel")   # no model at all
     save_results(results, "outputs/fewshot")                      # results.json, results.md, confusion PNGs
 """
 
@@ -29,11 +33,16 @@ import numpy as np
 import torch
 
 from ..training.data import AUDIO_EXTENSIONS, HFAudioColumn, audio_files_under, read_audio
+from .reference import REFERENCE_SAMPLE_RATE, logmel_statistics
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("icl", "calibrated", "embedding")
-"""Scoring methods: label log-likelihood after the prompt, the same with contextual calibration, LM embeddings."""
+METHODS = ("icl", "calibrated", "embedding", "logmel")
+"""Scoring methods: label log-likelihood after the prompt, the same with contextual calibration, LM embeddings, and
+the no-learning reference (prototypes of log-mel statistics, no model)."""
+
+LM_METHODS = ("icl", "calibrated", "embedding")
+"""The methods that need a classifier (codec + LM)."""
 
 EMBEDDING_TEMPERATURE = 0.05  # the pipeline's cosine-similarity temperature for `method="embedding"`
 
@@ -362,9 +371,11 @@ class FewShotEvaluator:
     """
     Scores episodes with an `AudioFewShotClassificationPipeline`, encoding every clip of `pool` once.
 
-    Per clip it caches the prompt ids (`codes_to_ids` of its codes for `layers`) and, when the embedding method is
-    used, the LM embedding (`embed_ids`). An episode then costs one prefix (`build_prefix` + `score_labels`, whose
-    KV cache serves every query) and, for calibration, one content-free query more.
+    Per clip it caches the prompt ids (`codes_to_ids` of its codes for `layers`), when the embedding method is
+    used the LM embedding (`embed_ids`), and for the logmel method the L2-normalised `logmel_statistics` of the clip
+    at 16 kHz (whatever the codec's rate, so that the reference does not depend on the model). An episode then costs
+    one prefix (`build_prefix` + `score_labels`, whose KV cache serves every query) and, for calibration, one
+    content-free query more. `classifier` may be `None` when only "logmel" is scored.
     """
 
     def __init__(self, classifier, pool: ClipPool, layers=(0,), length_normalize: bool = True, batch_size: int = 8,
@@ -377,17 +388,33 @@ class FewShotEvaluator:
         self.progress = progress
         self._ids: dict[int, list[int]] = {}
         self._embeddings: dict[int, torch.Tensor] = {}
+        self._logmel: dict[int, torch.Tensor] = {}
         self.encode_seconds = 0.0  # time spent encoding clips with the codec so far
         self.embed_seconds = 0.0  # time spent embedding clips with the LM so far (embedding method)
+        self.logmel_seconds = 0.0  # time spent reading clips and computing their logmel features so far
 
     @property
     def sample_rate(self) -> int:
-        return self.classifier.model.config.sample_rate
+        """The codec's sampling rate, or 16000 without a classifier."""
+        return REFERENCE_SAMPLE_RATE if self.classifier is None else self.classifier.model.config.sample_rate
 
-    def prepare(self, indices, embeddings: bool = False) -> None:
-        """Encodes the clips `indices` not yet cached (batched through the codec); with `embeddings`, embeds them."""
+    def prepare(self, indices, embeddings: bool = False, logmel: bool = False, encode: bool = True) -> None:
+        """
+        Caches what the methods need for the clips `indices`: with `encode`, their prompt ids (batched through the
+        codec); with `embeddings`, also their LM embeddings (implies `encode`); with `logmel`, their logmel feature
+        vectors (no model involved). Clips already cached are skipped.
+        """
         from tqdm.auto import tqdm
 
+        if logmel:
+            self._prepare_logmel(indices)
+        if not (encode or embeddings):
+            return
+        if self.classifier is None:
+            raise ValueError(
+                "Encoding clips needs a classifier (an AudioFewShotClassificationPipeline): the methods "
+                f"{', '.join(LM_METHODS)} score with the codec and LM. Pass one, or use methods='logmel' alone."
+            )
         began = time.perf_counter()
         todo = sorted({int(i) for i in indices} - set(self._ids))
         bar = tqdm(total=len(todo), desc="encoding clips", disable=not todo or self._quiet(len(todo)))
@@ -410,6 +437,20 @@ class FewShotEvaluator:
                 self._embeddings.update(zip(missing, vectors))
             self.embed_seconds += time.perf_counter() - began
 
+    def _prepare_logmel(self, indices) -> None:
+        """Caches the L2-normalised logmel vector `(2 * 40,)` of each clip of `indices` not yet cached."""
+        from tqdm.auto import tqdm
+
+        began = time.perf_counter()
+        todo = sorted({int(i) for i in indices} - set(self._logmel))
+        for index in tqdm(todo, desc="logmel features", disable=not todo or self._quiet(len(todo))):
+            try:
+                vector = logmel_statistics(self.pool.audio(index, REFERENCE_SAMPLE_RATE), REFERENCE_SAMPLE_RATE)
+            except ValueError as error:
+                raise ValueError(f"{self.pool.describe(index)}: {error}") from None
+            self._logmel[index] = torch.nn.functional.normalize(torch.from_numpy(vector), dim=-1)
+        self.logmel_seconds += time.perf_counter() - began
+
     def _quiet(self, total: int) -> bool:
         return not (self.progress if self.progress is not None else total >= 16)
 
@@ -421,18 +462,21 @@ class FewShotEvaluator:
     def episode_scores(self, episode: Episode, methods=("icl",), n_repeats: int = 1, instruction: bool = True):
         """
         Scores of every query of `episode` for each method: `{method: (num_queries, N) float array}`, columns in
-        `episode.labels` order. The same numbers as the pipeline's `__call__` (before its softmax) would give for
-        `demonstrations=[(clip, label) of episode.demos]`, `candidate_labels=episode.labels`.
+        `episode.labels` order. For the LM methods, the same numbers as the pipeline's `__call__` (before its
+        softmax) would give for `demonstrations=[(clip, label) of episode.demos]`, `candidate_labels=episode.labels`;
+        for "logmel", `prototype_scores` of the clips' logmel vectors (no model).
         """
         from ..pipeline_llm_codec import Prompt
 
         methods = check_methods(methods)
+        check_classifier(self.classifier, methods)
         pipe = self.classifier
-        self.prepare(episode.demos + episode.queries, embeddings="embedding" in methods)
-        demo_ids = [self._ids[i] for i in episode.demos]
-        query_ids = [self._ids[i] for i in episode.queries]
+        self.prepare(episode.demos + episode.queries, embeddings="embedding" in methods, logmel="logmel" in methods,
+                     encode=any(m in LM_METHODS for m in methods))
         scores = {}
         if "icl" in methods or "calibrated" in methods:
+            demo_ids = [self._ids[i] for i in episode.demos]
+            query_ids = [self._ids[i] for i in episode.queries]
             prefix = pipe.build_prefix(demo_ids, episode.demo_labels, episode.labels, n_repeats, instruction)
             icl = pipe.score_labels(prefix, query_ids, episode.labels, self.length_normalize, self.batch_size, False)
             if "icl" in methods:
@@ -446,13 +490,19 @@ class FewShotEvaluator:
                 torch.stack([self._embeddings[i] for i in episode.demos]), episode.demo_labels,
                 torch.stack([self._embeddings[i] for i in episode.queries]), episode.labels,
             )
+        if "logmel" in methods:
+            scores["logmel"] = prototype_scores(
+                torch.stack([self._logmel[i] for i in episode.demos]), episode.demo_labels,
+                torch.stack([self._logmel[i] for i in episode.queries]), episode.labels,
+            )
         return {m: scores[m] for m in methods}
 
 
 def prototype_scores(demo_embeddings: torch.Tensor, demo_labels, query_embeddings: torch.Tensor, labels) -> np.ndarray:
     """
     The pipeline's `method="embedding"` scores from L2-normalised clip embeddings: each class prototype is the
-    normalised mean of its demonstrations; scores are cosine similarities / `EMBEDDING_TEMPERATURE`.
+    normalised mean of its demonstrations; scores are cosine similarities / `EMBEDDING_TEMPERATURE`. The logmel
+    method uses the same rule on L2-normalised logmel vectors.
     `demo_embeddings` `(num_demos, hidden)`, `query_embeddings` `(num_queries, hidden)` -> `(num_queries, N)`.
     """
     demo_labels = list(demo_labels)
@@ -472,6 +522,16 @@ def check_methods(methods) -> tuple[str, ...]:
     return methods
 
 
+def check_classifier(classifier, methods) -> None:
+    """Raises a clear `ValueError` when `classifier` is `None` but one of `methods` needs the codec and LM."""
+    needing = [m for m in check_methods(methods) if m in LM_METHODS]
+    if classifier is None and needing:
+        raise ValueError(
+            f"Method(s) {', '.join(needing)} need a classifier (an AudioFewShotClassificationPipeline with the codec "
+            "and LM); got None. Pass one, or ask for methods='logmel' alone, which needs no model."
+        )
+
+
 # -------------------------------------------------------------------------------------------------- results
 
 
@@ -483,9 +543,10 @@ class FewShotResult:
     `accuracy` with its Wilson 95 % interval `[ci_low, ci_high]`; `chance` = 1/N; `per_class_accuracy` (label ->
     accuracy of its queries); `confusion[i][j]` counts queries of `confusion_labels[i]` predicted as
     `confusion_labels[j]`; `episode_accuracy` one value per episode; `seconds` the scoring time of this method (calibrated includes the
-    label scoring it shares with icl; embedding includes embedding every clip of the run once, shared by its
-    settings); `encode_seconds` the time spent encoding the run's clips with the codec (shared by every result of
-    the run); `excluded_classes` (label -> reason).
+    label scoring it shares with icl; embedding includes embedding every clip of the run once, logmel reading every
+    clip of the run and computing its features once, both shared by the run's settings); `encode_seconds` the time
+    spent encoding the run's clips with the codec (shared by every result of the run; 0 when only logmel is
+    scored); `excluded_classes` (label -> reason).
     """
 
     task: str
@@ -532,7 +593,7 @@ def evaluate_fewshot(
     classifier,
     data,
     settings: Sequence[tuple[int, int]] = ((2, 1),),
-    methods=("icl", "calibrated", "embedding"),
+    methods=("icl", "calibrated", "embedding", "logmel"),
     n_queries: int = 2,
     n_episodes: int = 20,
     n_repeats: int = 1,
@@ -548,10 +609,12 @@ def evaluate_fewshot(
     Few-shot classification accuracy of a codec + LM pair on a labelled clip pool.
 
     Args:
-        classifier: an `AudioFewShotClassificationPipeline` (`pipeline("audio-few-shot-classification", ...)`).
+        classifier: an `AudioFewShotClassificationPipeline` (`pipeline("audio-few-shot-classification", ...)`), or
+            `None` when `methods` is "logmel" alone (then no clip is encoded and no model is needed).
         data: what `load_pool` accepts (folder, manifest, `datasets.Dataset`, `ClipPool`).
         settings: (N-way, K-shot) pairs; every clip is encoded once for all of them.
-        methods: any of "icl", "calibrated", "embedding" (or a comma-separated string).
+        methods: any of "icl", "calibrated", "embedding", "logmel" (or a comma-separated string); "logmel" is the
+            no-learning reference (nearest prototype of log-mel statistics, see `reference.logmel_statistics`).
         n_queries: queries per class and episode. n_episodes: episodes per setting (same `seed` for each setting).
         n_repeats, instruction: prompt options (see the pipeline). group_key: see `sample_episodes`.
         task: name in the results (default: the pool's name). layers: codec layers in the prompt (default layer 1).
@@ -559,12 +622,16 @@ def evaluate_fewshot(
 
     Returns:
         `list[FewShotResult]`, one per (setting, method), in that order.
+
+    Raises:
+        `ValueError`: an unknown method, an LM method with `classifier=None`, or an impossible setting.
     """
     from tqdm.auto import tqdm
 
     from .metrics import load_metric
 
     methods = check_methods(methods)
+    check_classifier(classifier, methods)
     pool = load_pool(data)
     task = task or pool.name
     # sample everything first: an impossible setting fails before any encoding
@@ -574,9 +641,11 @@ def evaluate_fewshot(
         plans.append((n_way, k_shot, episodes, eligible_classes(pool, k_shot, n_queries, group_key)[1]))
     evaluator = FewShotEvaluator(classifier, pool, layers, batch_size=batch_size, progress=progress)
     needed = sorted({i for *_, episodes, _ in plans for e in episodes for i in e.demos + e.queries})
-    evaluator.prepare(needed, embeddings="embedding" in methods)
+    evaluator.prepare(needed, embeddings="embedding" in methods, logmel="logmel" in methods,
+                      encode=any(m in LM_METHODS for m in methods))
     encode_seconds = evaluator.encode_seconds
-    seconds_shared = {"embedding": evaluator.embed_seconds}  # clip embeddings serve every setting
+    # clip embeddings and logmel features serve every setting
+    seconds_shared = {"embedding": evaluator.embed_seconds, "logmel": evaluator.logmel_seconds}
     accuracy = load_metric("accuracy", keep_in_memory=True)
 
     results = []
@@ -615,9 +684,9 @@ def evaluate_fewshot(
 
 
 def _timing_groups(methods):
-    """Methods scored together: icl and calibrated share one prefix and its label scores."""
+    """Methods scored together: icl and calibrated share one prefix and its label scores; the others alone."""
     label_methods = tuple(m for m in methods if m in ("icl", "calibrated"))
-    return [g for g in (label_methods, ("embedding",) if "embedding" in methods else ()) if g]
+    return [g for g in (label_methods, *((m,) for m in ("embedding", "logmel") if m in methods)) if g]
 
 
 def _per_class(predictions, references, labels) -> dict[str, float]:
@@ -721,6 +790,7 @@ __all__ = [
     "Episode",
     "FewShotEvaluator",
     "FewShotResult",
+    "check_classifier",
     "check_methods",
     "check_setting",
     "eligible_classes",

@@ -2,7 +2,7 @@
 
 Without `--codec/--lm` they use the shipped default codec with the offline default LM (SmolLM2-135M-Instruct);
 `--codec FOLDER` (a `save_pretrained` codec) and `--lm FOLDER` (a local transformers causal LM + tokenizer) use
-others. Nothing is downloaded.
+others. Nothing is downloaded. `evaluate fewshot --methods logmel` (the no-learning reference alone) loads no model.
 """
 
 from __future__ import annotations
@@ -104,9 +104,12 @@ def _queries(items: list[str]) -> list[tuple[str, str | None]]:
 
 
 def cmd_classify(args) -> int:
-    from .fewshot import ClipPool, check_methods
+    from .fewshot import LM_METHODS, ClipPool, check_methods
 
     method = check_methods(args.method)[0]
+    if method not in LM_METHODS:
+        raise ValueError(f"--method {method}: classify scores with the LM; choose among {', '.join(LM_METHODS)} "
+                         "(the logmel reference is part of `llm-codec evaluate fewshot`).")
     demos = ClipPool.from_folder(args.demos)
     if args.shots is not None and args.shots < 1:
         raise ValueError("--shots must be at least 1.")
@@ -255,7 +258,12 @@ def cmd_evaluate_fewshot(args) -> int:
     for n_way, k_shot in settings:  # fail before loading any model
         check_setting(pool, n_way, k_shot, args.queries_per_class, args.group_key)
     print(f"{pool.name}: {len(pool)} clips, {len(pool.classes)} classes")
-    classify = _pipeline("audio-few-shot-classification", args)
+    if methods == ("logmel",):  # the no-learning reference alone: no codec, no LM
+        if args.codec or args.lm:
+            logger.warning("--methods logmel needs no model: --codec/--lm are not loaded.")
+        classify = None
+    else:
+        classify = _pipeline("audio-few-shot-classification", args)
     results = evaluate_fewshot(
         classify, pool, settings=settings, methods=methods, n_queries=args.queries_per_class,
         n_episodes=args.episodes, n_repeats=args.repeats, instruction=not args.no_instruction,
@@ -324,11 +332,14 @@ def add_parsers(sub, evaluate_sub) -> None:
         "fewshot", formatter_class=formatter,
         help="accuracy over N-way K-shot classification episodes (UniAudio 1.5 protocol)",
         description="Sample N-way K-shot episodes from a labelled clip pool, classify every query with each method, "
-        "and write results.json, results.md and confusion-matrix PNGs.\n\n" + _MODEL_HELP,
+        "and write results.json, results.md and confusion-matrix PNGs. The logmel method (nearest class prototype of "
+        "log-mel statistics, no model) is the no-learning reference that the LM methods must beat.\n\n" + _MODEL_HELP,
         epilog="examples:\n"
         "  llm-codec evaluate fewshot --data data/tasks/drum_type --group-key kit --out outputs/fewshot/drums\n"
         "  llm-codec evaluate fewshot --data data/tasks/instrument --settings 2x1,2x3,3x1,3x3,5x5 --episodes 50 "
-        "--out outputs/fewshot/instrument",
+        "--out outputs/fewshot/instrument\n"
+        "  llm-codec evaluate fewshot --data data/tasks/drum_type --group-key kit --methods logmel "
+        "--out outputs/fewshot/drums_logmel   (no model loaded)",
     )
     fewshot.add_argument("--data", required=True, metavar="DIR|MANIFEST", help="DIR/<label>/*.wav|flac|ogg, a folder "
                          "with manifest.jsonl, or a .jsonl manifest (path, label and optional group fields)")
@@ -343,8 +354,10 @@ def add_parsers(sub, evaluate_sub) -> None:
     fewshot.add_argument("--no-instruction", action="store_true", help="leave out the instruction line")
     fewshot.add_argument("--group-key", default=None, help="manifest field (e.g. kit, speaker) whose groups must not "
                          "feed both demonstrations and queries of an episode")
-    fewshot.add_argument("--methods", default="icl,calibrated,embedding",
-                         help="comma-separated, among icl, calibrated, embedding (default: all three)")
+    fewshot.add_argument("--methods", default="icl,calibrated,embedding,logmel",
+                         help="comma-separated, among icl, calibrated, embedding and logmel (the no-learning "
+                         "reference: nearest prototype of log-mel statistics; alone, no model is loaded) "
+                         "(default: all four)")
     fewshot.add_argument("--seed", type=int, default=0, help="seed of the episode sampling (default 0)")
     fewshot.add_argument("--batch-size", type=int, default=8, help="queries per LM pass and clips per codec batch (default 8)")
     fewshot.add_argument("--out", required=True, metavar="DIR", help="folder for results.json, results.md and PNGs")
