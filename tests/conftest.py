@@ -74,6 +74,31 @@ def tiny_tokenizer(vocab_size: int = 200):
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
 
 
+def foreign_tokenizer(vocab_size: int = 200, missing=()):
+    """A word-level tokenizer of *another* vocabulary than `tiny_tokenizer`'s: its words w4..w{vocab_size-1} at other
+    ids (reversed order, shifted), plus words no tiny codec uses; `missing` words are left out (they become `<unk>`)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for word in [f"w{i}" for i in reversed(range(4, vocab_size))] + ["extra1", "extra2"]:
+        if word not in missing:
+            vocab[word] = len(vocab)
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+def foreign_llama(tokenizer):
+    """A seeded one-layer tiny Llama sized for `tokenizer` (an LM whose vocabulary is not the tiny codecs')."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(3)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                         intermediate_size=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return LlamaForCausalLM(config).eval()
+
+
 def slow_enabled(config) -> bool:
     """Slow tests (the real default LM) run with `-m slow` or LLM_CODEC_SLOW=1 (`scripts/run.sh test` sets it)."""
     return "slow" in (config.getoption("-m") or "") or os.environ.get("LLM_CODEC_SLOW", "") not in ("", "0")

@@ -25,7 +25,7 @@ from llm_codec.evaluation.fewshot import (
 from llm_codec.evaluation.metrics import METRICS_DIR, load_metric
 from llm_codec.evaluation.reference import logmel_statistics
 
-from .conftest import TINY_ARCH, tiny_tokenizer
+from .conftest import TINY_ARCH, foreign_llama, foreign_tokenizer, tiny_tokenizer
 
 VOCAB = 200
 WORDS = [f"w{i}" for i in range(4, 44)]
@@ -402,6 +402,25 @@ def test_cli_evaluate_fewshot_logmel_loads_no_model(tone_data, tmp_path, capsys,
     assert cli_main(["classify", "--demos", str(tone_data["plain"]), "--queries", str(tone_data["queries"]),
                      "--method", "logmel"]) == 2
     assert "choose among icl, calibrated, embedding" in capsys.readouterr().err
+
+
+def test_cli_another_llm_reads_layer1_as_text(saved_models, tone_data, tmp_path, capsys):
+    """--lm of another vocabulary: refused with ids (exit 2, the vocabulary named), scored with --audio-format text."""
+    codec, _ = saved_models
+    other = foreign_tokenizer(VOCAB)
+    foreign = tmp_path / "foreign_lm"
+    foreign_llama(other).save_pretrained(foreign)
+    other.save_pretrained(foreign)
+    base = ["evaluate", "fewshot", "--data", str(tone_data["task"]), "--episodes", "2", "--methods", "icl",
+            "--codec", str(codec), "--lm", str(foreign), "--device", "cpu", "--no-progress"]
+    assert cli_main([*base, "--out", str(tmp_path / "ids")]) == 2
+    assert "fingerprint" in capsys.readouterr().err
+    assert cli_main([*base, "--out", str(tmp_path / "text"), "--audio-format", "text"]) == 0
+    rows = json.loads((tmp_path / "text" / "results.json").read_text())["results"]
+    assert [r["method"] for r in rows] == ["icl"] and rows[0]["n"] == 2 * 2 * 2
+    unknown = [x if x != str(foreign) else "no/such-lm" for x in base]
+    assert cli_main([*unknown, "--audio-format", "text", "--out", str(tmp_path / "x")]) == 2
+    assert "neither a local LM folder nor an offline LM name" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

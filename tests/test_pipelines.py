@@ -11,7 +11,7 @@ from llm_codec import LLMCodecModel
 from llm_codec.processing_llm_codec import LLMCodecProcessor
 from llm_codec.vocabulary import VocabularyMismatchError
 
-from .conftest import tiny_tokenizer
+from .conftest import foreign_llama, foreign_tokenizer, tiny_tokenizer
 
 VOCAB = 200
 WORDS = [f"w{i}" for i in range(4, 44)]
@@ -210,33 +210,10 @@ def test_pipelines_accept_local_paths_and_dtype(setup, tmp_path):
 # ------------------------------------------------------------------------------ audio_format="text": any LLM
 
 
-def other_vocabulary_tokenizer(missing=()):
-    """A word-level tokenizer of *another* vocabulary: the codec's words at other ids (reversed order, shifted),
-    plus words the codec does not use; `missing` words are left out (they become `<unk>`)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
-    words = [f"w{i}" for i in reversed(range(4, VOCAB))] + ["extra1", "extra2"]
-    for word in words:
-        if word not in missing:
-            vocab[word] = len(vocab)
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-
-
-def other_lm(tokenizer):
-    torch.manual_seed(3)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                         intermediate_size=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    return LlamaForCausalLM(config).eval()
-
-
 def test_text_format_lets_another_llm_read_layer1_words(setup):
     kind, lm, tokenizer, codec = setup
-    other = other_vocabulary_tokenizer()
-    foreign = other_lm(other)
+    other = foreign_tokenizer(VOCAB)
+    foreign = foreign_llama(other)
     with pytest.raises(VocabularyMismatchError):  # id-level formats keep the check
         pipeline("audio-few-shot-classification", model=codec, language_model=foreign, tokenizer=other, device="cpu")
     pipe = pipeline("audio-few-shot-classification", model=codec, language_model=foreign, tokenizer=other,
@@ -260,16 +237,16 @@ def test_text_format_names_a_word_the_llm_cannot_tokenize(setup):
     from llm_codec.processing_llm_codec import UntokenizableWordError
 
     kind, lm, tokenizer, codec = setup
-    other = other_vocabulary_tokenizer(missing=("w17",))
+    other = foreign_tokenizer(VOCAB, missing=("w17",))
     with pytest.raises(UntokenizableWordError, match="'w17'"):
-        pipeline("audio-few-shot-classification", model=codec, language_model=other_lm(other), tokenizer=other,
+        pipeline("audio-few-shot-classification", model=codec, language_model=foreign_llama(other), tokenizer=other,
                  device="cpu", audio_format="text")
 
 
 def test_text_format_refuses_what_it_cannot_write(setup):
     kind, lm, tokenizer, codec = setup
-    other = other_vocabulary_tokenizer()
-    pipe = pipeline("audio-few-shot-classification", model=codec, language_model=other_lm(other), tokenizer=other,
+    other = foreign_tokenizer(VOCAB)
+    pipe = pipeline("audio-few-shot-classification", model=codec, language_model=foreign_llama(other), tokenizer=other,
                     device="cpu", audio_format="text")
     codes = pipe.encode_audio(clips(1, 5), 16000)[0]
     with pytest.raises(ValueError, match="layer 1 only"):
@@ -279,7 +256,7 @@ def test_text_format_refuses_what_it_cannot_write(setup):
     with pytest.raises(ValueError, match="layer 1 only"):
         pipe(clips(1, 6)[0], demonstrations=list(zip(clips(2, 7), ["w50", "w60"])), sampling_rate=16000, layers=(0, 1))
     with pytest.raises(ValueError, match="audio_format='ids'"):
-        pipeline("audio-few-shot-generation", model=codec, language_model=other_lm(other), tokenizer=other,
+        pipeline("audio-few-shot-generation", model=codec, language_model=foreign_llama(other), tokenizer=other,
                  device="cpu", audio_format="text")
     with pytest.raises(ValueError, match="audio_format must be one of"):
         LLMCodecProcessor.from_codec(codec, tokenizer, audio_format="words")

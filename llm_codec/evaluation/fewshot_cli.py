@@ -1,8 +1,9 @@
 """Few-shot commands of `llm-codec`: `classify`, `generate` and `evaluate fewshot`.
 
 Without `--codec/--lm` they use the shipped default codec with the offline default LM (SmolLM2-135M-Instruct);
-`--codec FOLDER` (a `save_pretrained` codec) and `--lm FOLDER` (a local transformers causal LM + tokenizer) use
-others. Nothing is downloaded. `evaluate fewshot --methods logmel` (the no-learning reference alone) loads no model.
+`--codec FOLDER` (a `save_pretrained` codec) and `--lm NAME|FOLDER` (a local transformers causal LM + tokenizer, or
+an offline LM name) use others; `--audio-format text` lets an LM other than the codec's own read layer 1 as words.
+Nothing is downloaded. `evaluate fewshot --methods logmel` (the no-learning reference alone) loads no model.
 """
 
 from __future__ import annotations
@@ -19,28 +20,35 @@ logger = logging.getLogger(__name__)
 
 _MODEL_HELP = (
     "Models: without --codec/--lm, the shipped default codec and the offline default LM (SmolLM2-135M-Instruct); "
-    "--codec FOLDER loads a save_pretrained codec (with the default LM unless --lm FOLDER names a local LM folder)."
+    "--codec FOLDER loads a save_pretrained codec (with the default LM unless --lm names another); --lm NAME|FOLDER with "
+    "--audio-format text lets any causal LM (e.g. the offline Qwen/Qwen2.5-Coder-0.5B-Instruct) read the layer-1 words."
 )
 
 
 # ------------------------------------------------------------------------------------------------ models
 
 
-def load_models(codec: str | None = None, lm: str | None = None, device: str | None = None):
+def load_models(codec: str | None = None, lm: str | None = None, device: str | None = None, audio_format: str = "ids"):
     """
     `(codec, language_model, tokenizer)` for the commands: the default codec and LM when both are `None`, else
-    `LLMCodecModel.from_pretrained(codec)` and `AutoModelForCausalLM/AutoTokenizer.from_pretrained(lm)` (local
-    folders; the default LM when only `codec` is given). Everything in eval mode on `device` (default: CUDA when
-    available, else CPU).
+    `LLMCodecModel.from_pretrained(codec)` and `load_language_model(lm)` (a local transformers folder, or the name of
+    an offline LM such as `Qwen/Qwen2.5-Coder-0.5B-Instruct`; the default LM when `lm` is `None`). An LM other than
+    the codec's own needs `audio_format="text"` (the pipeline checks the vocabulary otherwise). Everything in eval
+    mode on `device` (default: CUDA when available, else CPU).
     """
     import torch
 
+    from ..language_model import find_offline_language_model, load_language_model
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if codec is None and lm is not None:
-        raise ValueError("--lm needs --codec: a codec is built for one LM's vocabulary (give the codec trained for it).")
-    for flag, folder in (("--codec", codec), ("--lm", lm)):
-        if folder is not None and not Path(folder).is_dir():
-            raise FileNotFoundError(f"{flag}: no folder at {folder} (give a local save_pretrained folder).")
+    if codec is None and lm is not None and audio_format != "text":
+        raise ValueError("--lm without --codec needs --audio-format text: the default codec speaks SmolLM2's vocabulary, "
+                         "so another LM can only read its layer-1 words as text (or give the codec built for that LM).")
+    if codec is not None and not Path(codec).is_dir():
+        raise FileNotFoundError(f"--codec: no folder at {codec} (give a local save_pretrained folder).")
+    if lm is not None and not Path(lm).is_dir() and find_offline_language_model(lm) is None:
+        raise FileNotFoundError(f"--lm: {lm} is neither a local LM folder nor an offline LM name "
+                                "(see `llm_codec.language_model.OFFLINE_LANGUAGE_MODELS`).")
     if codec is None:
         from ..default_model import load_default_codec
 
@@ -48,33 +56,35 @@ def load_models(codec: str | None = None, lm: str | None = None, device: str | N
         if not trained:
             logger.warning("The default codec is untrained (random encoder): results are not meaningful.")
     else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from ..modeling_llm_codec import LLMCodecModel
 
         model = LLMCodecModel.from_pretrained(codec)
-        if lm is None:
-            from ..language_model import load_language_model
-
-            language_model, tokenizer = load_language_model()
-        else:
-            language_model = AutoModelForCausalLM.from_pretrained(lm)
-            tokenizer = AutoTokenizer.from_pretrained(lm)
+        language_model = tokenizer = None
+    if lm is not None or language_model is None:
+        language_model, tokenizer = load_language_model(lm)
     return model.eval().to(device), language_model.eval().to(device), tokenizer
 
 
 def _pipeline(task: str, args, **kwargs):
     from transformers import pipeline
 
-    codec, lm, tokenizer = load_models(args.codec, args.lm, args.device)
+    audio_format = getattr(args, "audio_format", "ids")
+    codec, lm, tokenizer = load_models(args.codec, args.lm, args.device, audio_format)
+    if audio_format != "ids":
+        kwargs["audio_format"] = audio_format
     return pipeline(task, model=codec, language_model=lm, tokenizer=tokenizer, device=codec.device, **kwargs)
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_model_arguments(parser: argparse.ArgumentParser, audio_format: bool = True) -> None:
     group = parser.add_argument_group("models")
     group.add_argument("--codec", default=None, metavar="FOLDER", help="codec folder (default: the shipped default codec)")
-    group.add_argument("--lm", default=None, metavar="FOLDER", help="local causal LM folder with its tokenizer "
-                       "(default: the offline SmolLM2-135M-Instruct; needs --codec)")
+    group.add_argument("--lm", default=None, metavar="NAME|FOLDER", help="causal LM: a local folder with its tokenizer, "
+                       "or an offline LM name such as Qwen/Qwen2.5-Coder-0.5B-Instruct (default: the offline "
+                       "SmolLM2-135M-Instruct). An LM other than the codec's own needs --audio-format text")
+    if audio_format:
+        group.add_argument("--audio-format", choices=("ids", "text"), default="ids",
+                           help="ids: codes as ids of the codec's own LM (default); text: layer-1 words as text, "
+                           "for any LM")
     group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
 
 
@@ -325,7 +335,7 @@ def add_parsers(sub, evaluate_sub) -> None:
     generate.add_argument("--seed", type=int, default=None, help="seed of sampling and of the decoder noise")
     generate.add_argument("--separator", default="\\n", help="the token between layer 1 and layers 2-3 "
                           "(default a newline; escapes like \\n are understood)")
-    _add_model_arguments(generate)
+    _add_model_arguments(generate, audio_format=False)
     generate.set_defaults(func=cmd_generate)
 
     fewshot = evaluate_sub.add_parser(
