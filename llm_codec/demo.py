@@ -3,7 +3,9 @@ The main job: few-shot classification of real drum sounds by a frozen LLM, plus 
 
 The embedded default codec turns each bundled clip into SmolLM2 tokens; the LM is shown labelled demonstrations from
 one drum kit and classifies hits from two other kits, with no parameter update, by three methods: in-context label
-scoring (`icl`), the same with contextual calibration (`calibrated`) and LM-embedding prototypes (`embedding`).
+scoring (`icl`), the same with contextual calibration (`calibrated`) and LM-embedding prototypes (`embedding`). The
+no-learning reference (`logmel`: nearest class prototype of log-mel statistics, no codec, no LM) is printed next to
+them, so each figure is read against chance and against what needs no learning at all.
 Then the bundled speech clip is encoded and decoded, and `reconstruction.wav` + `spectrogram.png` are written.
 """
 
@@ -18,6 +20,7 @@ import torch
 from .training.data import AUDIO_EXTENSIONS
 
 METHODS = {"icl": dict(method="icl"), "calibrated": dict(method="icl", calibrate=True), "embedding": dict(method="embedding")}
+REFERENCE = "logmel"  # the no-learning reference, scored without the codec or the LM
 
 
 def demo_clips_dir() -> Path:
@@ -117,22 +120,27 @@ def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenize
         hits = sum(r[0]["label"] == label for r, (_, label) in zip(rankings[name], queries))
         accuracy[name] = hits / len(queries)
     timings["classify_s"] = time.perf_counter() - t0
+    rankings[REFERENCE] = logmel_rankings(demos, [path for path, _ in queries], labels)
+    accuracy[REFERENCE] = sum(r[0]["label"] == label for r, (_, label) in zip(rankings[REFERENCE], queries)) / len(queries)
+    shown = [*METHODS, REFERENCE]
     rows = []
     for index, (path, label) in enumerate(queries):
         cells = []
-        for name in METHODS:
+        for name in shown:
             ranked = rankings[name][index]
             mark = "ok" if ranked[0]["label"] == label else "--"
             cells.append(f"{mark} " + " ".join(f"{r['label']} {r['score']:.2f}" for r in ranked))
         rows.append((path.stem[:40], label, cells))
-    widths = [max(len(r[2][i]) for r in rows) for i in range(len(METHODS))]
-    print("\nEach query's labels, best first, with scores (ok = right):")
-    print(f"{'query':<40}  {'truth':>6}  " + "  ".join(f"{m:<{w}}" for m, w in zip(METHODS, widths)))
+    widths = [max(len(r[2][i]) for r in rows) for i in range(len(shown))]
+    print("\nEach query's labels, best first, with scores (ok = right; logmel: no-learning reference):")
+    print(f"{'query':<40}  {'truth':>6}  " + "  ".join(f"{m:<{w}}" for m, w in zip(shown, widths)))
     for stem, label, cells in rows:
         print(f"{stem:<40}  {label:>6}  " + "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths)))
     chance = 1 / len(labels)
     print("\nAccuracy on the queries (chance {:.0%}): ".format(chance)
-          + ", ".join(f"{m} {accuracy[m]:.0%} ({round(accuracy[m] * len(queries))}/{len(queries)})" for m in METHODS))
+          + ", ".join(f"{m} {accuracy[m]:.0%} ({round(accuracy[m] * len(queries))}/{len(queries)})" for m in METHODS)
+          + f"; no-learning reference {REFERENCE} {accuracy[REFERENCE]:.0%} "
+            f"({round(accuracy[REFERENCE] * len(queries))}/{len(queries)})")
 
     # ---- reconstruction of the bundled speech
     path = audio_path or example_audio_path()
@@ -160,6 +168,36 @@ def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenize
     return DemoResult(accuracy=accuracy, rankings=rankings, queries=[(str(p), l) for p, l in queries],
                       demonstrations=[(str(p), l) for p, l in demos], trained=trained, wav=str(wav), png=str(png),
                       timings=timings)
+
+
+def logmel_rankings(demos: list[tuple[Path, str]], queries: list[Path], labels: list[str]) -> list[list[dict]]:
+    """
+    The no-learning reference on the demo's clips: nearest class prototype (cosine) of each clip's
+    `logmel_statistics` (mono, 16 kHz), scores as a softmax over `labels` like the pipeline's.
+
+    Args:
+        demos: `(path, label)` of the demonstrations. queries: the query files. labels: the candidate labels.
+
+    Returns:
+        One ranking (`[{"label", "score"}]`, best first) per query.
+    """
+    import numpy as np
+
+    from .audio_io import load_audio
+    from .evaluation.fewshot import prototype_scores
+    from .evaluation.reference import REFERENCE_SAMPLE_RATE, logmel_statistics
+
+    def features(paths):
+        clips = [load_audio(path, REFERENCE_SAMPLE_RATE)[0].mean(0) for path in paths]
+        vectors = np.stack([logmel_statistics(clip, REFERENCE_SAMPLE_RATE) for clip in clips])
+        return torch.nn.functional.normalize(torch.from_numpy(vectors), dim=-1)
+
+    scores = prototype_scores(features([p for p, _ in demos]), [l for _, l in demos], features(queries), labels)
+    rankings = []
+    for row in scores:
+        probabilities = torch.softmax(torch.as_tensor(row, dtype=torch.float64), dim=0).tolist()
+        rankings.append([{"label": l, "score": p} for l, p in sorted(zip(labels, probabilities), key=lambda x: -x[1])])
+    return rankings
 
 
 def main(argv=None) -> int:

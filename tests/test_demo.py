@@ -45,7 +45,9 @@ def test_demo_runs_end_to_end_on_tiny_models(tmp_path, capsys):
                       language_model=lm, tokenizer=tokenizer)
     printed = capsys.readouterr().out
     assert torch.is_grad_enabled()  # run without gradient, the caller's mode left alone
-    assert set(result.accuracy) == {"icl", "calibrated", "embedding"}
+    assert set(result.accuracy) == {"icl", "calibrated", "embedding", "logmel"}
+    assert result.accuracy["logmel"] == 1.0  # 300 Hz vs 2 kHz tones: the no-learning reference cannot miss
+    assert "no-learning reference logmel 100%" in printed
     for name, rankings in result.rankings.items():
         assert len(rankings) == 6
         for ranked in rankings:
