@@ -41,10 +41,11 @@ from llm_codec.training.teachers import (
     WhisperEncoder,
     WhisperTeacher,
     consistency_loss,
+    distillation_loss,
     read_ctranslate2_model,
 )
 
-from .conftest import tiny_tokenizer
+from .conftest import REPO, tiny_tokenizer
 
 VOCAB = 200
 WORDS = [f"w{i}" for i in range(4, 44)]
@@ -374,6 +375,66 @@ def test_consistency_loss_aligns_teacher_frames():
     teacher = torch.randn(2, 5, 4)
     expected = F.mse_loss(quantized, head(teacher).transpose(1, 2).repeat_interleave(2, dim=-1))
     assert consistency_loss(quantized, teacher, head).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_distillation_loss_compares_each_code_with_its_stretch_of_teacher_frames():
+    head = torch.nn.Linear(6, 4)
+    codes = torch.randn(2, 6, 3)
+    quantized = codes.repeat_interleave(4, dim=-1)  # layer-1 vectors repeated over their stride of 4 frames
+    teacher = torch.randn(2, 9, 4)  # 3 teacher frames per code
+    target = teacher.reshape(2, 3, 3, 4).mean(2)
+    expected = (1 - F.cosine_similarity(head(codes.transpose(1, 2)), target, dim=-1)).mean()
+    assert distillation_loss(quantized, teacher, head, stride=4).item() == pytest.approx(expected.item(), rel=1e-6)
+    with torch.no_grad():  # a head that maps each code onto its target exactly: no loss left
+        aligned = torch.nn.Linear(6, 4, bias=False)
+        aligned.weight.copy_(torch.eye(4, 6))
+    exact = torch.cat([target.transpose(1, 2), torch.zeros(2, 2, 3)], dim=1).repeat_interleave(4, dim=-1)
+    assert distillation_loss(exact, teacher, aligned, stride=4).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_semantic_distillation_trains_layer1_towards_the_teacher(tmp_path):
+    """distill_teacher: the loss is logged, its head learns, and the encoder gets its gradient (through layer 1)."""
+    pytest.importorskip("accelerate")
+    write_clips(tmp_path / "data", np.random.default_rng(5))
+    config = run_config(tmp_path / "out", tmp_path / "data", max_steps=2, save_every=0, eval_every=0,
+                        loss_weights={"distill": 10.0, "adversarial": 0.0, "feature_matching": 0.0})
+    trainer = make_trainer(config, distill_teacher=ToyFrameTeacher())
+    module = trainer.accelerator.unwrap_model(trainer.generator)
+    assert module.distill_head is not None and module.distill_layer == 0
+    head_before = module.distill_head.weight.detach().clone()
+    audio = torch.randn(2, 1, 1600) * 0.1
+    out = module(audio, distill_features=trainer.distill_teacher.features(audio))
+    out["distill"].backward()
+    encoder_grads = [p.grad for p in module.codec.encoder.parameters() if p.grad is not None]
+    assert encoder_grads and sum(float(g.abs().sum()) for g in encoder_grads) > 0  # it reaches the encoder
+    module.zero_grad(set_to_none=True)
+    trainer.train()
+    train = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["distill"]) and 0 <= r["distill"] <= 2 for r in train if r["type"] == "train")
+    assert not torch.equal(head_before, module.distill_head.weight.detach())
+    off = make_trainer(run_config(tmp_path / "off", tmp_path / "data"))
+    assert off.distill_teacher is None and off.accelerator.unwrap_model(off.generator).distill_head is None
+
+
+def test_semantic_distillation_experiment_config():
+    config = TrainingConfig.from_file(REPO / "experiments" / "semantic_layer1" / "distill_cpu.yaml")
+    assert config.distill_teacher == config.consistency_teacher == "whisper" and config.distill_layer == 0
+    assert config.loss_weights["distill"] > 0 and config.init_from == "default"
+
+
+def test_distill_teacher_from_config_shares_the_consistency_teacher(tmp_path):
+    pytest.importorskip("accelerate")
+    write_clips(tmp_path / "data", np.random.default_rng(6))
+    config = run_config(tmp_path / "out", tmp_path / "data", consistency_teacher="whisper:/nonexistent/folder",
+                        distill_teacher="whisper:/nonexistent/folder")
+    codec = LLMCodecModel.from_language_model(tiny_lm(), tiny_tokenizer(VOCAB), word_list=WORDS, **TINY_ARCH)
+    with pytest.warns(UserWarning, match="semantic distillation loss is skipped"):
+        trainer = Trainer(config, codec=codec)
+    assert trainer.distill_teacher is None
+    teacher = ToyFrameTeacher()
+    shared = Trainer(config.replace(distill_teacher="whisper:/nonexistent/folder"), codec=codec,
+                     consistency_teacher=teacher, distill_teacher=None)
+    assert shared.distill_teacher is teacher  # same spec: one teacher, one forward pass per batch
 
 
 # ------------------------------------------------------------------------------------------------ config and CLI

@@ -20,6 +20,7 @@ DEFAULT_LOSS_WEIGHTS = {
     "codebook": 1.0,
     "consistency": 1.0,  # only used with a `consistency_teacher`
     "semantic": 1.0,  # only used with a semantic (clip) teacher passed to the Trainer
+    "distill": 1.0,  # only used with a `distill_teacher` (frame-level semantic distillation into layer 1)
 }
 
 
@@ -105,6 +106,10 @@ class TrainingConfig:
             `teachers.load_teacher`) or `None`.
         consistency_layer (`int`, defaults to 1): 0-based VQ layer compared with the teacher (1 = layer 2).
         semantic_layer (`int`, defaults to 0): VQ layer of the semantic loss (layer 1).
+        distill_teacher (`str`, *optional*): a frame teacher (same values as `consistency_teacher`) distilled, frame
+            by frame, into the quantized vectors of `distill_layer`: the semantic first layer of SpeechTokenizer and
+            Mimi (`teachers.distillation_loss`, weight `loss_weights["distill"]`). `None` (default) turns it off.
+        distill_layer (`int`, defaults to 0): 0-based VQ layer made semantic (0 = layer 1).
         teacher_required (`bool`, defaults to `False`): fail, rather than warn and skip the loss, when the teacher
             cannot be loaded.
 
@@ -159,6 +164,8 @@ class TrainingConfig:
     consistency_teacher: str | None = None
     consistency_layer: int = 1
     semantic_layer: int = 0
+    distill_teacher: str | None = None
+    distill_layer: int = 0
     teacher_required: bool = False
     # discriminator
     disc_hop_lengths: list[int] = field(default_factory=lambda: list(LLM_CODEC_HOP_LENGTHS))

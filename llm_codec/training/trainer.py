@@ -42,7 +42,7 @@ from .losses import (
     feature_matching_loss,
     generator_adversarial_loss,
 )
-from .teachers import TeacherUnavailable, consistency_loss, load_teacher, semantic_loss
+from .teachers import TeacherUnavailable, consistency_loss, distillation_loss, load_teacher, semantic_loss
 
 logger = logging.getLogger(__name__)
 
@@ -157,41 +157,50 @@ class CodecTrainingModule(nn.Module):
             Linear teacher_dim -> latent_dim).
         semantic_dim (`int`, *optional*): width of the clip teacher's embedding (adds `semantic_head`,
             Linear latent_dim -> semantic_dim).
-        consistency_layer (`int`, defaults to 1), semantic_layer (`int`, defaults to 0): 0-based VQ layers.
+        distill_dim (`int`, *optional*): width of the distillation teacher's frame features (adds `distill_head`,
+            Linear latent_dim -> distill_dim).
+        consistency_layer (`int`, defaults to 1), semantic_layer (`int`, defaults to 0), distill_layer (`int`,
+            defaults to 0): 0-based VQ layers.
         decoder_only (`bool`, defaults to `False`): freeze the encoder and quantizer (no gradient, codes unchanged);
             only the decoder learns, and no VQ / consistency / semantic losses are returned.
     """
 
     def __init__(self, codec: LLMCodecModel, consistency_dim: int | None = None, semantic_dim: int | None = None,
-                 consistency_layer: int = 1, semantic_layer: int = 0, decoder_only: bool = False):
+                 consistency_layer: int = 1, semantic_layer: int = 0, decoder_only: bool = False,
+                 distill_dim: int | None = None, distill_layer: int = 0):
         super().__init__()
         self.codec = codec
         self.decoder_only = decoder_only
         if decoder_only:
-            if consistency_dim or semantic_dim:
-                raise ValueError("A decoder-only run has no VQ-layer losses: pass no consistency/semantic teacher.")
+            if consistency_dim or semantic_dim or distill_dim:
+                raise ValueError("A decoder-only run has no VQ-layer losses: pass no consistency/semantic/distill teacher.")
             for name, parameter in codec.named_parameters():
                 if not name.startswith("decoder."):
                     parameter.requires_grad_(False)
         latent = codec.config.latent_dim
-        for name, layer in (("consistency_layer", consistency_layer), ("semantic_layer", semantic_layer)):
+        for name, layer in (("consistency_layer", consistency_layer), ("semantic_layer", semantic_layer),
+                            ("distill_layer", distill_layer)):
             if not 0 <= layer < codec.config.num_quantizers:
                 raise ValueError(f"`{name}` {layer} is not a VQ layer (0..{codec.config.num_quantizers - 1}).")
         self.consistency_layer, self.semantic_layer = consistency_layer, semantic_layer
         self.consistency_head = nn.Linear(consistency_dim, latent) if consistency_dim else None
         self.semantic_head = nn.Linear(latent, semantic_dim) if semantic_dim else None
+        self.distill_layer = distill_layer
+        self.distill_head = nn.Linear(latent, distill_dim) if distill_dim else None
 
     def forward(self, audio: torch.Tensor, teacher_features: torch.Tensor | None = None,
-                teacher_embedding: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                teacher_embedding: torch.Tensor | None = None,
+                distill_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """
         Args:
             audio (`torch.FloatTensor` of shape `(batch, 1, samples)`).
             teacher_features (`(batch, teacher_frames, teacher_dim)`, *optional*): frame-teacher output.
             teacher_embedding (`(batch, semantic_dim)`, *optional*): clip-teacher output.
+            distill_features (`(batch, teacher_frames, distill_dim)`, *optional*): distillation-teacher output.
 
         Returns:
             `dict` with `audio` (reconstruction `(batch, 1, samples)`), scalar `commitment` and `codebook` losses,
-            and `consistency` / `semantic` when their teacher output and head are there.
+            and `consistency` / `semantic` / `distill` when their teacher output and head are there.
         """
         codec = self.codec
         samples = audio.shape[-1]
@@ -212,6 +221,10 @@ class CodecTrainingModule(nn.Module):
         if teacher_embedding is not None and self.semantic_head is not None:
             layer = per_layer[self.semantic_layer][..., :valid_frames]
             out["semantic"] = semantic_loss(layer, teacher_embedding, self.semantic_head)
+        if distill_features is not None and self.distill_head is not None:
+            layer = per_layer[self.distill_layer][..., :valid_frames]
+            stride = codec.config.vq_strides[self.distill_layer]
+            out["distill"] = distillation_loss(layer, distill_features, self.distill_head, stride)
         return out
 
 
@@ -321,6 +334,8 @@ class Trainer:
         consistency_teacher (*optional*): a `FrameTeacher` object (default: `load_teacher(config.consistency_teacher)`;
             a teacher that cannot be loaded is skipped with a warning unless `config.teacher_required`).
         semantic_teacher (*optional*): a `ClipTeacher` (`None` skips the semantic loss).
+        distill_teacher (*optional*): a `FrameTeacher` object for the semantic distillation into layer 1 (default:
+            `load_teacher(config.distill_teacher)`, the consistency teacher itself when both name the same one).
         lm, tokenizer (*optional*): a loaded LM and tokenizer for `build_codec`.
         accelerator (*optional*): an `accelerate.Accelerator` (default: one with `config.mixed_precision`).
 
@@ -329,7 +344,8 @@ class Trainer:
     """
 
     def __init__(self, config: TrainingConfig, codec: LLMCodecModel | None = None, train_data=None, val_data=None,
-                 consistency_teacher=None, semantic_teacher=None, lm=None, tokenizer=None, accelerator=None):
+                 consistency_teacher=None, semantic_teacher=None, lm=None, tokenizer=None, accelerator=None,
+                 distill_teacher=None):
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -352,27 +368,19 @@ class Trainer:
         self.sample_rate = codec.config.sample_rate
         weights = config.loss_weights
 
-        # ---- teachers
+        # ---- teachers (they only shape the encoder/VQ side, which a decoder-only run freezes)
         decoder_only = config.trainable == "decoder"
-        teacher = consistency_teacher
-        if decoder_only:  # the teachers only shape the encoder/VQ side, which a decoder-only run freezes
-            teacher, semantic_teacher = None, None
-        elif teacher is None and config.consistency_teacher and weights["consistency"] > 0:
-            try:
-                teacher = load_teacher(config.consistency_teacher)
-            except (TeacherUnavailable, FileNotFoundError) as error:
-                if config.teacher_required:
-                    raise
-                warnings.warn(f"Consistency teacher unavailable, the consistency loss is skipped: {error}")
-                teacher = None
-        if teacher is not None and weights["consistency"] <= 0:
-            teacher = None
-        if isinstance(teacher, nn.Module):
-            teacher.to(self.device)
-        self.teacher = teacher
-        self.semantic_teacher = semantic_teacher if weights["semantic"] > 0 else None
-        if isinstance(self.semantic_teacher, nn.Module):
-            self.semantic_teacher.to(self.device)
+        self.teacher = None if decoder_only else self._frame_teacher(
+            consistency_teacher, config.consistency_teacher, weights["consistency"], "consistency")
+        if distill_teacher is None and config.distill_teacher and config.distill_teacher == config.consistency_teacher:
+            distill_teacher = self.teacher  # one teacher forward serves both losses
+        self.distill_teacher = None if decoder_only else self._frame_teacher(
+            distill_teacher, config.distill_teacher, weights["distill"], "semantic distillation")
+        self.semantic_teacher = semantic_teacher if weights["semantic"] > 0 and not decoder_only else None
+        for module in (self.teacher, self.distill_teacher, self.semantic_teacher):
+            if isinstance(module, nn.Module):
+                module.to(self.device)
+        teacher = self.teacher
 
         generator = CodecTrainingModule(
             codec,
@@ -381,6 +389,8 @@ class Trainer:
             consistency_layer=config.consistency_layer,
             semantic_layer=config.semantic_layer,
             decoder_only=decoder_only,
+            distill_dim=self.distill_teacher.dim if self.distill_teacher is not None else None,
+            distill_layer=config.distill_layer,
         )
         self.adversarial = weights["adversarial"] > 0 or weights["feature_matching"] > 0
         discriminator = (
@@ -466,16 +476,36 @@ class Trainer:
 
     # --------------------------------------------------------------------------------------------------- a step
 
+    def _frame_teacher(self, teacher, spec, weight: float, what: str):
+        """The frame teacher for one loss: `teacher` if given, else `load_teacher(spec)`; `None` when the loss is off
+        (no teacher, weight 0) or the teacher cannot be loaded (a warning, or the error with `teacher_required`)."""
+        if weight <= 0:
+            return None
+        if teacher is None and spec:
+            try:
+                teacher = load_teacher(spec)
+            except (TeacherUnavailable, FileNotFoundError) as error:
+                if self.config.teacher_required:
+                    raise
+                warnings.warn(f"The {what} teacher is unavailable, the {what} loss is skipped: {error}")
+                return None
+        return teacher
+
     def _teacher_outputs(self, audio: torch.Tensor):
-        features = embedding = None
+        """`(consistency features, clip embedding, distillation features)`, each `None` when its teacher is off."""
+        outputs = {}
         with torch.no_grad():
-            if self.teacher is not None:
-                features = self.teacher.features(_resample(audio, self.sample_rate, self.teacher.sample_rate)).float()
+            for teacher in (self.teacher, self.distill_teacher):
+                if teacher is not None and id(teacher) not in outputs:
+                    outputs[id(teacher)] = teacher.features(_resample(audio, self.sample_rate, teacher.sample_rate)).float()
+            embedding = None
             if self.semantic_teacher is not None:
                 embedding = self.semantic_teacher.embed(
                     _resample(audio, self.sample_rate, self.semantic_teacher.sample_rate)
                 ).float()
-        return features, embedding
+        features = outputs.get(id(self.teacher)) if self.teacher is not None else None
+        distill = outputs.get(id(self.distill_teacher)) if self.distill_teacher is not None else None
+        return features, embedding, distill
 
     def train_step(self, audio: torch.Tensor) -> dict[str, float]:
         """
@@ -488,8 +518,8 @@ class Trainer:
             `dict[str, float]`: the losses, `loss_g`, `loss_d`, gradient norms and learning rates.
         """
         config, weights = self.config, self.config.loss_weights
-        features, embedding = self._teacher_outputs(audio)
-        out = self.generator(audio, teacher_features=features, teacher_embedding=embedding)
+        features, embedding, distill = self._teacher_outputs(audio)
+        out = self.generator(audio, teacher_features=features, teacher_embedding=embedding, distill_features=distill)
         reconstruction = out["audio"]
         adversarial = self.discriminator is not None and self.step >= config.discriminator_start_step
         logs: dict[str, float] = {}
@@ -516,7 +546,7 @@ class Trainer:
                 _, real_features = self.discriminator(audio)
             losses["adversarial"] = generator_adversarial_loss(fake_logits)
             losses["feature_matching"] = feature_matching_loss(real_features, fake_features)
-        for name in ("commitment", "codebook", "consistency", "semantic"):
+        for name in ("commitment", "codebook", "consistency", "semantic", "distill"):
             if name in out:
                 losses[name] = out[name]
         total = sum(weights[name] * value.float() for name, value in losses.items() if weights[name])
