@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 METHODS = ("icl", "calibrated", "embedding")
-OPTIONAL_METHODS = ("logmel",)  # a column only when a task's results have it
+OPTIONAL_METHODS = ("codes", "logmel")  # a column only when a task's results have it
 
 
 def load(root: Path) -> dict[str, list[dict]]:

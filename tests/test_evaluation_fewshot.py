@@ -172,7 +172,8 @@ def test_methods_and_settings_are_checked():
     assert check_methods("icl, embedding") == ("icl", "embedding")
     assert check_methods("logmel") == ("logmel",)
     assert check_methods("icl,calibrated,embedding,logmel") == ("icl", "calibrated", "embedding", "logmel")
-    with pytest.raises(ValueError, match="choose among icl, calibrated, embedding, logmel"):
+    assert check_methods("codes") == ("codes",)
+    with pytest.raises(ValueError, match="choose among icl, calibrated, embedding, codes, logmel"):
         check_methods("icl,knn")
     assert parse_settings("2x1, 3X3") == [(2, 1), (3, 3)]
     with pytest.raises(ValueError, match="2x1"):
@@ -311,6 +312,34 @@ def test_logmel_separates_tones_without_models(tmp_path):
         assert r.accuracy == 1.0 and r.n == r.n_way * 2 * 5 and r.encode_seconds == 0.0 and r.seconds > 0
 
 
+def test_codes_method_is_the_prototype_of_layer1_code_histograms(classifier, tone_data):
+    """method "codes": each clip is the normalised histogram of its layer-1 codes; prototypes, no LM call."""
+    pool = load_pool(tone_data["task"])
+    evaluator = FewShotEvaluator(classifier, pool, progress=False)
+    episode = sample_episodes(pool, 3, 1, 1, 1, seed=0)[0]
+    calls = []
+    original = classifier.language_model.forward
+    classifier.language_model.forward = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        scores = evaluator.episode_scores(episode, ("codes",))["codes"]
+    finally:
+        classifier.language_model.forward = original
+    assert not calls  # the LM is not used
+    size = classifier.model.config.codebook_sizes[0]
+    vectors = {}
+    for i in episode.demos + episode.queries:
+        codes = classifier.encode_audio([pool.audio(i, 16000)], 16000)[0][0]
+        vectors[i] = torch.nn.functional.normalize(torch.bincount(codes.flatten(), minlength=size).float(), dim=0)
+        assert torch.allclose(evaluator._code_histograms[i], vectors[i])
+    prototypes = torch.stack([vectors[i] for i in episode.demos])  # 1 shot: the demonstration is the prototype
+    order = [episode.demo_labels.index(label) for label in episode.labels]
+    expected = torch.stack([vectors[i] for i in episode.queries]) @ prototypes[order].T
+    np.testing.assert_allclose(scores * 0.05, expected.numpy(), atol=1e-6)
+    results = evaluate_fewshot(classifier, pool, settings=[(2, 1)], methods="codes,logmel", n_queries=1,
+                               n_episodes=2, progress=False)
+    assert [r.method for r in results] == ["codes", "logmel"]
+
+
 def test_logmel_without_classifier_and_without_encoding(classifier, tone_data):
     pool = load_pool(tone_data["task"])
     alone = evaluate_fewshot(None, pool, settings=[(2, 1), (3, 1)], methods="logmel", n_queries=1, n_episodes=3,
@@ -329,7 +358,7 @@ def test_logmel_without_classifier_and_without_encoding(classifier, tone_data):
     scores = evaluator.episode_scores(episode, ("logmel",))
     assert scores["logmel"].shape == (3, 3) and not evaluator._ids and evaluator.encode_seconds == 0.0
     # an LM method needs a classifier
-    for methods in ("icl", "calibrated,logmel", "embedding"):
+    for methods in ("icl", "calibrated,logmel", "embedding", "codes"):
         with pytest.raises(ValueError, match="need a classifier"):
             evaluate_fewshot(None, pool, methods=methods, n_episodes=1, progress=False)
     with pytest.raises(ValueError, match="need a classifier"):

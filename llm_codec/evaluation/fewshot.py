@@ -37,12 +37,16 @@ from .reference import REFERENCE_SAMPLE_RATE, logmel_statistics
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("icl", "calibrated", "embedding", "logmel")
-"""Scoring methods: label log-likelihood after the prompt, the same with contextual calibration, LM embeddings, and
-the no-learning reference (prototypes of log-mel statistics, no model)."""
+METHODS = ("icl", "calibrated", "embedding", "codes", "logmel")
+"""Scoring methods: label log-likelihood after the prompt, the same with contextual calibration, LM embeddings,
+prototypes of the clips' layer-1 code histograms (the codec alone, no LM: what the codes carry), and the
+no-learning reference (prototypes of log-mel statistics, no model)."""
 
 LM_METHODS = ("icl", "calibrated", "embedding")
-"""The methods that need a classifier (codec + LM)."""
+"""The methods that score with the LM."""
+
+CODEC_METHODS = (*LM_METHODS, "codes")
+"""The methods that need a classifier (its codec, and for `LM_METHODS` its LM)."""
 
 EMBEDDING_TEMPERATURE = 0.05  # the pipeline's cosine-similarity temperature for `method="embedding"`
 
@@ -389,6 +393,7 @@ class FewShotEvaluator:
         self._ids: dict[int, list[int]] = {}
         self._embeddings: dict[int, torch.Tensor] = {}
         self._logmel: dict[int, torch.Tensor] = {}
+        self._code_histograms: dict[int, torch.Tensor] = {}  # L2-normalised counts of each layer-1 code
         self.encode_seconds = 0.0  # time spent encoding clips with the codec so far
         self.embed_seconds = 0.0  # time spent embedding clips with the LM so far (embedding method)
         self.logmel_seconds = 0.0  # time spent reading clips and computing their logmel features so far
@@ -400,9 +405,9 @@ class FewShotEvaluator:
 
     def prepare(self, indices, embeddings: bool = False, logmel: bool = False, encode: bool = True) -> None:
         """
-        Caches what the methods need for the clips `indices`: with `encode`, their prompt ids (batched through the
-        codec); with `embeddings`, also their LM embeddings (implies `encode`); with `logmel`, their logmel feature
-        vectors (no model involved). Clips already cached are skipped.
+        Caches what the methods need for the clips `indices`: with `encode`, their prompt ids and the histogram of
+        their layer-1 codes (batched through the codec); with `embeddings`, also their LM embeddings (implies
+        `encode`); with `logmel`, their logmel feature vectors (no model involved). Clips already cached are skipped.
         """
         from tqdm.auto import tqdm
 
@@ -413,7 +418,7 @@ class FewShotEvaluator:
         if self.classifier is None:
             raise ValueError(
                 "Encoding clips needs a classifier (an AudioFewShotClassificationPipeline): the methods "
-                f"{', '.join(LM_METHODS)} score with the codec and LM. Pass one, or use methods='logmel' alone."
+                f"{', '.join(CODEC_METHODS)} score with the codec (and LM). Pass one, or use methods='logmel' alone."
             )
         began = time.perf_counter()
         todo = sorted({int(i) for i in indices} - set(self._ids))
@@ -422,8 +427,11 @@ class FewShotEvaluator:
             group = todo[start : start + self.batch_size]
             arrays = [self.pool.audio(i, self.sample_rate) for i in group]
             codes = self.classifier.encode_audio(arrays, self.sample_rate, self.batch_size)
+            size = self.classifier.model.config.codebook_sizes[0]
             for index, clip_codes in zip(group, codes):
                 self._ids[index] = self.classifier.codec_processor.codes_to_ids(clip_codes, layers=self.layers)[0]
+                histogram = torch.bincount(clip_codes[0].flatten(), minlength=size).float()
+                self._code_histograms[index] = torch.nn.functional.normalize(histogram, dim=-1)
             bar.update(len(group))
         bar.close()
         self.encode_seconds += time.perf_counter() - began
@@ -464,7 +472,8 @@ class FewShotEvaluator:
         Scores of every query of `episode` for each method: `{method: (num_queries, N) float array}`, columns in
         `episode.labels` order. For the LM methods, the same numbers as the pipeline's `__call__` (before its
         softmax) would give for `demonstrations=[(clip, label) of episode.demos]`, `candidate_labels=episode.labels`;
-        for "logmel", `prototype_scores` of the clips' logmel vectors (no model).
+        for "codes", `prototype_scores` of the clips' layer-1 code histograms (the codec alone); for "logmel", of
+        their logmel vectors (no model).
         """
         from ..pipeline_llm_codec import Prompt
 
@@ -472,7 +481,7 @@ class FewShotEvaluator:
         check_classifier(self.classifier, methods)
         pipe = self.classifier
         self.prepare(episode.demos + episode.queries, embeddings="embedding" in methods, logmel="logmel" in methods,
-                     encode=any(m in LM_METHODS for m in methods))
+                     encode=any(m in CODEC_METHODS for m in methods))
         scores = {}
         if "icl" in methods or "calibrated" in methods:
             demo_ids = [self._ids[i] for i in episode.demos]
@@ -490,11 +499,12 @@ class FewShotEvaluator:
                 torch.stack([self._embeddings[i] for i in episode.demos]), episode.demo_labels,
                 torch.stack([self._embeddings[i] for i in episode.queries]), episode.labels,
             )
-        if "logmel" in methods:
-            scores["logmel"] = prototype_scores(
-                torch.stack([self._logmel[i] for i in episode.demos]), episode.demo_labels,
-                torch.stack([self._logmel[i] for i in episode.queries]), episode.labels,
-            )
+        for method, table in (("codes", self._code_histograms), ("logmel", self._logmel)):
+            if method in methods:
+                scores[method] = prototype_scores(
+                    torch.stack([table[i] for i in episode.demos]), episode.demo_labels,
+                    torch.stack([table[i] for i in episode.queries]), episode.labels,
+                )
         return {m: scores[m] for m in methods}
 
 
@@ -523,8 +533,8 @@ def check_methods(methods) -> tuple[str, ...]:
 
 
 def check_classifier(classifier, methods) -> None:
-    """Raises a clear `ValueError` when `classifier` is `None` but one of `methods` needs the codec and LM."""
-    needing = [m for m in check_methods(methods) if m in LM_METHODS]
+    """Raises a clear `ValueError` when `classifier` is `None` but one of `methods` needs the codec (and LM)."""
+    needing = [m for m in check_methods(methods) if m in CODEC_METHODS]
     if classifier is None and needing:
         raise ValueError(
             f"Method(s) {', '.join(needing)} need a classifier (an AudioFewShotClassificationPipeline with the codec "
@@ -593,7 +603,7 @@ def evaluate_fewshot(
     classifier,
     data,
     settings: Sequence[tuple[int, int]] = ((2, 1),),
-    methods=("icl", "calibrated", "embedding", "logmel"),
+    methods=("icl", "calibrated", "embedding", "codes", "logmel"),
     n_queries: int = 2,
     n_episodes: int = 20,
     n_repeats: int = 1,
@@ -613,8 +623,10 @@ def evaluate_fewshot(
             `None` when `methods` is "logmel" alone (then no clip is encoded and no model is needed).
         data: what `load_pool` accepts (folder, manifest, `datasets.Dataset`, `ClipPool`).
         settings: (N-way, K-shot) pairs; every clip is encoded once for all of them.
-        methods: any of "icl", "calibrated", "embedding", "logmel" (or a comma-separated string); "logmel" is the
-            no-learning reference (nearest prototype of log-mel statistics, see `reference.logmel_statistics`).
+        methods: any of "icl", "calibrated", "embedding", "codes", "logmel" (or a comma-separated string); "codes"
+            is the nearest prototype of the clips' layer-1 code histograms (the codec alone, no LM: what the codes
+            carry), "logmel" the no-learning reference (nearest prototype of log-mel statistics, see
+            `reference.logmel_statistics`).
         n_queries: queries per class and episode. n_episodes: episodes per setting (same `seed` for each setting).
         n_repeats, instruction: prompt options (see the pipeline). group_key: see `sample_episodes`.
         task: name in the results (default: the pool's name). layers: codec layers in the prompt (default layer 1).
@@ -624,7 +636,7 @@ def evaluate_fewshot(
         `list[FewShotResult]`, one per (setting, method), in that order.
 
     Raises:
-        `ValueError`: an unknown method, an LM method with `classifier=None`, or an impossible setting.
+        `ValueError`: an unknown method, a codec or LM method with `classifier=None`, or an impossible setting.
     """
     from tqdm.auto import tqdm
 
@@ -642,7 +654,7 @@ def evaluate_fewshot(
     evaluator = FewShotEvaluator(classifier, pool, layers, batch_size=batch_size, progress=progress)
     needed = sorted({i for *_, episodes, _ in plans for e in episodes for i in e.demos + e.queries})
     evaluator.prepare(needed, embeddings="embedding" in methods, logmel="logmel" in methods,
-                      encode=any(m in LM_METHODS for m in methods))
+                      encode=any(m in CODEC_METHODS for m in methods))
     encode_seconds = evaluator.encode_seconds
     # clip embeddings and logmel features serve every setting
     seconds_shared = {"embedding": evaluator.embed_seconds, "logmel": evaluator.logmel_seconds}
@@ -686,7 +698,7 @@ def evaluate_fewshot(
 def _timing_groups(methods):
     """Methods scored together: icl and calibrated share one prefix and its label scores; the others alone."""
     label_methods = tuple(m for m in methods if m in ("icl", "calibrated"))
-    return [g for g in (label_methods, *((m,) for m in ("embedding", "logmel") if m in methods)) if g]
+    return [g for g in (label_methods, *((m,) for m in ("embedding", "codes", "logmel") if m in methods)) if g]
 
 
 def _per_class(predictions, references, labels) -> dict[str, float]:

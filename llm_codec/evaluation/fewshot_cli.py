@@ -119,7 +119,7 @@ def cmd_classify(args) -> int:
     method = check_methods(args.method)[0]
     if method not in LM_METHODS:
         raise ValueError(f"--method {method}: classify scores with the LM; choose among {', '.join(LM_METHODS)} "
-                         "(the logmel reference is part of `llm-codec evaluate fewshot`).")
+                         "(the codes and logmel references are part of `llm-codec evaluate fewshot`).")
     demos = ClipPool.from_folder(args.demos)
     if args.shots is not None and args.shots < 1:
         raise ValueError("--shots must be at least 1.")
@@ -364,10 +364,11 @@ def add_parsers(sub, evaluate_sub) -> None:
     fewshot.add_argument("--no-instruction", action="store_true", help="leave out the instruction line")
     fewshot.add_argument("--group-key", default=None, help="manifest field (e.g. kit, speaker) whose groups must not "
                          "feed both demonstrations and queries of an episode")
-    fewshot.add_argument("--methods", default="icl,calibrated,embedding,logmel",
-                         help="comma-separated, among icl, calibrated, embedding and logmel (the no-learning "
+    fewshot.add_argument("--methods", default="icl,calibrated,embedding,codes,logmel",
+                         help="comma-separated, among icl, calibrated, embedding, codes (nearest prototype of the "
+                         "clips' layer-1 code histograms: what the codes carry, no LM) and logmel (the no-learning "
                          "reference: nearest prototype of log-mel statistics; alone, no model is loaded) "
-                         "(default: all four)")
+                         "(default: all five)")
     fewshot.add_argument("--seed", type=int, default=0, help="seed of the episode sampling (default 0)")
     fewshot.add_argument("--batch-size", type=int, default=8, help="queries per LM pass and clips per codec batch (default 8)")
     fewshot.add_argument("--out", required=True, metavar="DIR", help="folder for results.json, results.md and PNGs")
