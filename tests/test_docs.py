@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, SHARED
+from .conftest import REPO
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCK = re.compile(r"(<!--\s*test:\s*(?P<flag>[\w-]+)\s*-->\s*\n)?```python\n(?P<code>.*?)```", re.S)
@@ -31,7 +31,7 @@ def doc_params():
 @pytest.mark.parametrize("path", list(doc_params()))
 def test_doc_code_blocks_run(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    namespace = {"SHARED": str(SHARED), "__name__": "__doc_test__"}
+    namespace = {"__name__": "__doc_test__"}
     for index, (_, code) in enumerate(python_blocks(path)):
         try:
             exec(compile(code, f"{path.name}[block {index}]", "exec"), namespace)
