@@ -152,7 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .conversion.convert_llm_codec_checkpoint import build_parser as convert_parser
     from .evaluation.codec_cli import REFINE_STEPS_HELP, non_negative_int
 
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="llm-codec", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"llm-codec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     convert = sub.add_parser("convert", help="convert an original LLM-Codec checkpoint to a save_pretrained folder")

@@ -1,6 +1,7 @@
 """`llm-codec encode` / `decode` / `reconstruct` on a tiny saved codec and a tiny local LM folder."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,3 +96,27 @@ def test_cli_errors_say_what_to_fix(folders, tmp_path, capsys):
     assert "separator" in capsys.readouterr().err
     assert cli_main(["reconstruct", "--model", str(tmp_path / "nowhere"), "--audio", str(folders / "clip.wav"),
                      "--output", str(tmp_path / "y.wav")]) == 2
+
+
+def test_version(capsys):
+    import llm_codec
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"llm-codec {llm_codec.__version__}"
+
+
+def test_no_test_or_doc_reads_outside_the_repository():
+    """A lone clone passes its own tests: the reference vectors are inside the repository, and nothing refers to the
+    `shared/` folder that sits beside the checkout on the project's machines."""
+    import re
+
+    from .conftest import OFFICIAL, REPO
+
+    assert OFFICIAL.is_relative_to(REPO) and (OFFICIAL / "official_noise.pth").is_file()
+    places = [*REPO.glob("tests/*.py"), *REPO.glob("docs/*.md"), REPO / "README.md", *REPO.glob("scripts/*"),
+              REPO / ".ci" / "run"]
+    pattern = re.compile(r"""\.\./shared|/ ?["']shared["']|\{SHARED\}|LLM_CODEC_SHARED""")
+    offenders = [str(p.relative_to(REPO)) for p in places
+                 if p.is_file() and p.name != "test_cli.py" and pattern.search(p.read_text())]
+    assert not offenders
