@@ -12,8 +12,10 @@ Weights are stored without weight norm (as in transformers' DAC); call `apply_we
 
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 
+import huggingface_hub
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -553,11 +555,44 @@ class LLMCodecPreTrainedModel(PreTrainedModel):
         elif isinstance(module, LLMCodecVectorQuantize):
             init.normal_(module.codebook, std=0.02)
 
-    def save_pretrained(self, save_directory, *args, model_card_sections: dict[str, str] | None = None, **kwargs):
-        """`PreTrainedModel.save_pretrained` (safetensors) plus a Hub model card `README.md` in the folder."""
+    def save_pretrained(self, save_directory, *args, model_card_sections: dict[str, str] | None = None,
+                        push_to_hub: bool = False, **kwargs):
+        """
+        `PreTrainedModel.save_pretrained` (safetensors) plus this project's model card `README.md` in the folder.
+        With `push_to_hub=True` the folder, card included, is then uploaded (`repo_id`, `commit_message`,
+        `private`, `token`, `revision`, `create_pr` as for transformers' `push_to_hub`; `repo_id` defaults to the
+        folder's name).
+        """
+        hub = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "token", "revision", "create_pr")
+               if key in kwargs}
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             build_model_card(self.config, model_card_sections).save(os.path.join(save_directory, "README.md"))
+            if push_to_hub:
+                hub.setdefault("repo_id", os.path.basename(os.path.normpath(os.fspath(save_directory))))
+                self._upload_folder(save_directory, **hub)
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
+                    token: bool | str | None = None, revision: str | None = None, create_pr: bool = False,
+                    max_shard_size: int | str | None = "50GB", model_card_sections: dict[str, str] | None = None,
+                    **kwargs):
+        """
+        Uploads the codec to the Hub repository `repo_id` (created if needed) with this project's model card (not
+        transformers' blank template): the folder `save_pretrained` writes, uploaded as one commit. Returns the
+        commit info.
+        """
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size, model_card_sections=model_card_sections)
+            return self._upload_folder(folder, repo_id, commit_message=commit_message, private=private, token=token,
+                                       revision=revision, create_pr=create_pr)
+
+    @staticmethod
+    def _upload_folder(folder, repo_id: str, commit_message: str | None = None, private: bool | None = None,
+                       token: bool | str | None = None, revision: str | None = None, create_pr: bool = False):
+        api = huggingface_hub.HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        return api.upload_folder(repo_id=repo_id, folder_path=os.fspath(folder), commit_message=commit_message or
+                                 "Upload LLM-Codec", revision=revision, create_pr=create_pr)
 
     def _weight_norm_modules(self):
         return [m for m in self.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]

@@ -96,3 +96,42 @@ def test_config_disagreeing_with_weights_is_refused(tiny_model, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
         LLMCodecModel.from_pretrained(tmp_path)
+
+
+class _FakeHub:
+    """Stands in for `huggingface_hub.HfApi`: records each upload and the README.md it carried (no network)."""
+
+    uploads: list = []
+
+    def __init__(self, token=None):
+        self.token = token
+
+    def create_repo(self, repo_id, private=None, exist_ok=False):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(repo_id=repo_id if "/" in repo_id else f"me/{repo_id}")
+
+    def upload_folder(self, repo_id, folder_path, commit_message=None, revision=None, create_pr=False):
+        from pathlib import Path
+
+        files = sorted(p.name for p in Path(folder_path).iterdir())
+        _FakeHub.uploads.append({"repo_id": repo_id, "files": files, "readme": (Path(folder_path) / "README.md").read_text(),
+                                 "message": commit_message})
+        return "commit"
+
+
+def test_push_to_hub_uploads_the_project_card(tiny_model, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", _FakeHub)
+    _FakeHub.uploads = []
+    assert tiny_model.push_to_hub("someone/my-codec") == "commit"
+    tiny_model.save_pretrained(tmp_path / "my-codec", push_to_hub=True, commit_message="first")
+    assert [u["repo_id"] for u in _FakeHub.uploads] == ["someone/my-codec", "me/my-codec"]
+    for upload in _FakeHub.uploads:
+        assert {"README.md", "config.json", "model.safetensors"} <= set(upload["files"])
+        readme = upload["readme"]
+        assert "# LLM-Codec" in readme and "llm-codec" in readme.split("---")[1]  # the project's card and tags
+        assert "Model Card for Model ID" not in readme
+    assert _FakeHub.uploads[1]["message"] == "first"
+    assert (tmp_path / "my-codec" / "README.md").read_text() == _FakeHub.uploads[1]["readme"]
