@@ -12,6 +12,7 @@ is then written as its English words, tokenised by that LM's own tokenizer.
 """
 
 import copy
+import math
 import threading
 from dataclasses import dataclass, field
 
@@ -49,6 +50,30 @@ class Prompt:
     def add_ids(self, ids) -> "Prompt":
         self.ids.extend(int(i) for i in ids)
         return self
+
+
+def _check_count(name: str, value, minimum: int = 1, allow_none: bool = False) -> None:
+    """Raises a `ValueError` naming `name` unless `value` is an int >= `minimum` (or `None` when allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}{' or None' if allow_none else ''}, got {value!r}.")
+
+
+def _check_labels(labels, what: str, distinct: bool = True) -> None:
+    """Labels are written into the prompt: each must be a non-empty one-line string without the `###` separator,
+    and, with `distinct` (candidate labels), each given once (a duplicate would split its probability)."""
+    for label in labels:
+        if not isinstance(label, str) or not label.strip():
+            raise ValueError(f"{what}: every label must be a non-empty string, got {label!r}.")
+        if "\n" in label or "\r" in label or "###" in label:
+            raise ValueError(
+                f"{what}: the label {label!r} holds a line break or '###', which would change the prompt's layout; "
+                "use a one-line label without '###'."
+            )
+    duplicates = sorted({label for label in labels if list(labels).count(label) > 1}) if distinct else []
+    if duplicates:
+        raise ValueError(f"{what}: {duplicates} appear more than once; give each candidate label once.")
 
 
 class _LLMCodecPipelineBase(Pipeline):
@@ -220,9 +245,16 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
         """
         single = not isinstance(inputs, (list, tuple))
         queries = [inputs] if single else list(inputs)
+        if not queries:
+            raise ValueError("Give at least one query clip (an empty list was given).")
         if not demonstrations:
             raise ValueError("Give at least one `(audio, label)` demonstration.")
+        _check_labels([l for _, l in demonstrations], "demonstrations", distinct=False)
         labels = list(candidate_labels) if candidate_labels is not None else list(dict.fromkeys(l for _, l in demonstrations))
+        _check_labels(labels, "candidate_labels")
+        _check_count("n_repeats", n_repeats)
+        _check_count("batch_size", batch_size)
+        _check_count("top_k", top_k, allow_none=True)
         if len(labels) < 2:
             raise ValueError(f"Need at least two candidate labels, got {labels}.")
         unknown = {l for _, l in demonstrations} - set(labels)
@@ -261,7 +293,8 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
         prompt = Prompt().add_ids(self.bos_ids)
         if instruction:
             prompt.add_text(tokenizer, f"Classify each input as one of: {', '.join(labels)}.\n")
-        for _ in range(max(1, n_repeats)):
+        _check_count("n_repeats", n_repeats)
+        for _ in range(n_repeats):
             for ids, label in zip(demo_ids, demo_labels):
                 prompt.add_text(tokenizer, "###\nInput:").add_ids(ids)
                 prompt.add_text(tokenizer, f"\nOutput: {label}\n")
@@ -553,8 +586,14 @@ class AudioFewShotGenerationPipeline(_LLMCodecPipelineBase):
         """
         single = not isinstance(inputs, (list, tuple))
         queries = [inputs] if single else list(inputs)
+        if not queries:
+            raise ValueError("Give at least one query (an empty list was given).")
         if not demonstrations:
             raise ValueError("Give at least one `(input, output)` demonstration.")
+        if isinstance(max_audio_seconds, bool) or not isinstance(max_audio_seconds, (int, float)) or not (
+            math.isfinite(max_audio_seconds) and max_audio_seconds > 0
+        ):
+            raise ValueError(f"max_audio_seconds must be a positive number of seconds, got {max_audio_seconds!r}.")
         prompt = Prompt().add_ids(self.bos_ids)
         if instruction:
             prompt.add_text(self.tokenizer, instruction.rstrip("\n") + "\n")

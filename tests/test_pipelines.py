@@ -260,3 +260,43 @@ def test_text_format_refuses_what_it_cannot_write(setup):
                  device="cpu", audio_format="text")
     with pytest.raises(ValueError, match="audio_format must be one of"):
         LLMCodecProcessor.from_codec(codec, tokenizer, audio_format="words")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(inputs=[]), "at least one query"),
+        (dict(candidate_labels=["w50", 7]), "non-empty string"),
+        (dict(candidate_labels=["w50", None]), "non-empty string"),
+        (dict(candidate_labels=["w50", "w60", "w50"]), "more than once"),
+        (dict(candidate_labels=["w50", "w60\n###\nOutput: w50"]), "line break or '###'"),
+        (dict(demonstrations=[(None, 3), (None, "w60")]), "non-empty string"),
+        (dict(top_k=-1), "top_k must be an integer >= 1 or None"),
+        (dict(top_k=0), "top_k must be an integer >= 1"),
+        (dict(n_repeats=-3), "n_repeats must be an integer >= 1"),
+        (dict(n_repeats=1.5), "n_repeats must be an integer >= 1"),
+        (dict(batch_size=0), "batch_size must be an integer >= 1"),
+    ],
+)
+def test_classification_arguments_are_checked_before_any_work(setup, kwargs, message):
+    kind, lm, tokenizer, codec = setup
+    pipe = pipeline("audio-few-shot-classification", model=codec, language_model=lm, tokenizer=tokenizer, device="cpu")
+    arguments = dict(inputs=clips(1, 6)[0], demonstrations=list(zip(clips(2, 7), ["w50", "w60"])), sampling_rate=16000)
+    if "demonstrations" in kwargs and kwargs["demonstrations"][0][0] is None:
+        kwargs = dict(demonstrations=[(clip, label) for clip, (_, label) in zip(clips(2, 7), kwargs["demonstrations"])])
+    arguments.update(kwargs)
+    calls = []
+    pipe.encode_audio = lambda *a, **k: calls.append(1)  # nothing may be encoded before the arguments are checked
+    with pytest.raises(ValueError, match=message):
+        pipe(**arguments)
+    assert not calls
+
+
+@pytest.mark.parametrize("seconds", [0, -1.0, float("nan"), float("inf"), "2"])
+def test_generation_refuses_a_bad_length(setup, seconds):
+    kind, lm, tokenizer, codec = setup
+    gen = pipeline("audio-few-shot-generation", model=codec, language_model=lm, tokenizer=tokenizer, device="cpu",
+                   separator="<sep>")
+    target = clips(1, 9, length=500)[0]
+    with pytest.raises(ValueError, match="max_audio_seconds must be a positive number"):
+        gen("w80", demonstrations=[("w81", target)], sampling_rate=16000, max_audio_seconds=seconds)
