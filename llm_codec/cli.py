@@ -69,7 +69,7 @@ def cmd_convert(args) -> int:
 def cmd_encode(args) -> int:
     model, tokenizer = _load_model(args.model)
     encoded = _encode_file(model, args.audio, args.refine_steps)
-    layers = [int(k) for k in args.layers.split(",")] if args.layers else list(range(model.config.num_quantizers))
+    layers = _parse_layers(args.layers) if args.layers else list(range(model.config.num_quantizers))
     for k in layers:
         if not 0 <= k < model.config.num_quantizers:
             raise ValueError(f"--layers: layer {k} does not exist (0..{model.config.num_quantizers - 1}).")
@@ -101,16 +101,44 @@ def cmd_encode(args) -> int:
     return 0
 
 
+def _parse_layers(text: str) -> list[int]:
+    """`--layers "0,2"` -> `[0, 2]`; a clear `ValueError` for anything else."""
+    try:
+        return [int(k) for k in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--layers: give comma-separated layer numbers such as 0 or 0,1,2, got {text!r}.") from None
+
+
+def _read_codes_json(path: str) -> dict:
+    """The JSON of `llm-codec encode`, checked: an object whose `audio_length` (if any) is a positive integer and
+    whose layer codes are lists of integers. Raises `ValueError` naming what is wrong."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not JSON written by `llm-codec encode` ({error}).") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object as written by `llm-codec encode`, got a {type(data).__name__}.")
+    length = data.get("audio_length")
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length <= 0):
+        raise ValueError(f"{path}: audio_length must be a positive number of samples, got {length!r}; fix it or "
+                         "delete the key (the whole decoded length is then kept).")
+    layers = data.get("layers", {})
+    if not isinstance(layers, dict):
+        raise ValueError(f"{path}: `layers` must map layer numbers to objects with `codes`, got a {type(layers).__name__}.")
+    for key, entry in layers.items():
+        codes = entry.get("codes") if isinstance(entry, dict) else None
+        if not isinstance(codes, list) or not codes or not all(isinstance(c, int) and not isinstance(c, bool) for c in codes):
+            raise ValueError(f"{path}: layer {key} must hold a non-empty list of integer `codes`.")
+    return data
+
+
 def cmd_decode(args) -> int:
     import torch
 
     from .audio_io import save_audio
 
+    data = _read_codes_json(args.codes)  # before loading anything: a bad file fails at once
     model, tokenizer = _load_model(args.model)
-    try:
-        data = json.loads(Path(args.codes).read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{args.codes} is not JSON written by `llm-codec encode` ({error}).") from None
     layers = data.get("layers", {})
     lengths = torch.tensor([data["audio_length"]]) if "audio_length" in data else None
     if all(str(k) in layers for k in range(model.config.num_quantizers)):

@@ -120,3 +120,40 @@ def test_no_test_or_doc_reads_outside_the_repository():
     offenders = [str(p.relative_to(REPO)) for p in places
                  if p.is_file() and p.name != "test_cli.py" and pattern.search(p.read_text())]
     assert not offenders
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("[1, 2, 3]", "expected a JSON object"),
+        ('{"audio_length": -5, "layers": {}}', "audio_length must be a positive number"),
+        ('{"audio_length": 0, "layers": {}}', "audio_length must be a positive number"),
+        ('{"audio_length": 2.5, "layers": {}}', "audio_length must be a positive number"),
+        ('{"layers": [1, 2]}', "`layers` must map"),
+        ('{"layers": {"0": {"codes": null}}}', "non-empty list of integer"),
+        ('{"layers": {"0": {"codes": "abc"}}}', "non-empty list of integer"),
+        ('{"layers": {"0": {"codes": []}}}', "non-empty list of integer"),
+        ('{"layers": {"0": {"codes": [1, {"a": 2}]}}}', "non-empty list of integer"),
+        ('{"layers": {"0": 7}}', "non-empty list of integer"),
+    ],
+)
+def test_decode_refuses_hand_edited_codes_with_a_message(folders, tmp_path, capsys, content, message):
+    (tmp_path / "codes.json").write_text(content)
+    code = cli_main(["decode", "--model", str(folders / "codec"), "--codes", str(tmp_path / "codes.json"),
+                     "--output", str(tmp_path / "out.wav")])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and message in error[0] and not (tmp_path / "out.wav").exists()
+
+
+def test_bad_numbers_on_the_command_line_get_a_message(folders, capsys):
+    assert cli_main(["encode", "--model", str(folders / "codec"), "--audio", str(folders / "clip.wav"),
+                     "--layers", "abc"]) == 2
+    assert "--layers: give comma-separated layer numbers" in capsys.readouterr().err
+    for value in ("nan", "-1", "0", "inf", "ten"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["bench", "--seconds", value])
+        assert exit_info.value.code == 2
+        assert "--seconds: must be a" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["encode", "--audio", "x.wav", "--refine-steps", "many"])
+    assert "--refine-steps: must be a whole number" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import json
 from pathlib import Path
 
@@ -144,9 +145,23 @@ REFINE_STEPS_HELP = (
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got {text!r}")
     return value
 
 
@@ -185,7 +200,7 @@ def add_parsers(sub, evaluate_sub) -> None:
 
     bench = sub.add_parser("bench", help="encode / decode speed, real-time factor and peak memory of a codec")
     bench.add_argument("--model", default=None, help="codec folder (default: the shipped default codec)")
-    bench.add_argument("--seconds", type=float, default=10.0, help="length of the test clip (default: %(default)s)")
+    bench.add_argument("--seconds", type=positive_seconds, default=10.0, help="length of the test clip (default: %(default)s)")
     bench.add_argument("--repeats", type=int, default=3, help="timed runs, median reported (default: %(default)s)")
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     bench.add_argument("--seed", type=int, default=0, help="seed of the decoder noise")
