@@ -594,6 +594,30 @@ class LLMCodecPreTrainedModel(PreTrainedModel):
         return api.upload_folder(repo_id=repo_id, folder_path=os.fspath(folder), commit_message=commit_message or
                                  "Upload LLM-Codec", revision=revision, create_pr=create_pr)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, output_loading_info: bool = False, **kwargs):
+        """
+        `PreTrainedModel.from_pretrained`, strict: a folder missing a weight (which transformers would initialise at
+        random), holding one of another shape, or holding NaN / infinite values is refused with a `ValueError`
+        naming the tensors, instead of loading a codec that silently decodes noise.
+        """
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        problems = []
+        if info.get("missing_keys"):
+            problems.append(f"missing weights {sorted(info['missing_keys'])[:5]}")
+        if info.get("mismatched_keys"):
+            problems.append(f"weights of another shape {sorted(str(k) for k in info['mismatched_keys'])[:5]}")
+        bad = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point()
+               and not torch.isfinite(tensor).all()]
+        if bad:
+            problems.append(f"NaN or infinite values in {bad[:5]}")
+        if problems:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is not a complete LLM-Codec checkpoint: {'; '.join(problems)}. The "
+                "files are damaged or from another version: save or convert the codec again."
+            )
+        return (model, info) if output_loading_info else model
+
     def _weight_norm_modules(self):
         return [m for m in self.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]
 
@@ -660,11 +684,27 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
             )
         if input_values.shape[-1] == 0:
             raise ValueError("`input_values` is empty (0 samples): give at least one sample of audio.")
+        if not input_values.is_floating_point():
+            raise TypeError(
+                f"`input_values` must be float audio in [-1, 1], got {input_values.dtype}. Integer PCM must be scaled "
+                "first (int16: divide by 32768); `LLMCodecFeatureExtractor` does it."
+            )
+        bad = int((~torch.isfinite(input_values)).sum())
+        if bad:
+            raise ValueError(f"`input_values` holds {bad} NaN or infinite sample(s): fix or drop the audio first.")
         if padding_mask is not None and tuple(padding_mask.shape) != (input_values.shape[0], input_values.shape[-1]):
             raise ValueError(
                 f"`padding_mask` must have shape (batch, samples) = {(input_values.shape[0], input_values.shape[-1])}, "
                 f"got {tuple(padding_mask.shape)}."
             )
+        if padding_mask is not None:
+            valid = padding_mask.to(torch.int8)
+            if bool((valid[:, 1:] > valid[:, :-1]).any()):
+                raise ValueError(
+                    "`padding_mask` must mark each item's valid samples at the start of its row (1s, then 0s: right "
+                    "padding); a row with padding before valid samples (left padding) is not supported. Pad on the "
+                    "right, as `LLMCodecFeatureExtractor` does."
+                )
 
     def _audio_lengths(self, input_values, padding_mask) -> torch.LongTensor:
         batch, _, length = input_values.shape

@@ -69,6 +69,20 @@ def test_missing_and_extra_keys_are_named(official_dir, tmp_path):
         convert_checkpoint(official_dir / "official_noise.pth", official_dir / "official_nonoise_config.json")
 
 
+@pytest.mark.parametrize("damage", ["zeros", "nan"])
+def test_damaged_weights_are_refused(official_dir, tmp_path, damage):
+    """A weight-norm direction of all zeros (0/0) or NaN weights would convert into a codec that writes full-scale
+    noise: the converter refuses, naming the tensor."""
+    state = torch.load(official_dir / "official_noise.pth", weights_only=True)["codec_model"]
+    name = next(k for k in state if k.endswith("weight_v"))
+    broken = {k: v.clone() for k, v in state.items()}
+    broken[name].fill_(0.0 if damage == "zeros" else float("nan"))
+    torch.save({"codec_model": broken}, tmp_path / "damaged.pth")
+    with pytest.raises(ConversionError, match="NaN or infinite values"):
+        convert_checkpoint(tmp_path / "damaged.pth", official_dir / "official_noise_config.json",
+                           official_dir / "layer1_words.json")
+
+
 class NotAWeight:
     pass
 

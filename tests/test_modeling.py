@@ -347,3 +347,38 @@ def _property_model():
         torch.manual_seed(0)
         _PROPERTY_MODEL.append(LLMCodecModel(tiny_config()).eval())
     return _PROPERTY_MODEL[0]
+
+
+def test_a_damaged_checkpoint_is_refused_by_name(tiny_model, tmp_path):
+    """A missing weight (transformers would initialise it at random) or NaN values: a ValueError naming the tensor."""
+    from safetensors.torch import load_file, save_file
+
+    tiny_model.save_pretrained(tmp_path / "ok")
+    LLMCodecModel.from_pretrained(tmp_path / "ok")  # complete: loads
+    state = load_file(tmp_path / "ok" / "model.safetensors")
+    name = next(k for k in state if k.startswith("decoder."))
+    for folder, change in (("missing", lambda s: s.pop(name)), ("nan", lambda s: s[name].fill_(float("nan")))):
+        tiny_model.save_pretrained(tmp_path / folder)
+        damaged = dict(state)
+        damaged = {k: v.clone() for k, v in damaged.items()}
+        change(damaged)
+        save_file(damaged, tmp_path / folder / "model.safetensors", metadata={"format": "pt"})
+        with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+            LLMCodecModel.from_pretrained(tmp_path / folder)
+
+
+def test_encode_refuses_what_it_would_misread(tiny_model):
+    audio = torch.randn(2, 1, 960) * 0.1
+    with pytest.raises(TypeError, match="divide by 32768"):
+        tiny_model.encode((audio * 32767).to(torch.int16))
+    broken = audio.clone()
+    broken[0, 0, 5] = float("nan")
+    with pytest.raises(ValueError, match="1 NaN or infinite"):
+        tiny_model.encode(broken)
+    left_padded = torch.ones(2, 960, dtype=torch.long)
+    left_padded[1, :100] = 0
+    with pytest.raises(ValueError, match="right padding"):
+        tiny_model.encode(audio, padding_mask=left_padded)
+    right_padded = torch.ones(2, 960, dtype=torch.long)
+    right_padded[1, 860:] = 0
+    tiny_model.encode(audio, padding_mask=right_padded)  # the supported form
