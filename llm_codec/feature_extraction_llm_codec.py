@@ -137,9 +137,19 @@ def to_mono_float32(clip) -> np.ndarray:
     return array
 
 
+MIN_SAMPLING_RATE = 1000
+"""Lowest accepted rate (Hz): below it a rate is almost surely kHz typed for Hz (16 for 16000), which would turn
+seconds of audio into hours."""
+
+
 def _check_sampling_rate(value, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
         raise ValueError(f"`{name}` must be a positive number of Hz (e.g. 16000), got {value!r}.")
+    if value < MIN_SAMPLING_RATE:
+        raise ValueError(
+            f"`{name}`={value!r} Hz is below {MIN_SAMPLING_RATE} Hz: rates are in Hz, not kHz (16 kHz is "
+            f"{name}=16000)."
+        )
 
 
 class LLMCodecFeatureExtractor(SequenceFeatureExtractor):

@@ -278,6 +278,12 @@ def test_non_positive_sampling_rate(fe, rate):
         fe(np.zeros(10, np.float32), sampling_rate=rate)
 
 
+@pytest.mark.parametrize("rate", [16, 44.1, 999])
+def test_a_rate_in_khz_is_refused(fe, rate):
+    with pytest.raises(ValueError, match="not kHz"):
+        fe(np.zeros(10, np.float32), sampling_rate=rate)
+
+
 def test_resample_false_with_other_rate(fe):
     with pytest.raises(ValueError, match="resample=True"):
         fe(np.zeros(480, np.float32), sampling_rate=48000, resample=False)
