@@ -1,5 +1,7 @@
 """Reading and writing audio files (soundfile), resampled to the codec rate (soxr)."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +30,82 @@ def load_audio(path: str | Path, sampling_rate: int | None = None) -> tuple[np.n
     return np.ascontiguousarray(data), rate
 
 
+class OutputError(ValueError):
+    """An output path that cannot or must not be written (checked before any work)."""
+
+
+def check_output(path: str | Path, inputs=(), overwrite: bool = False, suffixes: tuple[str, ...] = (".wav",)) -> Path:
+    """
+    Checks an output file before any work is done, so that nothing is computed for a file that cannot be written
+    and nothing the user has is lost.
+
+    Args:
+        path: the file to write. inputs: files the command reads (the output may never be one of them).
+        overwrite: allow replacing an existing file. suffixes: accepted file name endings (empty: any).
+
+    Returns:
+        `Path`: `path`.
+
+    Raises:
+        `OutputError` (a `ValueError`): the path is one of the inputs, exists without `overwrite`, is a folder, has
+        another suffix, or its folder cannot be created or written.
+    """
+    path = Path(path)
+    for source in inputs:
+        if source is not None and Path(source).exists() and path.exists() and path.resolve() == Path(source).resolve():
+            raise OutputError(f"The output {path} is the input {source}: writing it would destroy the input. Choose "
+                              "another output file.")
+    if path.is_dir():
+        raise OutputError(f"The output {path} is a folder: give a file name, e.g. {path / 'out.wav'}.")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise OutputError(f"The output {path} must end with {' or '.join(suffixes)}.")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} exists; pass --overwrite to replace it, or choose another output file.")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"Cannot create the folder of the output {path}: {error.strerror or error}.") from None
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"Cannot write into {folder}: choose a writable place for the output.")
+    return path
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """
+    `write(tmp_path)` fills a temporary file beside `path`, which then replaces `path` in one rename: an interrupted
+    write never leaves a truncated file, and the old file stays whole until the new one is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(descriptor)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_audio(path: str | Path, samples, sampling_rate: int) -> Path:
-    """Writes `samples` ((time,), (channels, time) or a (1, 1, time) tensor) as 16-bit WAV; returns the path."""
+    """
+    Writes `samples` ((time,), (channels, time) or a (1, 1, time) tensor) as 16-bit WAV, atomically (see
+    `atomic_write`); returns the path.
+    """
     import soundfile as sf
 
     array = samples.detach().float().cpu().numpy() if hasattr(samples, "detach") else np.asarray(samples)
     array = np.squeeze(array)
     if array.ndim == 2:
         array = array.T
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), np.clip(array, -1.0, 1.0), sampling_rate, subtype="PCM_16")
-    return path
+    clipped = np.clip(array, -1.0, 1.0)
+    return atomic_write(path, lambda tmp: sf.write(str(tmp), clipped, sampling_rate, subtype="PCM_16", format="WAV"))

@@ -63,10 +63,14 @@ def cmd_convert(args) -> int:
     for flag, value in (("--layer1-words", args.layer1_words), ("--tokenizer", args.tokenizer), ("--llm-name", args.llm_name)):
         if value is not None:
             argv += [flag, value]
-    return convert_main(argv)
+    return convert_main(argv + (["--overwrite"] if args.overwrite else []))
 
 
 def cmd_encode(args) -> int:
+    from .audio_io import atomic_write, check_output
+
+    if args.output:
+        check_output(args.output, inputs=[args.audio], overwrite=args.overwrite, suffixes=(".json", ".txt"))
     model, tokenizer = _load_model(args.model)
     encoded = _encode_file(model, args.audio, args.refine_steps)
     layers = _parse_layers(args.layers) if args.layers else list(range(model.config.num_quantizers))
@@ -95,7 +99,7 @@ def cmd_encode(args) -> int:
             result["generation_ids"] = processor.codes_to_ids(encoded.audio_codes, format="generation")[0]
         text = json.dumps(result, ensure_ascii=False)
     if args.output:
-        Path(args.output).write_text(text)
+        atomic_write(args.output, lambda tmp: tmp.write_text(text))
     else:
         print(text)
     return 0
@@ -135,8 +139,9 @@ def _read_codes_json(path: str) -> dict:
 def cmd_decode(args) -> int:
     import torch
 
-    from .audio_io import save_audio
+    from .audio_io import check_output, save_audio
 
+    check_output(args.output, inputs=[args.codes], overwrite=args.overwrite)
     data = _read_codes_json(args.codes)  # before loading anything: a bad file fails at once
     model, tokenizer = _load_model(args.model)
     layers = data.get("layers", {})
@@ -159,8 +164,9 @@ def cmd_decode(args) -> int:
 
 
 def cmd_reconstruct(args) -> int:
-    from .audio_io import save_audio
+    from .audio_io import check_output, save_audio
 
+    check_output(args.output, inputs=[args.audio], overwrite=args.overwrite)
     model, _ = _load_model(args.model)
     encoded = _encode_file(model, args.audio, args.refine_steps)
     audio = model.decode(encoded.audio_codes, audio_lengths=encoded.audio_lengths).audio_values
@@ -202,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "text: what the LM reads; codes: JSON without any tokenizer (default: json)")
     encode.add_argument("--separator", default=None, help="separator token of the generation format (default: newline)")
     encode.add_argument("--refine-steps", type=non_negative_int, default=0, help=REFINE_STEPS_HELP)
-    encode.add_argument("--output", default=None, help="write here instead of standard output")
+    encode.add_argument("--output", default=None, help="write here (.json or .txt) instead of standard output")
+    encode.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     encode.set_defaults(func=cmd_encode)
 
     decode = sub.add_parser("decode", help="JSON from `encode` (codes of every layer, or generation-format LLM ids) -> wav")
@@ -210,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--lm", default=None, help="LM folder whose tokenizer wrote the ids (default: the offline SmolLM2)")
     decode.add_argument("--codes", required=True, help="JSON written by `llm-codec encode` (or an LM's generation ids)")
     decode.add_argument("--output", required=True, help="wav file to write")
+    decode.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     decode.add_argument("--seed", type=int, default=None, help="seed of the decoder noise")
     decode.add_argument("--separator", default=None, help="separator token of the generation format (default: newline)")
     decode.add_argument("--repair", action="store_true", help="keep the longest decodable prefix of a cut id sequence")
@@ -218,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct = sub.add_parser("reconstruct", help="audio file -> codes -> audio file")
     reconstruct.add_argument("--model", default=None, help="codec folder (default: the embedded default codec)")
     reconstruct.add_argument("--audio", required=True)
-    reconstruct.add_argument("--output", required=True)
+    reconstruct.add_argument("--output", required=True, help="wav file to write")
+    reconstruct.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     reconstruct.add_argument("--refine-steps", type=non_negative_int, default=0, help=REFINE_STEPS_HELP)
     reconstruct.set_defaults(func=cmd_reconstruct)
 

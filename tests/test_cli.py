@@ -157,3 +157,58 @@ def test_bad_numbers_on_the_command_line_get_a_message(folders, capsys):
     with pytest.raises(SystemExit):
         cli_main(["encode", "--audio", "x.wav", "--refine-steps", "many"])
     assert "--refine-steps: must be a whole number" in capsys.readouterr().err
+
+
+def test_outputs_are_checked_before_the_work_and_never_clobber(folders, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from llm_codec import cli
+
+    clip = tmp_path / "clip.wav"
+    shutil.copy(folders / "clip.wav", clip)
+    original = clip.read_bytes()
+    loads = []
+    real_load = cli._load_model
+    monkeypatch.setattr(cli, "_load_model", lambda path: loads.append(path) or real_load(path))
+    codec = ["--model", str(folders / "codec")]
+    existing = tmp_path / "existing.wav"
+    existing.write_bytes(b"the user's file")
+    (tmp_path / "folder.wav").mkdir()
+    cases = [
+        (["reconstruct", *codec, "--audio", str(clip), "--output", str(clip)], "is the input"),
+        (["reconstruct", *codec, "--audio", str(clip), "--output", str(clip), "--overwrite"], "is the input"),
+        (["reconstruct", *codec, "--audio", str(clip), "--output", str(existing)], "exists; pass --overwrite"),
+        (["reconstruct", *codec, "--audio", str(clip), "--output", str(tmp_path / "folder.wav")], "is a folder"),
+        (["reconstruct", *codec, "--audio", str(clip), "--output", str(tmp_path / "out.txt")], "must end with .wav"),
+        (["reconstruct", *codec, "--audio", str(clip), "--output", "/proc/llm_codec_test/x.wav"], "Cannot"),
+        (["encode", *codec, "--audio", str(clip), "--output", str(clip)], "is the input"),
+        (["encode", *codec, "--audio", str(clip), "--output", str(tmp_path / "codes.wav")], "must end with .json"),
+    ]
+    for argv, message in cases:
+        assert cli_main(argv) == 2, argv
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert message in error, (argv, error)
+    assert not loads  # refused before any model was loaded or audio encoded
+    assert clip.read_bytes() == original and existing.read_bytes() == b"the user's file"
+    assert cli_main(["reconstruct", *codec, "--audio", str(clip), "--output", str(existing), "--overwrite"]) == 0
+    assert sf.info(str(existing)).frames == 2400
+    assert not list(tmp_path.glob(".*.tmp*"))  # no temporary file left behind
+
+
+def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    import soundfile
+
+    from llm_codec.audio_io import save_audio
+
+    target = tmp_path / "out.wav"
+    save_audio(target, np.zeros(1600, np.float32), 16000)
+    before = target.read_bytes()
+
+    def dying_write(path, *args, **kwargs):
+        Path(path).write_bytes(b"RIFF half a header")
+        raise KeyboardInterrupt  # killed mid-write
+
+    monkeypatch.setattr(soundfile, "write", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        save_audio(target, np.ones(160000, np.float32) * 0.1, 16000)
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["out.wav"]

@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 import sys
 
@@ -151,3 +152,29 @@ def test_tokenizer_option_records_the_vocabulary(official_dir, tmp_path):
     assert model.config.llm_name_or_path == "tiny/word-level" and model.config.llm_vocab_size == 200
     model.save_pretrained(tmp_path / "out")
     assert "tiny/word-level" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_conversion_never_mixes_into_or_clobbers_a_folder(official_dir, tmp_path, capsys):
+    from llm_codec.cli import main as cli_main
+
+    arguments = ["convert", "--checkpoint", str(official_dir / "official_noise.pth"),
+                 "--config", str(official_dir / "official_noise_config.json"),
+                 "--layer1-words", str(official_dir / "layer1_words.json")]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text('{"mine": true}')
+    (out / "notes.txt").write_text("keep me")
+    assert cli_main([*arguments, "--output-dir", str(out)]) == 2
+    assert "not empty; pass --overwrite" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == '{"mine": true}'  # untouched
+    assert cli_main([*arguments, "--output-dir", str(out), "--overwrite"]) == 0
+    files = {p.name for p in out.iterdir()}
+    assert "notes.txt" not in files and "model.safetensors" in files  # replaced whole: no stale files
+    LLMCodecModel.from_pretrained(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left
+    inside = tmp_path / "with_input"
+    inside.mkdir()
+    shutil.copy(official_dir / "official_noise.pth", inside / "ckpt.pth")
+    assert cli_main(["convert", "--checkpoint", str(inside / "ckpt.pth"), "--config",
+                     str(official_dir / "official_noise_config.json"), "--output-dir", str(inside), "--overwrite"]) == 2
+    assert "holds the input" in capsys.readouterr().err and (inside / "ckpt.pth").is_file()

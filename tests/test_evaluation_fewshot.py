@@ -491,7 +491,7 @@ def test_cli_generate(saved_models, tone_data, tmp_path, capsys):
     (tmp_path / "output").mkdir()
     sf.write(tmp_path / "input" / "1.wav", tone(220.0, 1, 480), RATE)
     sf.write(tmp_path / "output" / "1.wav", tone(880.0, 1, 480), RATE)
-    code = cli_main(["generate", "--demos", str(pairs), "--query", "w81", "--output", str(output), "--max-words", "2",
+    code = cli_main(["generate", "--demos", str(pairs), "--query", "w81", "--output", str(output), "--overwrite", "--max-words", "2",
                      "--separator", "<sep>", "--codec", str(codec), "--lm", str(lm), "--device", "cpu"])
     assert code == 0
     missing = tmp_path / "missing.json"

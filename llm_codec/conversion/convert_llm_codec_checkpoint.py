@@ -11,7 +11,10 @@ folded into plain weights, and every key must be used exactly once: missing or l
 import argparse
 import itertools
 import json
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -276,15 +279,56 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--output-dir", required=True, help="folder to write (save_pretrained layout)")
     parser.add_argument("--tokenizer", default=None, help="local path of the LLM tokenizer the codebooks came from")
     parser.add_argument("--llm-name", default=None, help="name of that LLM to record (e.g. meta-llama/Llama-2-7b-hf)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing, non-empty --output-dir (its old files are removed, not mixed in)")
     return parser
+
+
+def check_output_dir(output_dir, inputs=(), overwrite: bool = False) -> Path:
+    """
+    Checks `--output-dir` before converting: a non-empty folder is refused unless `overwrite`, and never when it holds
+    one of the `inputs` (replacing it would delete them). Returns the folder as a `Path`.
+    """
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConversionError(f"--output-dir {out} is a file: give a folder.")
+    if out.is_dir() and any(out.iterdir()):
+        inside = [str(i) for i in inputs if i is not None and Path(i).resolve().is_relative_to(out.resolve())]
+        if inside:
+            raise ConversionError(f"--output-dir {out} holds the input(s) {inside}: choose another folder.")
+        if not overwrite:
+            raise ConversionError(f"--output-dir {out} is not empty; pass --overwrite to replace it (its files are "
+                                  "removed), or choose another folder.")
+    return out
+
+
+def write_output_dir(model, output_dir: Path) -> None:
+    """`model.save_pretrained` into a temporary sibling folder, which then replaces `output_dir` (no stale files are
+    left from an earlier conversion, and an interrupted run leaves the old folder whole)."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        if output_dir.exists():
+            old = tmp.with_name(tmp.name + "-old")
+            os.rename(output_dir, old)
+            os.rename(tmp, output_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    output_dir = check_output_dir(args.output_dir, [args.checkpoint, args.config, args.layer1_words, args.tokenizer],
+                                  args.overwrite)
     model = convert_checkpoint(
         args.checkpoint, args.config, args.layer1_words, tokenizer_path=args.tokenizer, llm_name_or_path=args.llm_name
     )
-    model.save_pretrained(args.output_dir)
+    write_output_dir(model, output_dir)
     config = model.config
     print(
         f"Converted {args.checkpoint} -> {args.output_dir}: codebooks {config.codebook_sizes} x {config.codebook_dim}, "

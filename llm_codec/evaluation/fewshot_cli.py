@@ -226,10 +226,11 @@ def read_generation_demos(source: str | Path) -> list[tuple[str, str]]:
 
 
 def cmd_generate(args) -> int:
-    from ..audio_io import save_audio
+    from ..audio_io import check_output, save_audio
 
     pairs = read_generation_demos(args.demos)
     query = _side(args.query, None)
+    check_output(args.output, inputs=[query, *(side for pair in pairs for side in pair)], overwrite=args.overwrite)
     generate = _pipeline("audio-few-shot-generation", args, separator=args.separator.replace("\\n", "\n").replace("\\t", "\t"))
     config = generate.model.config
     seconds = args.max_seconds
@@ -326,6 +327,7 @@ def add_parsers(sub, evaluate_sub) -> None:
                           "be text, outputs are audio files")
     generate.add_argument("--query", required=True, metavar="FILE|TEXT", help="the input to continue (audio file or text)")
     generate.add_argument("--output", required=True, metavar="WAV", help="wav file to write")
+    generate.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     generate.add_argument("--max-seconds", type=float, default=2.0, help="longest audio to generate (default 2)")
     generate.add_argument("--max-words", type=int, default=None,
                           help="longest generation in layer-1 words (overrides --max-seconds)")
