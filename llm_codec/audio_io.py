@@ -7,6 +7,33 @@ from pathlib import Path
 import numpy as np
 
 
+def _check_wav_complete(path: Path) -> None:
+    """
+    A RIFF/WAVE file whose `data` chunk declares more bytes than the file holds was cut short (an interrupted copy or
+    download); libsndfile would silently read the part that is there. Raises `ValueError` saying how much is missing.
+    Other formats and files without a readable header are left to libsndfile.
+    """
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return
+        size = path.stat().st_size
+        position = 12
+        while position + 8 <= size:
+            handle.seek(position)
+            chunk = handle.read(8)
+            declared = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                available = size - position - 8
+                if declared != 0xFFFFFFFF and declared > available:  # 0xFFFFFFFF: size unknown (streamed)
+                    raise ValueError(
+                        f"{path} is truncated: its header declares {declared} bytes of audio but the file holds "
+                        f"{available} ({100 * available / declared:.0f} %). Copy or download it again."
+                    )
+                return
+            position += 8 + declared + (declared & 1)
+
+
 def load_audio(path: str | Path, sampling_rate: int | None = None) -> tuple[np.ndarray, int]:
     """
     Reads an audio file -> `(samples (channels, time) float32, rate)`. With `sampling_rate`, the audio is resampled
@@ -21,6 +48,7 @@ def load_audio(path: str | Path, sampling_rate: int | None = None) -> tuple[np.n
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:
         raise ValueError(f"Could not read {path} as audio ({error}). Supported: WAV, FLAC, OGG and other libsndfile formats.") from error
+    _check_wav_complete(path)
     data = data.T  # (channels, time)
     if sampling_rate is not None and rate != sampling_rate:
         import soxr

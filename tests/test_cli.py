@@ -212,3 +212,15 @@ def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_audio(target, np.ones(160000, np.float32) * 0.1, 16000)
     assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["out.wav"]
+
+
+def test_a_truncated_wav_is_refused(folders, tmp_path, capsys):
+    full = (folders / "clip.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(full[: len(full) // 3])
+    assert cli_main(["reconstruct", "--model", str(folders / "codec"), "--audio", str(tmp_path / "cut.wav"),
+                     "--output", str(tmp_path / "out.wav")]) == 2
+    assert "is truncated" in capsys.readouterr().err and not (tmp_path / "out.wav").exists()
+    from llm_codec.audio_io import load_audio
+
+    audio, rate = load_audio(folders / "clip.wav")  # a whole file still reads
+    assert audio.shape == (1, 2400) and rate == 16000
