@@ -178,3 +178,22 @@ def test_conversion_never_mixes_into_or_clobbers_a_folder(official_dir, tmp_path
     assert cli_main(["convert", "--checkpoint", str(inside / "ckpt.pth"), "--config",
                      str(official_dir / "official_noise_config.json"), "--output-dir", str(inside), "--overwrite"]) == 2
     assert "holds the input" in capsys.readouterr().err and (inside / "ckpt.pth").is_file()
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("list.json", "[]", "not a mapping"),
+        ("number.yaml", "42\n", "not a mapping"),
+        ("broken.json", "{", "cannot be read as JSON"),
+        ("evil.yaml", 'generator: !!python/object/apply:os.system ["echo pwned"]\n', "cannot be read as YAML"),
+    ],
+)
+def test_unreadable_configs_get_a_message(official_dir, tmp_path, capsys, name, content, message):
+    from llm_codec.cli import main as cli_main
+
+    (tmp_path / name).write_text(content)
+    code = cli_main(["convert", "--checkpoint", str(official_dir / "official_noise.pth"), "--config",
+                     str(tmp_path / name), "--output-dir", str(tmp_path / "out")])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and message in error[0] and "pwned" not in error[0]

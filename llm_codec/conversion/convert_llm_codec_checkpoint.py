@@ -173,16 +173,23 @@ def load_original_config(path: str | Path) -> dict:
     """Reads the original config (YAML or JSON, whole file or its `generator` section) -> constructor arguments."""
     path = Path(path)
     text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
 
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    if "generator" in data:
-        data = data["generator"]
-    if "config" in data:
-        data = data["config"]
+            data = yaml.safe_load(text)  # safe: a `!!python` tag is refused, never run
+        else:
+            data = json.loads(text)
+    except Exception as error:  # yaml.YAMLError (a tag safe_load refuses, bad syntax) or json.JSONDecodeError
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConversionError(f"--config {path} cannot be read as {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}"
+                              f" ({first_line}): give the original config.yaml or its `generator` section.") from None
+    for section in ("generator", "config"):
+        if isinstance(data, dict) and isinstance(data.get(section), dict):
+            data = data[section]
+    if not isinstance(data, dict):
+        raise ConversionError(f"--config {path} holds a {type(data).__name__}, not a mapping of the original "
+                              "constructor arguments (the `generator` section of config.yaml).")
     unknown = set(data) - set(CONFIG_ARGUMENTS) - set(IGNORED_CONFIG_ARGUMENTS)
     if unknown:
         raise ConversionError(f"Unknown original config arguments {sorted(unknown)} in {path}.")
