@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+from huggingface_hub.errors import StrictDataclassError
+
 
 def _load_model(path: str | None):
     """
@@ -265,7 +267,8 @@ def main(argv=None) -> int:
             return args.func(args)
         with torch.no_grad():  # inference commands; the caller's grad mode is left as it was
             return args.func(args)
-    except (ValueError, FileNotFoundError, OSError) as error:  # CodeSequenceError is a ValueError
+    except (ValueError, FileNotFoundError, OSError, StrictDataclassError) as error:  # CodeSequenceError is a ValueError;
+        # StrictDataclassError: a config that fails its validation (huggingface_hub's strict dataclasses)
         print(f"llm-codec {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -224,3 +224,17 @@ def test_a_truncated_wav_is_refused(folders, tmp_path, capsys):
 
     audio, rate = load_audio(folders / "clip.wav")  # a whole file still reads
     assert audio.shape == (1, 2400) and rate == 16000
+
+
+def test_an_invalid_codec_config_is_a_message_not_a_traceback(folders, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "codec"
+    shutil.copytree(folders / "codec", broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["codebook_sizes"] = config["codebook_sizes"][:2]
+    (broken / "config.json").write_text(json.dumps(config))
+    code = cli_main(["reconstruct", "--model", str(broken), "--audio", str(folders / "clip.wav"),
+                     "--output", str(tmp_path / "out.wav")])
+    error = capsys.readouterr().err
+    assert code == 2 and "one codebook size per VQ layer" in error and "Traceback" not in error

@@ -302,11 +302,13 @@ def test_decode_input_errors(tiny_model):
 
 
 def test_config_validation_messages():
-    with pytest.raises(Exception, match="one codebook size per VQ layer"):
+    from huggingface_hub.errors import StrictDataclassClassValidationError as Invalid
+
+    with pytest.raises(Invalid, match="one codebook size per VQ layer"):
         LLMCodecConfig(codebook_sizes=[10, 10])
-    with pytest.raises(Exception, match="latent_dim"):
+    with pytest.raises(Invalid, match="latent_dim"):
         tiny_config(latent_dim=8)
-    with pytest.raises(Exception, match="layer1_words"):
+    with pytest.raises(Invalid, match="layer1_words"):
         tiny_config(layer1_words=["a", "b"])
     config = LLMCodecConfig()
     assert config.hop_length == 480 and config.pad_multiple == 3840
