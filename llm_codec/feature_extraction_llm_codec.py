@@ -1,5 +1,6 @@
 """Feature extractor of LLM-Codec: raw audio clips -> the `(batch, 1, samples)` 16 kHz mono batch the model takes."""
 
+import logging
 import numbers
 
 import numpy as np
@@ -10,6 +11,8 @@ from transformers.utils import PaddingStrategy, TensorType, is_torch_tensor
 
 
 # Heuristic for 2-D clips: more rows than this while having at most this many columns looks like (time, channels).
+logger = logging.getLogger(__name__)
+
 _MAX_PLAUSIBLE_CHANNELS = 8
 
 # Integer PCM formats and how they map to floats in [-1, 1): (offset, scale) with value = (x - offset) * scale.
@@ -77,8 +80,8 @@ def to_mono_float32(clip) -> np.ndarray:
         `np.ndarray` of shape `(time,)` and dtype float32. A 1-D float32 numpy input comes back bit-identical.
 
     Raises:
-        `ValueError`: for a clip that is empty, has more than 2 dimensions, looks like `(time, channels)` (more than
-        8 rows but at most 8 columns: transpose it), has a complex / boolean / unsupported dtype, or contains NaN or
+        `ValueError`: for a clip that is empty, has more than 2 dimensions, has more than 8 rows (not
+        `(channels, time)`: transpose it; more rows than columns only logs a warning), has a complex / boolean / unsupported dtype, or contains NaN or
         infinite values (also after the cast to float32, e.g. float64 values beyond the float32 range).
     """
     array = _as_numpy(clip)
@@ -93,10 +96,16 @@ def to_mono_float32(clip) -> np.ndarray:
         raise ValueError(
             f"The audio clip is empty (shape {tuple(array.shape)}, 0 samples): give at least one sample of audio."
         )
-    if array.ndim == 2 and array.shape[0] > _MAX_PLAUSIBLE_CHANNELS and array.shape[1] <= _MAX_PLAUSIBLE_CHANNELS:
+    if array.ndim == 2 and array.shape[0] > _MAX_PLAUSIBLE_CHANNELS:
         raise ValueError(
-            f"The clip has shape {tuple(array.shape)}, which looks like (time, channels); clips must be "
-            f"(channels, time). Transpose it (e.g. `audio.T`) before passing it."
+            f"The clip has shape {tuple(array.shape)}: read as (channels, time) that is {array.shape[0]} channels, "
+            f"more than the {_MAX_PLAUSIBLE_CHANNELS} audio has. If it is (time, channels), transpose it (e.g. "
+            "`audio.T`); if it is several clips, pass them as a list."
+        )
+    if array.ndim == 2 and array.shape[0] > array.shape[1]:
+        logger.warning(
+            "An audio clip of shape %s is read as (channels, time): %d channels of %d samples each. If it is "
+            "(time, channels), transpose it.", tuple(array.shape), array.shape[0], array.shape[1],
         )
 
     dtype = array.dtype

@@ -832,8 +832,9 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
         codes = []
         for k, layer_codes in enumerate(audio_codes):
             layer_codes = torch.as_tensor(layer_codes)
-            if layer_codes.is_floating_point() or layer_codes.is_complex():
-                raise ValueError(f"Codes of layer {k} must be integers, got dtype {layer_codes.dtype}.")
+            if layer_codes.is_floating_point() or layer_codes.is_complex() or layer_codes.dtype in (torch.bool, torch.uint8):
+                raise ValueError(f"Codes of layer {k} must be integers (code indices, int64 as `encode` returns), got "
+                                 f"dtype {layer_codes.dtype}.")
             if layer_codes.dim() == 1:
                 layer_codes = layer_codes[None]
             if layer_codes.dim() != 2:

@@ -337,6 +337,20 @@ class LLMCodecProcessor(ProcessorMixin):
             raise CodeSequenceError("The layer-1 ids do not split into whole words (a word is cut or out of order).")
         return best[0], n
 
+    @staticmethod
+    def _as_int_ids(ids) -> list[int]:
+        """Token ids as Python ints; a bool, a fractional number or a non-number is a `CodeSequenceError` naming its
+        position (`int(1234.7)` would silently give another token)."""
+        values = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        result = []
+        for position, value in enumerate(values):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                isinstance(value, float) and not value.is_integer()
+            ):
+                raise CodeSequenceError(f"Token id {value!r} at position {position} is not an integer id.")
+            result.append(int(value))
+        return result
+
     def _check_text_format(self, format: str, layers=(0,)) -> None:
         """In `audio_format="text"` only layer 1 in the understanding serialisation exists; say so otherwise."""
         if self.audio_format != "text":
@@ -363,7 +377,7 @@ class LLMCodecProcessor(ProcessorMixin):
         window, else the error is raised).
         """
         self._check_text_format("generation")
-        ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
+        ids = self._as_int_ids(ids)
         separator = self.separator_id()
         if separator not in ids:
             raise CodeSequenceError("No separator after the layer-1 words: the sequence is not in the generation format.")

@@ -343,10 +343,11 @@ def test_time_channels_layout_suggests_transpose(fe):
 
 
 def test_many_channels_short_clip_is_accepted():
-    # 8 channels is still plausible: treated as (channels, time).
+    # 8 channels is still plausible: treated as (channels, time) (with a warning when rows outnumber columns).
     assert to_mono_float32(np.ones((8, 3), np.float32)).shape == (3,)
-    # wide enough to not look like (time, channels)
-    assert to_mono_float32(np.ones((12, 9), np.float32)).shape == (9,)
+    # more than 8 rows is not read as channels, however wide
+    with pytest.raises(ValueError, match="12 channels"):
+        to_mono_float32(np.ones((12, 9), np.float32))
 
 
 def test_complex_dtype(fe):
@@ -462,3 +463,13 @@ def test_property_downmix_is_mean_int16(channels, length, seed):
     data = np.random.default_rng(seed).integers(-32768, 32767, (channels, length), endpoint=True).astype(np.int16)
     expected = (data.astype(np.float64) / 32768).mean(axis=0)
     np.testing.assert_allclose(to_mono_float32(data), expected, rtol=0, atol=1e-7)
+
+
+def test_shapes_that_are_not_channels_by_time(caplog):
+    with pytest.raises(ValueError, match="9 channels"):
+        to_mono_float32(np.zeros((9, 9), np.float32))
+    with pytest.raises(ValueError, match="transpose"):
+        to_mono_float32(np.zeros((16000, 2), np.float32))
+    with caplog.at_level("WARNING"):
+        assert to_mono_float32(np.zeros((8, 2), np.float32)).shape == (2,)  # kept, but said
+    assert "8 channels of 2 samples" in caplog.text

@@ -384,3 +384,10 @@ def test_encode_refuses_what_it_would_misread(tiny_model):
     right_padded = torch.ones(2, 960, dtype=torch.long)
     right_padded[1, 860:] = 0
     tiny_model.encode(audio, padding_mask=right_padded)  # the supported form
+
+
+def test_codes_of_bool_or_uint8_dtype_are_refused(tiny_model):
+    codes = tiny_model.encode(torch.randn(1, 1, 960) * 0.1).audio_codes
+    for dtype in (torch.bool, torch.uint8):
+        with pytest.raises(ValueError, match="must be integers"):
+            tiny_model.decode(tuple(c.to(dtype) for c in codes))

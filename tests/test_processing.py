@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from llm_codec import LLMCodecModel
+from llm_codec import LLMCodecFeatureExtractor, LLMCodecModel
 from llm_codec.processing_llm_codec import CodeSequenceError, LLMCodecProcessor
 
 from .conftest import tiny_tokenizer
@@ -135,3 +135,13 @@ def test_processor_saves_and_reloads(codec_and_processor, tmp_path):
     loaded = LLMCodecProcessor.from_pretrained(tmp_path)
     codes = random_codes(codec, 2)
     assert loaded.codes_to_ids(codes, format="generation") == processor.codes_to_ids(codes, format="generation")
+
+
+def test_ids_that_are_not_integers_are_refused():
+    from llm_codec.processing_llm_codec import CodeSequenceError
+
+    processor = LLMCodecProcessor(LLMCodecFeatureExtractor(), tiny_tokenizer(), layer1_words=[f"w{i}" for i in range(4, 44)],
+                                  codebook_sizes=[40, 200, 200], attn_window_size=2, separator="<sep>")
+    for bad, position in (([5, 6, 1234.7], 2), ([True, 5], 0), (["5"], 0), ([5.5], 0)):
+        with pytest.raises(CodeSequenceError, match=f"position {position} is not an integer id"):
+            processor.ids_to_codes(bad)
