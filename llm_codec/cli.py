@@ -124,10 +124,13 @@ def _read_codes_json(path: str) -> dict:
         raise ValueError(f"{path} is not JSON written by `llm-codec encode` ({error}).") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object as written by `llm-codec encode`, got a {type(data).__name__}.")
-    length = data.get("audio_length")
-    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length <= 0):
+    length = data.get("audio_length", 1)
+    if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
         raise ValueError(f"{path}: audio_length must be a positive number of samples, got {length!r}; fix it or "
                          "delete the key (the whole decoded length is then kept).")
+    for key in ("generation_ids", "token_ids"):
+        if key in data and not (isinstance(data[key], list) and data[key]):
+            raise ValueError(f"{path}: `{key}` must be a non-empty list of LLM token ids, got {type(data[key]).__name__}.")
     layers = data.get("layers", {})
     if not isinstance(layers, dict):
         raise ValueError(f"{path}: `layers` must map layer numbers to objects with `codes`, got a {type(layers).__name__}.")

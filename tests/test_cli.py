@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import soundfile as sf
 import torch
 
@@ -238,3 +240,28 @@ def test_an_invalid_codec_config_is_a_message_not_a_traceback(folders, tmp_path,
                      "--output", str(tmp_path / "out.wav")])
     error = capsys.readouterr().err
     assert code == 2 and "one codebook size per VQ layer" in error and "Traceback" not in error
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 300) | st.floats(allow_nan=True) | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(
+        ["layers", "audio_length", "codes", "0", "1", "2", "generation_ids", "token_ids", "x"]), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=_json)
+def test_fuzz_decode_json_never_crashes(folders, tmp_path, capsys, content):
+    """Any JSON as --codes: the command decodes it (exit 0) or says what is wrong (exit 2), never a traceback."""
+    import json as json_module
+
+    path = tmp_path / "fuzz.json"
+    path.write_text(json_module.dumps(content))
+    out = tmp_path / "fuzz.wav"
+    out.unlink(missing_ok=True)
+    code = cli_main(["decode", "--model", str(folders / "codec"), "--lm", str(folders / "lm"), "--codes", str(path),
+                     "--output", str(out), "--separator", "<sep>"])
+    captured = capsys.readouterr()
+    assert code in (0, 2) and "Traceback" not in captured.err
+    assert (code == 0) == out.exists()

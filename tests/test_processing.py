@@ -145,3 +145,20 @@ def test_ids_that_are_not_integers_are_refused():
     for bad, position in (([5, 6, 1234.7], 2), ([True, 5], 0), (["5"], 0), ([5.5], 0)):
         with pytest.raises(CodeSequenceError, match=f"position {position} is not an integer id"):
             processor.ids_to_codes(bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=st.lists(st.one_of(st.integers(-2, 210), st.floats(allow_nan=True), st.booleans(), st.text(max_size=2)),
+                    max_size=40),
+       repair=st.booleans())
+def test_fuzz_ids_to_codes_returns_codes_or_says_why(ids, repair):
+    """Any sequence: valid codes back (that serialise to the same ids when not repaired), or a CodeSequenceError."""
+    processor = LLMCodecProcessor(LLMCodecFeatureExtractor(), tiny_tokenizer(), layer1_words=[f"w{i}" for i in range(4, 44)],
+                                  codebook_sizes=[40, 200, 200], attn_window_size=2, separator="<sep>")
+    try:
+        codes = processor.ids_to_codes(ids, repair=repair)
+    except CodeSequenceError:
+        return
+    assert len(codes) == 3 and all(c.dtype == torch.long and c.shape[0] == 1 for c in codes)
+    if not repair:
+        assert processor.codes_to_ids(codes, format="generation")[0] == [int(i) for i in ids]
