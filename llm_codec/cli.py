@@ -195,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="llm-codec", description=__doc__)
     parser.add_argument("--version", action="version", version=f"llm-codec {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True)
 
     convert = sub.add_parser("convert", help="convert an original LLM-Codec checkpoint to a save_pretrained folder")
@@ -272,8 +273,20 @@ def main(argv=None) -> int:
             return args.func(args)
     except (ValueError, FileNotFoundError, OSError, StrictDataclassError) as error:  # CodeSequenceError is a ValueError;
         # StrictDataclassError: a config that fails its validation (huggingface_hub's strict dataclasses)
+        if args.debug:
+            raise
         print(f"llm-codec {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"llm-codec {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # not the input's fault: one line, exit 1; --debug shows the traceback
+        if args.debug:
+            raise
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        print(f"llm-codec {args.command}: failed: {type(error).__name__}: {first_line} (run with --debug for the "
+              "traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -265,3 +265,19 @@ def test_fuzz_decode_json_never_crashes(folders, tmp_path, capsys, content):
     captured = capsys.readouterr()
     assert code in (0, 2) and "Traceback" not in captured.err
     assert (code == 0) == out.exists()
+
+
+def test_unexpected_failures_are_one_line_with_exit_1_and_debug_shows_them(folders, tmp_path, capsys, monkeypatch):
+    from llm_codec import cli
+
+    def broken(path):
+        raise RuntimeError("the device fell over\nsecond line")
+
+    monkeypatch.setattr(cli, "_load_model", broken)
+    argv = ["reconstruct", "--model", str(folders / "codec"), "--audio", str(folders / "clip.wav"),
+            "--output", str(tmp_path / "out.wav")]
+    assert cli_main(argv) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == ["llm-codec reconstruct: failed: RuntimeError: the device fell over (run with --debug for the traceback)"]
+    with pytest.raises(RuntimeError, match="fell over"):
+        cli_main(["--debug", *argv])
