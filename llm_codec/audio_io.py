@@ -99,6 +99,23 @@ def check_output(path: str | Path, inputs=(), overwrite: bool = False, suffixes:
     return path
 
 
+def check_output_folder(path: str | Path) -> Path:
+    """
+    Checks, before any work, that the results folder `path` can be created and written (its files are the command's
+    own reports, replaced on each run). Raises `OutputError` otherwise; returns the folder.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"The output folder {path} is a file: give a folder.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"Cannot create the output folder {path}: {error.strerror or error}.") from None
+    if not os.access(path, os.W_OK):
+        raise OutputError(f"Cannot write into {path}: choose a writable output folder.")
+    return path
+
+
 def atomic_write(path: str | Path, write) -> Path:
     """
     `write(tmp_path)` fills a temporary file beside `path`, which then replaces `path` in one rename: an interrupted

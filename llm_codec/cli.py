@@ -181,8 +181,10 @@ def cmd_reconstruct(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from .audio_io import check_output_folder
     from .demo import run_demo
 
+    check_output_folder(args.output_dir)
     run_demo(args.output_dir, args.clips, args.audio)
     return 0
 

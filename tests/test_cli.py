@@ -281,3 +281,11 @@ def test_unexpected_failures_are_one_line_with_exit_1_and_debug_shows_them(folde
     assert error == ["llm-codec reconstruct: failed: RuntimeError: the device fell over (run with --debug for the traceback)"]
     with pytest.raises(RuntimeError, match="fell over"):
         cli_main(["--debug", *argv])
+
+
+@pytest.mark.parametrize("command", [["evaluate", "codec", "--data", "x.jsonl"], ["evaluate", "fewshot", "--data", "x"]])
+def test_an_unwritable_results_folder_is_refused_before_the_work(tmp_path, capsys, command):
+    (tmp_path / "a_file").write_text("")
+    for out, message in ((tmp_path / "a_file", "is a file"), ("/proc/llm_codec_test/out", "Cannot create")):
+        assert cli_main([*command, "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err

@@ -75,10 +75,12 @@ def cmd_evaluate_codec(args) -> int:
 def _evaluate_codec(args) -> int:
     from .codec_quality import evaluate_codec, save_results
 
+    from ..audio_io import check_output_folder
+
     baselines = _baselines(args.baselines)
     filters = _filters(args.where)
+    out = check_output_folder(args.out)  # before loading the codec or reading a clip
     codec, description, _ = load_codec(args.model)
-    out = Path(args.out)
     results = evaluate_codec(
         codec,
         args.data,

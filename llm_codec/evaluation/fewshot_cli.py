@@ -263,8 +263,11 @@ def cmd_evaluate_fewshot(args) -> int:
         save_results,
     )
 
+    from ..audio_io import check_output_folder
+
     methods = check_methods(args.methods)
     settings = parse_settings(args.settings) if args.settings else [(args.ways, args.shots)]
+    check_output_folder(args.out)
     pool = load_pool(args.data, name=args.task_name)
     for n_way, k_shot in settings:  # fail before loading any model
         check_setting(pool, n_way, k_shot, args.queries_per_class, args.group_key)
