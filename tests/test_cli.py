@@ -289,3 +289,12 @@ def test_an_unwritable_results_folder_is_refused_before_the_work(tmp_path, capsy
     for out, message in ((tmp_path / "a_file", "is a file"), ("/proc/llm_codec_test/out", "Cannot create")):
         assert cli_main([*command, "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_json_reports_are_not_written_over_a_file_without_overwrite(tmp_path, capsys):
+    report = tmp_path / "report.json"
+    report.write_text("the user's notes")
+    assert cli_main(["bench", "--json", str(report)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err and report.read_text() == "the user's notes"
+    assert cli_main(["classify", "--demos", str(tmp_path), "--queries", str(tmp_path), "--json", str(report)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err and report.read_text() == "the user's notes"

@@ -107,6 +107,10 @@ def cmd_bench(args) -> int:
 
 def _bench(args) -> int:
     from .codec_quality import benchmark_codec, peak_rss_mb
+    from ..audio_io import check_output
+
+    if args.json:
+        check_output(args.json, overwrite=args.overwrite, suffixes=(".json",))
 
     rss_before = peak_rss_mb()
     codec, description, _ = load_codec(args.model)
@@ -129,10 +133,11 @@ def _bench(args) -> int:
     if args.json:
         from dataclasses import asdict
 
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**asdict(result), "model": description, "rss_before_load_mb": rss_before,
-                                    "rss_after_load_mb": rss_loaded}, indent=2))
+        from ..audio_io import atomic_write
+
+        text = json.dumps({**asdict(result), "model": description, "rss_before_load_mb": rss_before,
+                           "rss_after_load_mb": rss_loaded}, indent=2)
+        path = atomic_write(args.json, lambda tmp: tmp.write_text(text))
         print(f"wrote {path}")
     return 0
 
@@ -207,4 +212,5 @@ def add_parsers(sub, evaluate_sub) -> None:
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     bench.add_argument("--seed", type=int, default=0, help="seed of the decoder noise")
     bench.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    bench.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     bench.set_defaults(func=cmd_bench)

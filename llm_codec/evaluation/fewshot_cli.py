@@ -114,8 +114,11 @@ def _queries(items: list[str]) -> list[tuple[str, str | None]]:
 
 
 def cmd_classify(args) -> int:
+    from ..audio_io import atomic_write, check_output
     from .fewshot import LM_METHODS, ClipPool, check_methods
 
+    if args.json:
+        check_output(args.json, overwrite=args.overwrite, suffixes=(".json",))
     method = check_methods(args.method)[0]
     if method not in LM_METHODS:
         raise ValueError(f"--method {method}: classify scores with the LM; choose among {', '.join(LM_METHODS)} "
@@ -158,8 +161,8 @@ def cmd_classify(args) -> int:
         print(f"accuracy: {correct}/{len(known)} = {correct / len(known):.3f} (chance {1 / len(labels):.3f})"
               + (f"; query labels without demonstrations: {unknown_labels}" if unknown_labels else ""))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+        text = json.dumps(summary, indent=1, ensure_ascii=False)
+        atomic_write(args.json, lambda tmp: tmp.write_text(text))
         print(f"wrote {args.json}")
     return 0
 
@@ -315,6 +318,7 @@ def add_parsers(sub, evaluate_sub) -> None:
     classify.add_argument("--no-instruction", action="store_true", help="leave out the instruction line listing the labels")
     classify.add_argument("--top-k", type=int, default=None, help="print only the best k labels per query")
     classify.add_argument("--json", default=None, metavar="OUT", help="also write the rankings to this JSON file")
+    classify.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     _add_model_arguments(classify)
     classify.set_defaults(func=cmd_classify)
 
