@@ -89,13 +89,7 @@ def check_output(path: str | Path, inputs=(), overwrite: bool = False, suffixes:
         raise OutputError(f"The output {path} must end with {' or '.join(suffixes)}.")
     if path.exists() and not overwrite:
         raise OutputError(f"{path} exists; pass --overwrite to replace it, or choose another output file.")
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"Cannot create the folder of the output {path}: {error.strerror or error}.") from None
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"Cannot write into {folder}: choose a writable place for the output.")
+    check_output_folder(path.parent)
     return path
 
 
