@@ -186,6 +186,7 @@ def logmel_rankings(demos: list[tuple[Path, str]], queries: list[Path], labels: 
     from .audio_io import load_audio
     from .evaluation.fewshot import prototype_scores
     from .evaluation.reference import REFERENCE_SAMPLE_RATE, logmel_statistics
+    from .pipeline_llm_codec import rank_labels
 
     def features(paths):
         clips = [load_audio(path, REFERENCE_SAMPLE_RATE)[0].mean(0) for path in paths]
@@ -193,11 +194,7 @@ def logmel_rankings(demos: list[tuple[Path, str]], queries: list[Path], labels: 
         return torch.nn.functional.normalize(torch.from_numpy(vectors), dim=-1)
 
     scores = prototype_scores(features([p for p, _ in demos]), [l for _, l in demos], features(queries), labels)
-    rankings = []
-    for row in scores:
-        probabilities = torch.softmax(torch.as_tensor(row, dtype=torch.float64), dim=0).tolist()
-        rankings.append([{"label": l, "score": p} for l, p in sorted(zip(labels, probabilities), key=lambda x: -x[1])])
-    return rankings
+    return rank_labels(scores, labels)
 
 
 def main(argv=None) -> int:

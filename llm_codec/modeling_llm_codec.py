@@ -607,8 +607,7 @@ class LLMCodecPreTrainedModel(PreTrainedModel):
             problems.append(f"missing weights {sorted(info['missing_keys'])[:5]}")
         if info.get("mismatched_keys"):
             problems.append(f"weights of another shape {sorted(str(k) for k in info['mismatched_keys'])[:5]}")
-        bad = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point()
-               and not torch.isfinite(tensor).all()]
+        bad = model.non_finite_tensors()
         if bad:
             problems.append(f"NaN or infinite values in {bad[:5]}")
         if problems:
@@ -617,6 +616,11 @@ class LLMCodecPreTrainedModel(PreTrainedModel):
                 "files are damaged or from another version: save or convert the codec again."
             )
         return (model, info) if output_loading_info else model
+
+    def non_finite_tensors(self) -> list[str]:
+        """Names of the floating-point weights and buffers holding a NaN or an infinite value (a damaged checkpoint)."""
+        return [name for name, tensor in self.state_dict().items()
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
 
     def _weight_norm_modules(self):
         return [m for m in self.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]

@@ -52,6 +52,19 @@ class Prompt:
         return self
 
 
+def rank_labels(scores, labels, top_k: int | None = None) -> list[list[dict]]:
+    """
+    Scores `(num_queries, num_labels)` -> per query, `[{"label", "score"}]` best first, the scores a softmax over the
+    labels (summing to 1), cut to the best `top_k` when given.
+    """
+    rankings = []
+    for row in scores:
+        probabilities = torch.softmax(torch.as_tensor(row, dtype=torch.float64), dim=0).tolist()
+        ranked = sorted(zip(labels, probabilities), key=lambda x: -x[1])[: top_k or len(labels)]
+        rankings.append([{"label": l, "score": p} for l, p in ranked])
+    return rankings
+
+
 def _check_count(name: str, value, minimum: int = 1, allow_none: bool = False) -> None:
     """Raises a `ValueError` naming `name` unless `value` is an int >= `minimum` (or `None` when allowed)."""
     if value is None and allow_none:
@@ -278,11 +291,7 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
                 content_free = Prompt().add_text(self.tokenizer, "N/A").ids
                 baseline = self.score_labels(prefix, [content_free], labels, length_normalize, 1, False)[0]
                 scores = scores - baseline[None, :]
-        results = []
-        for row in scores:
-            probabilities = torch.softmax(torch.as_tensor(row, dtype=torch.float64), dim=0).tolist()
-            ranked = sorted(zip(labels, probabilities), key=lambda x: -x[1])[: top_k or len(labels)]
-            results.append([{"label": l, "score": p} for l, p in ranked])
+        results = rank_labels(scores, labels, top_k)
         return results[0] if single else results
 
     # ---------------------------------------------------------------------------------------------- prompting

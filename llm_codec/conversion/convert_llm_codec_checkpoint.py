@@ -268,7 +268,7 @@ def convert_checkpoint(
     if wrong_shape:
         raise ConversionError(f"Shape mismatch: {wrong_shape[:10]}. Check that --config matches the checkpoint.")
     model.load_state_dict({k: v.float() for k, v in new_state_dict.items()}, strict=True)
-    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = model.non_finite_tensors()
     if bad:
         raise ConversionError(
             f"The converted weights hold NaN or infinite values in {bad[:10]}: the checkpoint is damaged (NaN "
