@@ -6,19 +6,40 @@
 * `audio-few-shot-generation`: the LM writes codec tokens under a logits processor that only allows what is valid
   at each position of the generation serialisation; the tokens are decoded to a waveform.
 
-Both are created with `pipeline(TASK, model=codec, language_model=lm, tokenizer=lm_tokenizer)`. The LM is the one
-whose vocabulary the codec speaks (checked), or, for classification with `audio_format="text"`, any causal LM: layer 1
-is then written as its English words, tokenised by that LM's own tokenizer.
+Both are created with `pipeline(TASK, model=codec, language_model=lm, tokenizer=lm_tokenizer)` (without
+`language_model=`, the LM named by the codec's config is loaded). The LM is the one whose vocabulary the codec speaks
+(checked), or, for classification with `audio_format="text"`, any causal LM: layer 1 is then written as its English
+words, tokenised by that LM's own tokenizer.
+
+Both follow transformers' `Pipeline` contract, so that `Pipeline.__call__` iterates lists, generators and datasets
+(`KeyDataset`) and batches them (`batch_size=`):
+
+* `_sanitize_parameters` checks a call's arguments and builds its *task context* once per call (the demonstrations
+  encoded, the prompt prefix and its KV cache, the calibration baseline, the class prototypes, the generation
+  prompt), handed to `_forward` and `postprocess` with the other parameters;
+* `preprocess` reads one query (any accepted audio form, see `read_audio`) into the codec feature extractor's
+  `input_values` `(1, 1, samples)` / `padding_mask` `(1, samples)` (classification) or its prompt ids (generation);
+* `_forward` runs a whole batch: one codec encode of the right-padded audio, then one LM pass per stage of the
+  KV-cached label scoring (`_score_batch`) on top of the shared prefix cache;
+* `postprocess` ranks one query's labels, or trims one generated waveform.
 """
 
+import collections.abc
 import copy
+import io
+import logging
 import math
+import numbers
+import os
 import threading
+import types
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from transformers import (
+    AutoModel,
     AutoTokenizer,
     LogitsProcessor,
     LogitsProcessorList,
@@ -27,10 +48,11 @@ from transformers import (
     StoppingCriteriaList,
 )
 from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
 from .processing_llm_codec import LLMCodecProcessor
 
-
+logger = logging.getLogger(__name__)
 def _adds_bos_token(tokenizer) -> bool:
     from .language_model import adds_bos_token
 
@@ -89,13 +111,138 @@ def _check_labels(labels, what: str, distinct: bool = True) -> None:
         raise ValueError(f"{what}: {duplicates} appear more than once; give each candidate label once.")
 
 
+# -------------------------------------------------------------------------------------------------------- audio
+
+AUDIO_FILE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+"""A `str` ending with one of these is a file path where text is also accepted (generation inputs)."""
+
+ACCEPTED_AUDIO = (
+    "a numpy array or torch tensor of shape (time,) or (channels, time) with `sampling_rate=`, a file path (str or "
+    "pathlib.Path), the file's contents as bytes, a dict {'array' (or 'raw'): samples, 'sampling_rate': Hz}, or a "
+    "dict {'path': ..., 'bytes': ...} (a `datasets.Audio(decode=False)` value)"
+)
+
+
+def _is_number_list(value) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _decode_audio_bytes(data, what: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    try:
+        samples, rate = sf.read(io.BytesIO(bytes(data)), dtype="float32", always_2d=True)
+    except Exception as error:
+        raise ValueError(
+            f"Could not decode {what} as an audio file ({error}). Bytes must hold a whole file in a libsndfile format "
+            "(WAV, FLAC, OGG, ...); pass raw samples as an array with `sampling_rate=` instead."
+        ) from error
+    return np.ascontiguousarray(samples.T), rate
+
+
+def read_audio(audio, sampling_rate: int | None = None) -> tuple:
+    """
+    Reads one clip given in any form the pipelines accept.
+
+    Args:
+        audio: a numpy array / torch tensor `(time,)` or `(channels, time)` (or a flat list of float samples), a file
+            path (`str` or `os.PathLike`), the bytes of an audio file, a dict `{"array" | "raw": samples,
+            "sampling_rate": Hz}`, or a dict `{"path": str | None, "bytes": bytes | None}` (what
+            `datasets.Audio(decode=False)` gives; the bytes are decoded when set, else the path is read).
+        sampling_rate (`int`, *optional*): the rate of samples given without one (arrays, `{"array"}` dicts without
+            `"sampling_rate"`).
+
+    Returns:
+        `tuple`: `(samples, rate)`, samples as given (arrays, tensors) or decoded `(channels, time)` float32.
+
+    Raises:
+        `TypeError`: `audio` is none of these forms (the message lists them).
+        `ValueError`: samples without a rate, a dict without usable keys, bytes that are no audio file.
+        `FileNotFoundError`: a path without a file.
+    """
+    if isinstance(audio, (str, os.PathLike)):
+        from .audio_io import load_audio
+
+        return load_audio(audio)
+    if isinstance(audio, (bytes, bytearray, memoryview)):
+        return _decode_audio_bytes(audio, "the given bytes")
+    if isinstance(audio, dict):
+        if "array" in audio or "raw" in audio:
+            samples = audio["array"] if "array" in audio else audio["raw"]
+            rate = audio.get("sampling_rate", sampling_rate)
+            if rate is None:
+                raise ValueError(
+                    "An audio dict {'array': ...} needs its 'sampling_rate' (or pass `sampling_rate=` to the call)."
+                )
+            return samples, rate
+        if "path" in audio or "bytes" in audio:
+            if audio.get("bytes") is not None:
+                return _decode_audio_bytes(audio["bytes"], f"the 'bytes' of {audio.get('path') or 'an audio dict'}")
+            if audio.get("path") is not None:
+                from .audio_io import load_audio
+
+                return load_audio(audio["path"])
+            raise ValueError("An audio dict {'path', 'bytes'} has both set to None: give the file's path or bytes.")
+        raise ValueError(
+            f"An audio dict needs 'array' (or 'raw') and 'sampling_rate', or 'path' and/or 'bytes'; got the keys "
+            f"{sorted(audio)}."
+        )
+    if isinstance(audio, (np.ndarray, torch.Tensor)) or _is_number_list(audio):
+        if sampling_rate is None:
+            raise ValueError(
+                "Audio given as an array needs `sampling_rate=` (or pass file paths or {'array', 'sampling_rate'} dicts)."
+            )
+        return audio, sampling_rate
+    raise TypeError(f"Cannot read a {type(audio).__name__} as audio: give {ACCEPTED_AUDIO}.")
+
+
+def _is_clip(value) -> bool:
+    """Whether `value` has the form of one clip (not whether it decodes)."""
+    return isinstance(value, (str, os.PathLike, bytes, bytearray, memoryview, dict, np.ndarray, torch.Tensor)) or (
+        _is_number_list(value)
+    )
+
+
+@dataclass
+class _Progress:
+    """A per-call progress bar over the queries, advanced by `postprocess` (which sees every query once)."""
+
+    total: int | None
+    enabled: bool | None
+    description: str
+    bar: object = None
+    done: int = 0
+
+    def advance(self):
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            enabled = self.enabled if self.enabled is not None else (self.total or 0) >= 16
+            self.bar = tqdm(total=self.total, desc=self.description, disable=not enabled)
+        self.bar.update(1)
+        self.done += 1
+        if self.total is not None and self.done >= self.total:
+            self.bar.close()
+
+
 class _LLMCodecPipelineBase(Pipeline):
-    """Shared set-up: a codec (`self.model`), a causal LM and its tokenizer, and the processor binding them."""
+    """
+    Shared set-up: a codec (`self.model`), a causal LM and its tokenizer, the processor binding them, and the codec's
+    feature extractor (`self.feature_extractor`, saved by `save_pretrained`).
+    """
 
     _load_processor = False
     _load_image_processor = False
     _load_feature_extractor = False
     _load_tokenizer = False
+
+    _call_parameters: tuple[str, ...] = ()
+    """Arguments of a call (the task); refused at construction, where they would be silently ignored."""
+    _empty_inputs_message = "Give at least one query (an empty list was given)."
 
     def __init__(
         self,
@@ -106,24 +253,30 @@ class _LLMCodecPipelineBase(Pipeline):
         dtype=None,
         separator="\n",
         audio_format="ids",
+        batch_size=8,
         **kwargs,
     ):
         from .language_model import load_language_model
 
-        if language_model is None:
+        misplaced = sorted(set(kwargs) & set(self._call_parameters))
+        if misplaced:
             raise ValueError(
-                "Give the causal LM to read the audio tokens: pipeline(task, model=codec, language_model=LM or path, "
-                "tokenizer=its tokenizer). `llm_codec.language_model.load_language_model()` gives the offline default."
+                f"{misplaced} belong to each call, not to the pipeline's construction: "
+                f"pipe(inputs, demonstrations=..., {misplaced[0]}=...)."
             )
-        if isinstance(language_model, str):
-            language_model, loaded_tokenizer = load_language_model(language_model)
+        _check_count("batch_size", batch_size)
+        if language_model is None:
+            language_model, loaded_tokenizer = self._configured_language_model(model)
             tokenizer = tokenizer or loaded_tokenizer
-        if isinstance(tokenizer, str):
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        elif isinstance(language_model, (str, os.PathLike)):
+            language_model, loaded_tokenizer = load_language_model(os.fspath(language_model))
+            tokenizer = tokenizer or loaded_tokenizer
+        if isinstance(tokenizer, (str, os.PathLike)):
+            tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
         if tokenizer is None:
             raise ValueError("Give the LM's `tokenizer` (an object or a local path).")
-        kwargs.pop("feature_extractor", None)
-        super().__init__(model=model, tokenizer=tokenizer, **kwargs)
+        kwargs.pop("feature_extractor", None)  # always the codec's own (built by the processor below)
+        super().__init__(model=model, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
         self.model.eval()
         self.language_model = language_model.eval()
         if dtype is not None and dtype != "auto":
@@ -138,59 +291,165 @@ class _LLMCodecPipelineBase(Pipeline):
         )
         if audio_format == "text":
             self.codec_processor.check_words()  # fail now, naming the word, not at the first query
+        self.feature_extractor = self.codec_processor.feature_extractor
         self.bos_ids = [tokenizer.bos_token_id] if _adds_bos_token(tokenizer) else []
         self._lock = threading.Lock()  # the codec's projection cache is shared; encode under a lock
 
-    # Pipeline's abstract hooks: these pipelines run their own batched loop in __call__.
-    def _sanitize_parameters(self, **kwargs):
-        return {}, {}, {}
+    @staticmethod
+    def _configured_language_model(codec) -> tuple:
+        """`language_model=None`: the LM named by the codec's config (`llm_name_or_path`) -> `(model, tokenizer)`."""
+        from .language_model import load_language_model
 
-    def preprocess(self, inputs, **kwargs):
-        return inputs
+        name = getattr(codec.config, "llm_name_or_path", None)
+        if not name:
+            raise ValueError(
+                "No `language_model=` was given and the codec's config names no LM (`llm_name_or_path` is not set): "
+                "pass language_model= (a causal LM or its local folder) and tokenizer=."
+            )
+        try:
+            return load_language_model(name)
+        except (OSError, ValueError, ImportError) as error:
+            raise ValueError(
+                f"No `language_model=` was given and the LM named by the codec's config (llm_name_or_path={name!r}) "
+                f"could not be loaded: {error}\nPass language_model= (a causal LM or its local folder) and "
+                "tokenizer=, or make that LM available (see `llm_codec.language_model.load_language_model`)."
+            ) from error
 
-    def _forward(self, model_inputs, **kwargs):
-        return model_inputs
+    # ------------------------------------------------------------------------------------------ Pipeline contract
 
-    def postprocess(self, model_outputs, **kwargs):
-        return model_outputs
+    def _queries(self, inputs):
+        """
+        Normalises a call's `inputs` for `Pipeline.__call__` -> `(inputs, num_queries)`: one clip stays as it is
+        (one result), a list / tuple / `datasets` column becomes a list (a list of results), a generator or a torch
+        `Dataset` (`KeyDataset`) streams (an iterator of results). Anything else raises, saying what is accepted.
+        """
+        if self._is_query(inputs) and not isinstance(inputs, (list, tuple)):
+            return inputs, 1
+        if isinstance(inputs, (types.GeneratorType, torch.utils.data.Dataset)):
+            return inputs, len(inputs) if isinstance(inputs, collections.abc.Sized) else None
+        if hasattr(inputs, "column_names") and not isinstance(inputs, collections.abc.Sequence):
+            raise TypeError(
+                f"Got a whole {type(inputs).__name__} (rows of several columns): pass its audio column, "
+                "`dataset['audio']`, or `KeyDataset(dataset, 'audio')` (transformers.pipelines.pt_utils) to stream it."
+            )
+        if isinstance(inputs, collections.abc.Sequence):  # list, tuple, a `datasets` Column
+            queries = list(inputs)
+            if not queries:
+                raise ValueError(self._empty_inputs_message)
+            for index, query in enumerate(queries):
+                if not self._is_query(query):
+                    hint = " (one clip given as a list of samples: pass it as `np.asarray(samples)`)"
+                    hint = hint if isinstance(query, numbers.Real) else ""
+                    raise TypeError(f"Query {index} is a {type(query).__name__}{hint}: {self._accepted_queries()}")
+            return queries, len(queries)
+        if isinstance(inputs, collections.abc.Iterator):
+            return (query for query in inputs), None
+        raise TypeError(f"Cannot read a {type(inputs).__name__} as queries: {self._accepted_queries()}")
+
+    def _is_query(self, value) -> bool:
+        return _is_clip(value)
+
+    def _accepted_queries(self) -> str:
+        return (
+            f"a query is {ACCEPTED_AUDIO}; several queries are a list, a generator, a `datasets` column or a "
+            "`KeyDataset`."
+        )
+
+    def _call(self, inputs, batch_size, num_workers, kwargs):
+        inputs, num_queries = self._queries(inputs)
+        _check_count("batch_size", batch_size, allow_none=True)
+        encode_batch_size = batch_size or self._batch_size or 1
+        return super().__call__(
+            inputs, batch_size=batch_size, num_workers=num_workers, num_queries=num_queries,
+            encode_batch_size=encode_batch_size, **kwargs,
+        )
+
+    def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):
+        """
+        `Pipeline.get_iterator` with this pipeline's `_collate`: transformers' `pad_collate_fn` needs a pad token in
+        the LM's tokenizer (many causal LMs have none) and pads 2-D tensors only, while a query's audio is
+        `(1, 1, samples)`.
+        """
+        if isinstance(inputs, collections.abc.Sized):
+            dataset = PipelineDataset(inputs, self.preprocess, preprocess_params)
+        else:
+            if num_workers > 1:
+                logger.warning("Streamed inputs are read by one worker (num_workers=1), keeping their order.")
+                num_workers = 1
+            dataset = PipelineIterator(inputs, self.preprocess, preprocess_params)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the DataLoader may use worker processes
+        dataloader = DataLoader(dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=self._collate)
+        model_iterator = PipelineIterator(dataloader, self.forward, forward_params, loader_batch_size=batch_size)
+        return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
+
+    def _collate(self, items: list[dict]) -> dict:
+        """
+        `preprocess` outputs (each a batch of one query) -> one batch: tensors are right-padded along their last
+        (time) axis, `input_values` with the feature extractor's padding value and the rest (`padding_mask`) with 0,
+        and concatenated; lists are concatenated.
+        """
+        keys = set(items[0])
+        batch = {}
+        for key in items[0]:
+            values = [item[key] for item in items]
+            if any(set(item) != keys for item in items):
+                raise ValueError(f"Cannot batch queries prepared with different keys: {[sorted(i) for i in items]}.")
+            if torch.is_tensor(values[0]):
+                width = max(v.shape[-1] for v in values)
+                fill = self.feature_extractor.padding_value if key == "input_values" else 0
+                batch[key] = torch.cat(
+                    [torch.nn.functional.pad(v, (0, width - v.shape[-1]), value=fill) for v in values]
+                )
+            else:
+                batch[key] = [x for value in values for x in value]
+        return batch
 
     # -------------------------------------------------------------------------------------------------- audio
 
-    def _as_clip(self, audio, sampling_rate):
-        """Accepts an array/tensor (with `sampling_rate`), a file path, or a dict {"array"|"raw", "sampling_rate"}."""
-        if isinstance(audio, str):
-            from .audio_io import load_audio
+    def _encode(self, input_values: torch.Tensor, padding_mask: torch.Tensor) -> list[tuple]:
+        """
+        Feature-extractor outputs -> per clip, its codes.
 
-            return load_audio(audio)
-        if isinstance(audio, dict):
-            array = audio.get("array", audio.get("raw"))
-            return np.asarray(array), audio.get("sampling_rate", sampling_rate)
-        if sampling_rate is None:
-            raise ValueError(
-                "Audio given as an array needs `sampling_rate=` (or pass file paths or {'array', 'sampling_rate'} dicts)."
-            )
-        return audio, sampling_rate
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch, 1, samples)`): right-padded audio at the codec rate.
+            padding_mask (`torch.LongTensor` of shape `(batch, samples)`): 1 for real samples, 0 for padding.
+
+        Returns:
+            `list[tuple[torch.LongTensor, ...]]`: per clip, one `(1, T_k)` tensor per codec layer (on the CPU). The
+            codec gives every clip of a padded batch the codes it gets alone.
+        """
+        with self._lock, torch.no_grad():
+            encoded = self.model.encode(input_values.to(self.device), padding_mask=padding_mask.to(self.device))
+        return [
+            tuple(c[i : i + 1, : int(n)].cpu() for c, n in zip(encoded.audio_codes, encoded.audio_codes_lengths[i]))
+            for i in range(input_values.shape[0])
+        ]
+
+    def _features(self, audio, sampling_rate) -> dict:
+        """One clip in any accepted form -> `{"input_values": (1, 1, samples), "padding_mask": (1, samples)}`."""
+        samples, rate = read_audio(audio, sampling_rate)
+        features = self.feature_extractor(samples, sampling_rate=rate, return_tensors="pt")
+        return {"input_values": features["input_values"], "padding_mask": features["padding_mask"]}
 
     def encode_audio(self, clips, sampling_rate=None, batch_size=8) -> list[tuple]:
-        """Clips -> per clip, its codes as a tuple of `(1, T_k)` LongTensors (batched through the codec)."""
+        """
+        Clips -> per clip, its codes as a tuple of `(1, T_k)` LongTensors, encoded `batch_size` clips at a time.
+
+        Args:
+            clips (`list`): clips in any form `read_audio` accepts.
+            sampling_rate (`int`, *optional*): the rate of clips given as arrays.
+            batch_size (`int`, defaults to 8): clips per codec pass.
+        """
         results = []
         for start in range(0, len(clips), batch_size):
-            group = [self._as_clip(c, sampling_rate) for c in clips[start : start + batch_size]]
+            group = [read_audio(c, sampling_rate) for c in clips[start : start + batch_size]]
             rates = {rate for _, rate in group}
             arrays = [a for a, _ in group]
             if len(rates) > 1:  # resample one by one, then batch at the codec rate
-                arrays = [
-                    self.codec_processor.feature_extractor(a, sampling_rate=r)["input_values"][0, 0] for a, r in group
-                ]
+                arrays = [self.feature_extractor(a, sampling_rate=r)["input_values"][0, 0] for a, r in group]
                 rates = {self.model.config.sample_rate}
-            inputs = self.codec_processor.feature_extractor(arrays, sampling_rate=rates.pop(), return_tensors="pt")
-            with self._lock, torch.no_grad():
-                encoded = self.model.encode(
-                    inputs["input_values"].to(self.device), padding_mask=inputs["padding_mask"].to(self.device)
-                )
-            for i in range(len(arrays)):
-                lengths = encoded.audio_codes_lengths[i]
-                results.append(tuple(c[i : i + 1, : int(n)].cpu() for c, n in zip(encoded.audio_codes, lengths)))
+            inputs = self.feature_extractor(arrays, sampling_rate=rates.pop(), return_tensors="pt")
+            results.extend(self._encode(inputs["input_values"], inputs["padding_mask"]))
         return results
 
     def check_context(self, length: int, what: str):
@@ -211,6 +470,29 @@ class _LLMCodecPipelineBase(Pipeline):
         return tqdm(total=total, desc=description, disable=not enabled)
 
 
+@dataclass
+class ClassificationContext:
+    """
+    What every query of one classification call shares, built once per call by `_sanitize_parameters`
+    (`AudioFewShotClassificationPipeline.build_context`) and handed to `_forward` and `postprocess`.
+
+    `prefix_ids` / `prefix_cache` / `label_ids` / `baseline` are set for `method="icl"` (`baseline`, `(num_labels,)`
+    float64, with `calibrate=True`), `prototypes` `(num_labels, hidden)` for `method="embedding"`.
+    """
+
+    labels: list[str]
+    layers: tuple
+    method: str
+    length_normalize: bool
+    top_k: int | None
+    progress: _Progress
+    prefix_ids: list[int] | None = None
+    prefix_cache: object = None
+    label_ids: list[list[int]] | None = None
+    baseline: torch.Tensor | None = None
+    prototypes: torch.Tensor | None = None
+
+
 class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
     """
     Few-shot audio classification with a frozen causal LM.
@@ -220,9 +502,61 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
     `###\\nInput: <audio tokens>\\nOutput:`; each candidate `" <label>"` is scored by its log-likelihood.
     """
 
-    def __call__(
+    _call_parameters = (
+        "demonstrations", "candidate_labels", "sampling_rate", "method", "calibrate", "n_repeats", "instruction",
+        "layers", "length_normalize", "progress", "top_k",
+    )
+    _empty_inputs_message = "Give at least one query clip (an empty list was given)."
+
+    def __call__(self, inputs, demonstrations=None, *, batch_size=None, num_workers=None, **kwargs):
+        """
+        Ranks the candidate labels of each query clip.
+
+        Args:
+            inputs: one query clip, or several: a list, a generator, a `datasets` column (`dataset["audio"]`) or a
+                `KeyDataset(dataset, "audio")`. A clip is a numpy array / torch tensor `(time,)` or
+                `(channels, time)` (with `sampling_rate`), a file path (`str` or `pathlib.Path`), the bytes of an
+                audio file, a dict `{"array" | "raw", "sampling_rate"}`, or a dict `{"path", "bytes"}` (a
+                `datasets.Audio(decode=False)` value).
+            demonstrations: list of `(audio, label)` pairs, the audio in any of the query forms.
+            candidate_labels: labels to rank (default: the demonstrations' labels, in first-seen order).
+            sampling_rate: the rate of audio given as arrays.
+            method: `"icl"` (label likelihood after the prompt) or `"embedding"` (LM hidden-state prototypes).
+            calibrate: divide label probabilities by those after a content-free query (contextual calibration).
+            n_repeats: how many times the demonstrations are repeated in the prompt.
+            instruction: start the prompt with a line listing the labels.
+            layers: codec layers written into the prompt (default layer 1, as in the paper; with the pipeline's
+                `audio_format="text"`, layer 1 only).
+            length_normalize: score labels by mean (True) or summed (False) token log-probability.
+            batch_size: queries per codec and LM pass (default: the pipeline's, 8); also the demonstrations per codec
+                pass.
+            num_workers: `DataLoader` workers reading the queries (default 0: in this process).
+            progress: show a progress bar (default: when there are 16 queries or more).
+            top_k: keep only the best k labels.
+
+        Returns:
+            For one query a list of `{"label", "score"}` sorted by score (scores sum to 1); for a list (or a
+            `datasets` column), one such list per query; for a generator or a `KeyDataset`, an iterator of them.
+        """
+        return self._call(inputs, batch_size, num_workers, dict(kwargs, demonstrations=demonstrations))
+
+    def _sanitize_parameters(self, demonstrations=None, sampling_rate=None, num_queries=None, encode_batch_size=None,
+                             **task):
+        """
+        Called by `Pipeline.__init__` (with nothing: every argument belongs to a call) and by `Pipeline.__call__`
+        with a call's arguments, plus `num_queries` (for the progress bar) and `encode_batch_size` (demonstrations per
+        codec pass) from `__call__`. Builds the call's [`ClassificationContext`] (`build_context`).
+        """
+        if encode_batch_size is None:  # the pipeline's construction (`__init__` refuses call arguments)
+            return {}, {}, {}
+        context = self.build_context(
+            demonstrations, sampling_rate=sampling_rate, num_queries=num_queries, batch_size=encode_batch_size, **task
+        )
+        return {"sampling_rate": sampling_rate}, {"context": context}, {"context": context}
+
+    @torch.no_grad()
+    def build_context(
         self,
-        inputs,
         demonstrations,
         candidate_labels=None,
         sampling_rate=None,
@@ -232,41 +566,28 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
         instruction=True,
         layers=(0,),
         length_normalize=True,
-        batch_size=8,
-        progress=None,
         top_k=None,
-    ):
+        progress=None,
+        num_queries=None,
+        batch_size=8,
+    ) -> ClassificationContext:
         """
-        Args:
-            inputs: one query clip or a list (arrays with `sampling_rate`, file paths, or {"array", "sampling_rate"}).
-            demonstrations: list of `(audio, label)` pairs.
-            candidate_labels: labels to rank (default: the demonstrations' labels, in first-seen order).
-            method: `"icl"` (label likelihood after the prompt) or `"embedding"` (LM hidden-state prototypes).
-            calibrate: divide label probabilities by those after a content-free query (contextual calibration).
-            n_repeats: how many times the demonstrations are repeated in the prompt.
-            instruction: start the prompt with a line listing the labels.
-            layers: codec layers written into the prompt (default layer 1, as in the paper; with the pipeline's
-                `audio_format="text"`, layer 1 only).
-            length_normalize: score labels by mean (True) or summed (False) token log-probability.
-            batch_size: queries per LM forward pass.
-            progress: show a progress bar (default: when there are 16 queries or more).
-            top_k: keep only the best k labels.
+        Checks a call's arguments (before any work), then does the work all its queries share: encodes the
+        demonstrations, builds the prompt prefix and runs it once through the LM (its KV cache serves every query),
+        scores the content-free query (`calibrate=True`) or builds the class prototypes (`method="embedding"`).
+
+        Arguments as for `__call__`; `num_queries` (`int`, *optional*) sizes the progress bar, `batch_size`
+        (`int`) is the number of demonstrations per codec pass.
 
         Returns:
-            For one query a list of `{"label", "score"}` sorted by score (scores sum to 1); for a list, one such list
-            per query.
+            [`ClassificationContext`]
         """
-        single = not isinstance(inputs, (list, tuple))
-        queries = [inputs] if single else list(inputs)
-        if not queries:
-            raise ValueError("Give at least one query clip (an empty list was given).")
         if not demonstrations:
             raise ValueError("Give at least one `(audio, label)` demonstration.")
         _check_labels([l for _, l in demonstrations], "demonstrations", distinct=False)
         labels = list(candidate_labels) if candidate_labels is not None else list(dict.fromkeys(l for _, l in demonstrations))
         _check_labels(labels, "candidate_labels")
         _check_count("n_repeats", n_repeats)
-        _check_count("batch_size", batch_size)
         _check_count("top_k", top_k, allow_none=True)
         if len(labels) < 2:
             raise ValueError(f"Need at least two candidate labels, got {labels}.")
@@ -275,24 +596,68 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
             raise ValueError(f"Demonstration labels {sorted(unknown)} are not among candidate_labels {labels}.")
         if method not in ("icl", "embedding"):
             raise ValueError(f"method must be 'icl' or 'embedding', got {method!r}.")
+        demo_labels = [l for _, l in demonstrations]
+        if method == "embedding":
+            missing = [label for label in labels if label not in demo_labels]
+            if missing:
+                raise ValueError(
+                    f"method='embedding' needs at least one demonstration of every label; none for {missing}."
+                )
 
         demo_codes = self.encode_audio([a for a, _ in demonstrations], sampling_rate, batch_size)
-        query_codes = self.encode_audio(queries, sampling_rate, batch_size)
-        to_ids = lambda codes: self.codec_processor.codes_to_ids(codes, layers=layers)[0]  # noqa: E731
-        demo_ids = [to_ids(c) for c in demo_codes]
-        query_ids = [to_ids(c) for c in query_codes]
-
+        demo_ids = [self.codec_processor.codes_to_ids(c, layers=layers)[0] for c in demo_codes]
+        context = ClassificationContext(
+            labels=labels, layers=layers, method=method, length_normalize=length_normalize, top_k=top_k,
+            progress=_Progress(num_queries, progress, "classifying queries"),
+        )
         if method == "embedding":
-            scores = self._embedding_scores(demo_ids, [l for _, l in demonstrations], query_ids, labels, batch_size, progress)
-        else:
-            prefix = self.build_prefix(demo_ids, [l for _, l in demonstrations], labels, n_repeats, instruction)
-            scores = self.score_labels(prefix, query_ids, labels, length_normalize, batch_size, progress)
-            if calibrate:
-                content_free = Prompt().add_text(self.tokenizer, "N/A").ids
-                baseline = self.score_labels(prefix, [content_free], labels, length_normalize, 1, False)[0]
-                scores = scores - baseline[None, :]
-        results = rank_labels(scores, labels, top_k)
-        return results[0] if single else results
+            context.prototypes = self._prototypes(demo_ids, demo_labels, labels, batch_size)
+            return context
+        context.prefix_ids = self.build_prefix(demo_ids, demo_labels, labels, n_repeats, instruction)
+        context.label_ids = self.label_ids(labels)
+        self.check_context(
+            len(context.prefix_ids) + max(len(l) for l in context.label_ids), "prompt (demonstrations + label)"
+        )
+        context.prefix_cache, _ = self.prefix_cache(context.prefix_ids)
+        if calibrate:
+            content_free = Prompt().add_text(self.tokenizer, "N/A").ids
+            baseline = self._score_batch(
+                context.prefix_cache, len(context.prefix_ids), [self.query_suffix(content_free)], context.label_ids,
+                length_normalize,
+            )
+            context.baseline = torch.from_numpy(baseline.astype(np.float64))[0]
+        return context
+
+    def preprocess(self, inputs, sampling_rate=None):
+        """One query clip -> the codec feature extractor's `input_values` `(1, 1, samples)` and `padding_mask`
+        `(1, samples)` at the codec rate; a batch of them is right-padded by `_collate` and encoded in one pass."""
+        return self._features(inputs, sampling_rate)
+
+    def _forward(self, model_inputs, context: ClassificationContext):
+        """
+        A batch of queries -> `{"scores": (batch, num_labels)}`: one codec encode of the padded batch, then either the
+        KV-cached label scoring on top of the call's prefix cache (`_score_batch`: one LM pass for the query
+        suffixes, one for the labels), minus the calibration baseline, or cosine similarity with the prototypes.
+        """
+        codes = self._encode(model_inputs["input_values"], model_inputs["padding_mask"])
+        query_ids = [self.codec_processor.codes_to_ids(c, layers=context.layers)[0] for c in codes]
+        if context.method == "embedding":
+            return {"scores": self._prototype_scores(query_ids, context.prototypes)}
+        longest = max(len(q) for q in query_ids) + 8 + max(len(l) for l in context.label_ids)
+        self.check_context(len(context.prefix_ids) + longest, "prompt (demonstrations + query + label)")
+        suffixes = [self.query_suffix(q) for q in query_ids]
+        scores = self._score_batch(
+            context.prefix_cache, len(context.prefix_ids), suffixes, context.label_ids, context.length_normalize
+        )
+        scores = torch.from_numpy(scores.astype(np.float64))
+        if context.baseline is not None:
+            scores = scores - context.baseline[None, :]
+        return {"scores": scores}
+
+    def postprocess(self, model_outputs, context: ClassificationContext):
+        """`{"scores": (1, num_labels)}` -> `[{"label", "score"}]` best first (a softmax over the labels)."""
+        context.progress.advance()
+        return rank_labels(model_outputs["scores"], context.labels, context.top_k)[0]
 
     # ---------------------------------------------------------------------------------------------- prompting
 
@@ -443,16 +808,16 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
         bar.close()
         return torch.cat(embeddings)
 
-    def _embedding_scores(self, demo_ids, demo_labels, query_ids, labels, batch_size, progress):
-        missing = [label for label in labels if label not in demo_labels]
-        if missing:
-            raise ValueError(f"method='embedding' needs at least one demonstration of every label; none for {missing}.")
+    def _prototypes(self, demo_ids, demo_labels, labels, batch_size=8) -> torch.Tensor:
+        """L2-normalised mean embedding of each label's demonstrations, `(num_labels, hidden)` float32."""
         demos = torch.nn.functional.normalize(self.embed_ids(demo_ids, batch_size, False), dim=-1)
         prototypes = torch.stack([demos[[i for i, l in enumerate(demo_labels) if l == label]].mean(0) for label in labels])
-        prototypes = torch.nn.functional.normalize(prototypes, dim=-1)
-        queries = torch.nn.functional.normalize(self.embed_ids(query_ids, batch_size, progress), dim=-1)
-        return (queries @ prototypes.t() / 0.05).numpy()  # cosine similarity at temperature 0.05
+        return torch.nn.functional.normalize(prototypes, dim=-1)
 
+    def _prototype_scores(self, query_ids, prototypes) -> torch.Tensor:
+        """Cosine similarity of each query's embedding with each prototype at temperature 0.05, `(n, num_labels)`."""
+        queries = torch.nn.functional.normalize(self.embed_ids(query_ids, max(1, len(query_ids)), False), dim=-1)
+        return queries @ prototypes.t() / 0.05
 
 class CodecTokenLogitsProcessor(LogitsProcessor):
     """
@@ -552,12 +917,36 @@ class _SerialisationComplete(StoppingCriteria):
         return torch.tensor(done, device=input_ids.device)
 
 
+
+
+@dataclass
+class GenerationContext:
+    """
+    What every query of one generation call shares, built once per call by `_sanitize_parameters`
+    (`AudioFewShotGenerationPipeline.build_context`): the prompt ids up to the query (instruction and encoded
+    demonstrations), the longest generation in layer-1 words, and the decoding options.
+    """
+
+    prompt_ids: list[int]
+    max_words: int
+    do_sample: bool
+    temperature: float
+    top_k: int | None
+    seed: int | None
+    progress: _Progress = field(repr=False, default=None)
+
+
 class AudioFewShotGenerationPipeline(_LLMCodecPipelineBase):
     """
     Few-shot audio generation: demonstrations of `(input, output)` pairs, where each side is audio or text; the LM
     continues `###\\nInput: <query>\\nOutput:` with codec tokens (generation serialisation), which are decoded.
     The LM must be the codec's own (`audio_format="ids"`): it writes ids of that vocabulary.
     """
+
+    _call_parameters = (
+        "demonstrations", "sampling_rate", "max_audio_seconds", "do_sample", "temperature", "top_k", "instruction",
+        "seed", "progress",
+    )
 
     def __init__(self, *args, audio_format="ids", **kwargs):
         if audio_format != "ids":
@@ -567,9 +956,48 @@ class AudioFewShotGenerationPipeline(_LLMCodecPipelineBase):
             )
         super().__init__(*args, audio_format=audio_format, **kwargs)
 
-    def __call__(
+    def __call__(self, inputs, demonstrations=None, *, batch_size=None, num_workers=None, **kwargs):
+        """
+        Generates audio for each query.
+
+        Args:
+            inputs: one query or several (a list, a generator, a `datasets` column or a `KeyDataset`). A query is
+                text (a `str` not ending in .wav/.flac/.ogg/.mp3) or audio in any form the classification pipeline
+                takes (array / tensor with `sampling_rate`, file path, file bytes, `{"array", "sampling_rate"}` or
+                `{"path", "bytes"}` dict).
+            demonstrations: list of `(input, output)` pairs; outputs must be audio.
+            sampling_rate: the rate of audio given as arrays.
+            max_audio_seconds: longest audio to generate (rounded down to whole attention windows).
+            do_sample, temperature, top_k: decoding options (greedy by default).
+            instruction: optional first line of the prompt.
+            seed: seeds sampling and the decoder noise for reproducible audio (each query starts from this seed).
+            batch_size: queries per batch (default: the pipeline's, 8); each query is generated on its own within it.
+            num_workers: `DataLoader` workers reading the queries (default 0: in this process).
+            progress: show a progress bar (default: when there are 16 queries or more).
+
+        Returns:
+            For one query `{"audio": np.ndarray (samples,), "sampling_rate": int, "tokens": list[int]}`; for a list,
+            one such dict per query; for a generator or a `KeyDataset`, an iterator of them.
+        """
+        return self._call(inputs, batch_size, num_workers, dict(kwargs, demonstrations=demonstrations))
+
+    def _is_query(self, value) -> bool:
+        return isinstance(value, str) or _is_clip(value)
+
+    def _accepted_queries(self) -> str:
+        return "a query is text (a str) or audio: " + super()._accepted_queries()
+
+    def _sanitize_parameters(self, demonstrations=None, sampling_rate=None, num_queries=None, encode_batch_size=None,
+                             **task):
+        """As for classification: builds the call's [`GenerationContext`] (`build_context`) once per call."""
+        if encode_batch_size is None:  # the pipeline's construction (`__init__` refuses call arguments)
+            return {}, {}, {}
+        context = self.build_context(demonstrations, sampling_rate=sampling_rate, num_queries=num_queries, **task)
+        return {"sampling_rate": sampling_rate}, {"context": context}, {"context": context}
+
+    @torch.no_grad()
+    def build_context(
         self,
-        inputs,
         demonstrations,
         sampling_rate=None,
         max_audio_seconds=2.0,
@@ -579,55 +1007,83 @@ class AudioFewShotGenerationPipeline(_LLMCodecPipelineBase):
         instruction=None,
         seed=None,
         progress=None,
-    ):
+        num_queries=None,
+    ) -> GenerationContext:
         """
-        Args:
-            inputs: a query (text string, or audio as array with `sampling_rate`, path, or dict) or a list of them.
-            demonstrations: list of `(input, output)` pairs; outputs must be audio.
-            max_audio_seconds: longest audio to generate (rounded down to whole attention windows).
-            do_sample, temperature, top_k: decoding options (greedy by default).
-            instruction: optional first line of the prompt.
-            seed: seeds sampling and the decoder noise for reproducible audio.
+        Checks a call's arguments (before any work), then encodes the demonstrations into the prompt every query
+        continues. Arguments as for `__call__`; `num_queries` (`int`, *optional*) sizes the progress bar.
 
         Returns:
-            For one query `{"audio": np.ndarray (samples,), "sampling_rate": int, "tokens": list[int]}`; for a list,
-            one such dict per query.
+            [`GenerationContext`]
         """
-        single = not isinstance(inputs, (list, tuple))
-        queries = [inputs] if single else list(inputs)
-        if not queries:
-            raise ValueError("Give at least one query (an empty list was given).")
         if not demonstrations:
             raise ValueError("Give at least one `(input, output)` demonstration.")
         if isinstance(max_audio_seconds, bool) or not isinstance(max_audio_seconds, (int, float)) or not (
             math.isfinite(max_audio_seconds) and max_audio_seconds > 0
         ):
             raise ValueError(f"max_audio_seconds must be a positive number of seconds, got {max_audio_seconds!r}.")
+        if any(self._is_text(target) for _, target in demonstrations):
+            raise ValueError("Demonstration outputs must be audio (this pipeline generates audio).")
         prompt = Prompt().add_ids(self.bos_ids)
         if instruction:
             prompt.add_text(self.tokenizer, instruction.rstrip("\n") + "\n")
         for source, target in demonstrations:
             prompt.add_text(self.tokenizer, "###\nInput:").add_ids(self._side_ids(source, sampling_rate, "understanding"))
             target_ids = self._side_ids(target, sampling_rate, "generation")
-            if isinstance(target, str):
-                raise ValueError("Demonstration outputs must be audio (this pipeline generates audio).")
             prompt.add_text(self.tokenizer, "\nOutput:").add_ids(target_ids).add_text(self.tokenizer, "\n")
         config = self.model.config
-        max_words = int(max_audio_seconds * config.frame_rate / config.vq_strides[0])
-        results = []
-        bar = self._progress(len(queries), progress, "generating")
-        for query in queries:
-            ids = list(prompt.ids)
-            ids += Prompt().add_text(self.tokenizer, "###\nInput:").ids
-            ids += self._side_ids(query, sampling_rate, "understanding")
-            ids += Prompt().add_text(self.tokenizer, "\nOutput:").ids
-            results.append(self._generate(ids, max_words, do_sample, temperature, top_k, seed))
-            bar.update(1)
-        bar.close()
-        return results[0] if single else results
+        return GenerationContext(
+            prompt_ids=prompt.ids, max_words=int(max_audio_seconds * config.frame_rate / config.vq_strides[0]),
+            do_sample=do_sample, temperature=temperature, top_k=top_k, seed=seed,
+            progress=_Progress(num_queries, progress, "generating"),
+        )
+
+    def preprocess(self, inputs, sampling_rate=None):
+        """One query (text or audio) -> `{"query_ids": [ids]}`: its part of the prompt, `###\\nInput: <query>\\nOutput:`
+        (a list of one id list; a batch concatenates them)."""
+        ids = Prompt().add_text(self.tokenizer, "###\nInput:").ids
+        ids += self._side_ids(inputs, sampling_rate, "understanding")
+        ids += Prompt().add_text(self.tokenizer, "\nOutput:").ids
+        return {"query_ids": [ids]}
+
+    def _forward(self, model_inputs, context: GenerationContext):
+        """
+        A batch of queries -> each generated on its own after the shared prompt (a seeded query gives the same audio
+        in any batch), returned right-padded: `audio` `(batch, samples)` float32 with `audio_length` `(batch,)`, and
+        `tokens` `(batch, n)` with `tokens_length` `(batch,)`.
+        """
+        results = [
+            self._generate(
+                context.prompt_ids + ids, context.max_words, context.do_sample, context.temperature, context.top_k,
+                context.seed,
+            )
+            for ids in model_inputs["query_ids"]
+        ]
+        audio = torch.zeros(len(results), max(len(r["audio"]) for r in results), dtype=torch.float32)
+        tokens = torch.zeros(len(results), max(len(r["tokens"]) for r in results), dtype=torch.long)
+        for i, result in enumerate(results):
+            audio[i, : len(result["audio"])] = torch.from_numpy(result["audio"])
+            tokens[i, : len(result["tokens"])] = torch.tensor(result["tokens"], dtype=torch.long)
+        return {
+            "audio": audio,
+            "audio_length": torch.tensor([len(r["audio"]) for r in results]),
+            "tokens": tokens,
+            "tokens_length": torch.tensor([len(r["tokens"]) for r in results]),
+        }
+
+    def postprocess(self, model_outputs, context: GenerationContext):
+        """One query's padded outputs -> `{"audio": (samples,) float32, "sampling_rate", "tokens": list[int]}`."""
+        context.progress.advance()
+        audio = model_outputs["audio"][0, : int(model_outputs["audio_length"][0])]
+        tokens = model_outputs["tokens"][0, : int(model_outputs["tokens_length"][0])]
+        return {"audio": audio.numpy(), "sampling_rate": self.model.config.sample_rate, "tokens": tokens.tolist()}
+
+    @staticmethod
+    def _is_text(side) -> bool:
+        return isinstance(side, str) and not side.lower().endswith(AUDIO_FILE_SUFFIXES)
 
     def _side_ids(self, side, sampling_rate, format):
-        if isinstance(side, str) and not side.endswith((".wav", ".flac", ".ogg", ".mp3")):
+        if self._is_text(side):
             return Prompt().add_text(self.tokenizer, " " + side).ids
         codes = self.encode_audio([side], sampling_rate)[0]
         return self.codec_processor.codes_to_ids(codes, format=format)[0]
@@ -670,21 +1126,47 @@ class AudioFewShotGenerationPipeline(_LLMCodecPipelineBase):
         return {"audio": audio[0, 0].float().cpu().numpy(), "sampling_rate": self.model.config.sample_rate, "tokens": tokens}
 
 
-def register_pipelines():
-    """Registers both tasks with transformers' pipeline registry (done on `import llm_codec`)."""
-    from .modeling_llm_codec import LLMCodecModel
 
-    PIPELINE_REGISTRY.register_pipeline(
-        "audio-few-shot-classification", pipeline_class=AudioFewShotClassificationPipeline, pt_model=LLMCodecModel, type="audio"
-    )
-    PIPELINE_REGISTRY.register_pipeline(
-        "audio-few-shot-generation", pipeline_class=AudioFewShotGenerationPipeline, pt_model=LLMCodecModel, type="audio"
-    )
+
+PIPELINE_TASKS = {
+    "audio-few-shot-classification": AudioFewShotClassificationPipeline,
+    "audio-few-shot-generation": AudioFewShotGenerationPipeline,
+}
+"""The tasks of this module and their pipeline classes."""
+
+
+def custom_pipelines() -> dict:
+    """
+    The `custom_pipelines` entry of a saved codec's `config.json` (written by `LLMCodecModel.save_pretrained` and
+    `Pipeline.save_pretrained`): for each task, its class in this module (saved next to the weights) and `AutoModel`,
+    so that `pipeline(task, model=folder, trust_remote_code=True)` works where `llm_codec` is not installed.
+
+    Returns:
+        `dict[str, dict]`: `{task: {"impl": "pipeline_llm_codec.<Class>", "pt": ["AutoModel"], "type": "audio"}}`.
+    """
+    module = __name__.split(".")[-1]
+    return {
+        task: {"impl": f"{module}.{cls.__name__}", "pt": ["AutoModel"], "type": "audio"}
+        for task, cls in PIPELINE_TASKS.items()
+    }
+
+
+def register_pipelines():
+    """
+    Registers both tasks with transformers' pipeline registry (done on `import llm_codec`), with `AutoModel` as their
+    model class (resolvable by name in any process, unlike `LLMCodecModel`, so saved pipelines load as remote code).
+    """
+    for task, pipeline_class in PIPELINE_TASKS.items():
+        PIPELINE_REGISTRY.register_pipeline(task, pipeline_class=pipeline_class, pt_model=AutoModel, type="audio")
 
 
 __all__ = [
     "AudioFewShotClassificationPipeline",
     "AudioFewShotGenerationPipeline",
+    "ClassificationContext",
     "CodecTokenLogitsProcessor",
+    "GenerationContext",
+    "custom_pipelines",
+    "read_audio",
     "register_pipelines",
 ]

@@ -1,5 +1,6 @@
 """Few-shot pipelines on tiny local LMs (Llama-style and GPT-2-style) with codecs built from their embeddings."""
 
+import copy
 import threading
 
 import numpy as np
@@ -187,9 +188,13 @@ def test_pipelines_accept_local_paths_and_dtype(setup, tmp_path):
     codec.save_pretrained(tmp_path / "codec")
     lm.save_pretrained(tmp_path / "lm")
     tokenizer.save_pretrained(tmp_path / "lm")
+    # a saved codec names its pipelines (custom_pipelines): transformers runs them as remote code, so by path it
+    # asks for trust_remote_code=True
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        pipeline("audio-few-shot-classification", model=str(tmp_path / "codec"), language_model=lm, tokenizer=tokenizer)
     pipe = pipeline(
         "audio-few-shot-classification", model=str(tmp_path / "codec"), language_model=str(tmp_path / "lm"),
-        tokenizer=str(tmp_path / "lm"), device="cpu",
+        tokenizer=str(tmp_path / "lm"), device="cpu", trust_remote_code=True,
     )
     demos = list(zip(clips(2, 0), ["w50", "w60"]))
     from_paths = pipe(clips(1, 3)[0], demonstrations=demos, sampling_rate=16000)
@@ -200,7 +205,7 @@ def test_pipelines_accept_local_paths_and_dtype(setup, tmp_path):
     np.testing.assert_allclose([r["score"] for r in from_paths], [r["score"] for r in from_objects], atol=1e-5)
     half = pipeline(
         "audio-few-shot-classification", model=str(tmp_path / "codec"), language_model=str(tmp_path / "lm"),
-        tokenizer=str(tmp_path / "lm"), device="cpu", dtype=torch.bfloat16,
+        tokenizer=str(tmp_path / "lm"), device="cpu", dtype=torch.bfloat16, trust_remote_code=True,
     )
     assert half.language_model.dtype == torch.bfloat16 and half.model.dtype == torch.bfloat16
     result = half(clips(1, 3)[0], demonstrations=demos, sampling_rate=16000)
@@ -300,3 +305,189 @@ def test_generation_refuses_a_bad_length(setup, seconds):
     target = clips(1, 9, length=500)[0]
     with pytest.raises(ValueError, match="max_audio_seconds must be a positive number"):
         gen("w80", demonstrations=[("w81", target)], sampling_rate=16000, max_audio_seconds=seconds)
+
+
+# ------------------------------------------------------------------- the Pipeline contract: batching, input forms
+
+
+def classify_pipe(setup, **kwargs):
+    kind, lm, tokenizer, codec = setup
+    return pipeline("audio-few-shot-classification", model=codec, language_model=lm, tokenizer=tokenizer,
+                    device="cpu", **kwargs)
+
+
+def scores_of(results):
+    return np.array([[r["score"] for r in sorted(row, key=lambda r: r["label"])] for row in results])
+
+
+@pytest.mark.parametrize("method", [{}, {"calibrate": True}, {"method": "embedding"}])
+def test_batched_scores_equal_unbatched(setup, method):
+    pipe = classify_pipe(setup)
+    demos = list(zip(clips(3, 0), ["w50", "w60 w61", "w70"]))
+    queries = clips(3, 1, 2400) + clips(2, 2, 800)  # different lengths: the batch is padded
+    one_by_one = [pipe(q, demonstrations=demos, sampling_rate=16000, **method) for q in queries]
+    for batch_size in (1, 2, 5):
+        batched = pipe(queries, demonstrations=demos, sampling_rate=16000, batch_size=batch_size, **method)
+        assert [[r["label"] for r in row] for row in batched] == [[r["label"] for r in row] for row in one_by_one]
+        np.testing.assert_allclose(scores_of(batched), scores_of(one_by_one), atol=1e-5, rtol=0)
+    # the constructor's batch_size is the default of every call
+    built = classify_pipe(setup, batch_size=2)(queries, demonstrations=demos, sampling_rate=16000, **method)
+    np.testing.assert_allclose(scores_of(built), scores_of(one_by_one), atol=1e-5, rtol=0)
+
+
+def test_batch_size_batches_the_codec_and_the_lm_and_shares_the_prompt(setup):
+    pipe = classify_pipe(setup)
+    calls = {"encode": [], "score": [], "prefix": 0}
+    encode, score, prefix = pipe.model.encode, pipe._score_batch, pipe.prefix_cache
+
+    def counting_encode(input_values, **kwargs):
+        calls["encode"].append(input_values.shape[0])
+        return encode(input_values, **kwargs)
+
+    def counting_score(prefix_cache, prefix_len, suffixes, *args):
+        calls["score"].append(len(suffixes))
+        return score(prefix_cache, prefix_len, suffixes, *args)
+
+    def counting_prefix(ids):
+        calls["prefix"] += 1
+        return prefix(ids)
+
+    pipe.model.encode, pipe._score_batch, pipe.prefix_cache = counting_encode, counting_score, counting_prefix
+    try:
+        demos = list(zip(clips(2, 0), ["w50", "w60"]))
+        pipe(clips(5, 1), demonstrations=demos, sampling_rate=16000, batch_size=2, calibrate=True)
+    finally:
+        del pipe.model.encode
+    assert calls["encode"] == [2, 2, 2, 1]  # the demonstrations once, then the queries two by two
+    assert calls["score"] == [1, 2, 2, 1]  # the content-free query once, then the queries two by two
+    assert calls["prefix"] == 1  # the prompt prefix runs through the LM once per call
+
+
+def test_list_generator_keydataset_and_datasets_column_agree(setup, tmp_path):
+    import datasets
+    import soundfile as sf
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    pipe = classify_pipe(setup)
+    demos = list(zip(clips(2, 0), ["w50", "w60"]))
+    queries = clips(3, 1, 2000)
+    paths = []
+    for i, clip in enumerate(queries):
+        paths.append(str(tmp_path / f"q{i}.wav"))
+        sf.write(paths[-1], clip, 16000, subtype="FLOAT")  # exact samples
+    arguments = dict(demonstrations=demos, sampling_rate=16000, batch_size=2)
+    expected = pipe(queries, **arguments)
+    dataset = datasets.Dataset.from_dict({"audio": paths, "label": [0, 1, 0]}).cast_column(
+        "audio", datasets.Audio(decode=False)
+    )
+    as_generator = pipe((q for q in queries), **arguments)
+    assert not isinstance(as_generator, list)  # streamed, like transformers' pipelines
+    for got in (
+        list(as_generator),
+        list(pipe(KeyDataset(dataset, "audio"), **arguments)),
+        pipe(dataset["audio"], **arguments),
+        pipe(tuple(queries), **arguments),
+        pipe([{"array": q, "sampling_rate": 16000} for q in queries], batch_size=3,
+             demonstrations=[({"array": a, "sampling_rate": 16000}, label) for a, label in demos]),
+    ):
+        assert got == expected
+    with pytest.raises(TypeError, match="KeyDataset"):
+        pipe(dataset, **arguments)
+
+
+def test_every_audio_form_gives_the_same_result(setup, tmp_path):
+    import soundfile as sf
+
+    pipe = classify_pipe(setup)
+    demos = list(zip(clips(2, 0), ["w50", "w60"]))
+    clip = clips(1, 4, 2000)[0]
+    path = tmp_path / "q.wav"
+    sf.write(path, clip, 16000, subtype="FLOAT")  # exact samples
+    data = path.read_bytes()
+    expected = pipe(clip, demonstrations=demos, sampling_rate=16000)
+    forms = [
+        torch.from_numpy(clip), str(path), path, data, {"array": clip, "sampling_rate": 16000},
+        {"raw": clip, "sampling_rate": 16000}, {"path": str(path), "bytes": None}, {"path": None, "bytes": data},
+        {"path": "elsewhere/q.wav", "bytes": data},
+    ]
+    for form in forms:
+        assert pipe(form, demonstrations=demos, sampling_rate=16000) == expected, type(form)
+    assert pipe([clip.tolist()], demonstrations=demos, sampling_rate=16000) == [expected]  # a list of float samples
+    # demonstrations take the same forms
+    assert pipe(path, demonstrations=[(path, "w50"), ({"path": None, "bytes": data}, "w60")]) == pipe(
+        clip, demonstrations=[(clip, "w50"), (clip, "w60")], sampling_rate=16000
+    )
+
+
+@pytest.mark.parametrize(
+    "inputs, error, message",
+    [
+        (12345, TypeError, "Cannot read a int as queries"),
+        (None, TypeError, "Cannot read a NoneType"),
+        ([clips(1, 0)[0], 3.5], TypeError, "Query 1 is a float .*np.asarray"),
+        ([clips(1, 0)[0], object()], TypeError, "Query 1 is a object: a query is a numpy array"),
+        ({"audio": [0.1]}, ValueError, "needs 'array' \\(or 'raw'\\) and 'sampling_rate', or 'path'"),
+        ({"path": None, "bytes": None}, ValueError, "both set to None"),
+        (b"not audio at all", ValueError, "Could not decode the given bytes as an audio file"),
+        ({"array": clips(1, 0)[0]}, ValueError, "needs its 'sampling_rate'"),
+        ("missing.wav", FileNotFoundError, "missing.wav"),
+        (lambda: (q for q in [object()]), TypeError, "Cannot read a object as audio"),  # a fresh generator per run
+    ],
+)
+def test_unreadable_inputs_say_what_is_accepted(setup, inputs, error, message):
+    pipe = classify_pipe(setup)
+    demos = [({"array": clip, "sampling_rate": 16000}, label) for clip, label in zip(clips(2, 0), ["w50", "w60"])]
+    inputs = inputs() if callable(inputs) else inputs
+    with pytest.raises(error, match=message):
+        result = pipe(inputs, demonstrations=demos, sampling_rate=None if isinstance(inputs, dict) else 16000)
+        list(result)  # a generator is read lazily
+
+
+def test_missing_demonstrations_and_misplaced_arguments(setup):
+    kind, lm, tokenizer, codec = setup
+    pipe = classify_pipe(setup)
+    with pytest.raises(ValueError, match="at least one `\\(audio, label\\)` demonstration"):
+        pipe(clips(1, 0)[0], sampling_rate=16000)
+    with pytest.raises(ValueError, match="belong to each call"):
+        classify_pipe(setup, demonstrations=list(zip(clips(2, 0), ["w50", "w60"])))
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        classify_pipe(setup, batch_size=0)
+
+
+def test_language_model_defaults_to_the_one_the_codec_names(setup, tmp_path):
+    kind, lm, tokenizer, codec = setup
+    lm.save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    named = copy.deepcopy(codec)
+    named.config.llm_name_or_path = str(tmp_path / "lm")
+    pipe = pipeline("audio-few-shot-classification", model=named, device="cpu")
+    demos = list(zip(clips(2, 0), ["w50", "w60"]))
+    got = pipe(clips(2, 3), demonstrations=demos, sampling_rate=16000)
+    expected = classify_pipe(setup)(clips(2, 3), demonstrations=demos, sampling_rate=16000)
+    np.testing.assert_allclose(scores_of(got), scores_of(expected), atol=1e-5)
+    named.config.llm_name_or_path = None
+    with pytest.raises(ValueError, match="names no LM"):
+        pipeline("audio-few-shot-classification", model=named, device="cpu")
+    named.config.llm_name_or_path = str(tmp_path / "no-such-lm")
+    with pytest.raises(ValueError, match="(?s)llm_name_or_path=.*no-such-lm.*could not be loaded.*Pass language_model="):
+        pipeline("audio-few-shot-classification", model=named, device="cpu")
+
+
+def test_generation_batches_and_streams_like_single_calls(setup):
+    kind, lm, tokenizer, codec = setup
+    gen = pipeline("audio-few-shot-generation", model=codec, language_model=lm, tokenizer=tokenizer, device="cpu",
+                   separator="<sep>")
+    source, target, query = clips(3, 3, length=500)
+    arguments = dict(demonstrations=[(source, target), ("w70 w71", target)], sampling_rate=16000,
+                     max_audio_seconds=0.05, do_sample=True, seed=0, top_k=20)
+    queries = [query, "w80", {"array": source, "sampling_rate": 16000}]
+    single = [gen(q, **arguments) for q in queries]
+    for got in (gen(queries, batch_size=3, **arguments), list(gen((q for q in queries), batch_size=2, **arguments))):
+        assert [g["tokens"] for g in got] == [s["tokens"] for s in single]
+        for g, s in zip(got, single):
+            assert g["sampling_rate"] == s["sampling_rate"] and g["audio"].dtype == np.float32
+            np.testing.assert_array_equal(g["audio"], s["audio"])
+    with pytest.raises(ValueError, match="outputs must be audio"):
+        gen(query, demonstrations=[(source, "w70")], sampling_rate=16000)
+    with pytest.raises(TypeError, match="a query is text \\(a str\\) or audio"):
+        gen([query, 7], **arguments)
