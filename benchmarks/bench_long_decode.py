@@ -53,7 +53,7 @@ def measure(minutes: float, chunk_s: float, out: Path) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     import tempfile
 
@@ -69,8 +69,8 @@ def main(argv=None) -> int:
         print(f"{name:>15}: {args.minutes:g} min -> peak RSS +{r['peak_growth_mb']:.0f} MB "
               f"(output {r['output_mb']:.0f} MB), {r['seconds']:.1f} s")
     print(f"max |chunked - one piece| = {difference:.2e}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(dict(minutes=args.minutes, chunked=chunked, one_piece=whole,
+    if args.output:
+        Path(args.output).write_text(json.dumps(dict(minutes=args.minutes, chunked=chunked, one_piece=whole,
                                                    max_abs_difference=difference), indent=2))
     return 0
 

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--queries", type=int, default=32)
     parser.add_argument("--naive-queries", type=int, default=4, help="queries timed on the (slow) naive path")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
 
@@ -109,8 +109,8 @@ def main(argv=None) -> int:
           f"max |score difference| {agree:.2e}")
     ok = figures["speedup_batch32_vs_naive"] >= 5 and agree < 1e-3
     print("PASS" if ok else "FAIL")
-    if args.json:
-        with open(args.json, "w") as f:
+    if args.output:
+        with open(args.output, "w") as f:
             json.dump(figures, f, indent=2)
     return 0 if ok else 1
 

@@ -26,7 +26,7 @@ sys.path.insert(0, {root!r})
 from llm_codec import refine_codes
 from llm_codec.audio_io import load_audio
 from llm_codec.default_model import load_default_codec
-from llm_codec.training.losses import MultiScaleMelLoss
+from llm_codec.mel import MultiScaleMelLoss
 
 torch.set_num_threads({threads})
 audio = load_audio({audio!r}, 16000)[0].mean(0)
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     parser.add_argument("--chunks", nargs="+", default=["10", "none"],
                         help="`chunk_s` values to measure, `none` for one piece (default: 10 none)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     audio = args.audio
     seconds = args.seconds
@@ -91,8 +91,8 @@ def main(argv=None) -> int:
         print(f"{name:>15}: {r['audio_seconds']:.1f} s of audio, {args.steps} steps -> peak RSS "
               f"+{r['peak_growth_mb']:.0f} MB, {r['refine_seconds']:.0f} s, mel distance "
               f"{r['mel_distance_encoder']:.3f} (encoder) -> {r['mel_distance_refined']:.3f} (refined)", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(dict(audio=args.audio or "example_speech.flac (repeated)",
+    if args.output:
+        Path(args.output).write_text(json.dumps(dict(audio=args.audio or "example_speech.flac (repeated)",
                                                    steps=args.steps, threads=args.threads, runs=rows), indent=2))
     return 0
 

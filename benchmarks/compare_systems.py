@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from llm_codec.evaluation.codec_quality import paired_difference  # noqa: E402
+from llm_codec.evaluation.statistics import paired_difference  # noqa: E402
 
 
 def main(argv=None) -> None:

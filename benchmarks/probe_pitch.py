@@ -83,7 +83,7 @@ def notch_pesq(pairs, period: int) -> dict:
     from pesq import pesq
     from scipy.signal import lfilter
 
-    from llm_codec.evaluation.codec_quality import align_to_reference
+    from llm_codec.evaluation.scoring import align_to_reference
 
     scores = {}
     for r in (None, 0.9, 0.95, 0.98):
@@ -103,11 +103,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--fit-clips", type=int, default=200)
     parser.add_argument("--data", default="data")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--output", default=None)
     args = parser.parse_args()
 
     from llm_codec.default_model import load_default_codec
-    from llm_codec.evaluation.codec_quality import load_clip
+    from llm_codec.audio_io import load_mono_audio as load_clip
 
     torch.set_num_threads(2)
     codec, _, _ = load_default_codec()
@@ -179,8 +179,8 @@ def main() -> None:
                        "mean_peak_db": {key: float(np.mean([r[key] for r in comb])) for key in spectra}}
     results["comb_notch_pesq_wb"] = notch_pesq([(f["reconstruction"], f["audio"]) for f, _ in dev], round(RATE / stage_rate))
     print(json.dumps(results, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # one thread: two busy processes
 run() {  # task, extra arguments
   local task="$1"; shift
   "${PYTHON:-.venv/bin/python}" -m llm_codec.cli evaluate fewshot --data "data/tasks/$task" --task-name "$task" --episodes 20 \
-    --queries-per-class 2 --seed 0 --out "benchmarks/results_fewshot/$task" "$@"
+    --queries-per-class 2 --seed 0 --output "benchmarks/results_fewshot/$task" "$@"
 }
 first_half() {
   run drum_type --group-key kit --settings 2x1,2x3,3x1,3x3,5x5

@@ -1,10 +1,124 @@
-"""Reading and writing audio files (soundfile), resampled to the codec rate (soxr)."""
+"""Audio I/O of llm-codec: reading audio files and encoded bytes (soundfile), finding them in folders and
+`datasets` columns, resampling (soxr), and writing WAV files and reports safely."""
 
+from __future__ import annotations
+
+import io
+import math
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+import soxr
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+
+
+def resample(array: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """
+    Resamples `array` along its last axis (soxr, high quality); every leading index is an independent signal.
+
+    Args:
+        array (`np.ndarray` of shape `(..., samples)`): float32 or float64 audio.
+        source_rate (`int`), target_rate (`int`): rates in Hz.
+
+    Returns:
+        `np.ndarray` of shape `(..., round(samples * target_rate / source_rate))` in the input's float dtype;
+        `array` itself when the rates are equal or it holds no samples.
+    """
+    source_rate, target_rate = int(source_rate), int(target_rate)
+    if source_rate == target_rate or array.size == 0:
+        return array
+    if array.ndim == 1:
+        return soxr.resample(array, source_rate, target_rate, quality="HQ")
+    rows = array.reshape(-1, array.shape[-1])
+    out = soxr.resample(rows.T, source_rate, target_rate, quality="HQ").T  # soxr: (time, channels)
+    return np.ascontiguousarray(out).reshape(*array.shape[:-1], out.shape[-1])
+
+
+def audio_files_under(folder: str | Path, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:
+    """All files under `folder` (recursively) whose suffix is in `extensions` (case-insensitive), sorted; may be empty."""
+    suffixes = {e.lower() for e in extensions}
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def _open(source):
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return sf.SoundFile(io.BytesIO(bytes(source)))
+    return sf.SoundFile(str(source))
+
+
+def _describe(source) -> str:
+    return f"<{len(source)} bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+
+
+def read_audio(source, sample_rate: int, seconds: float | None = None, offset_fraction: float = 0.0) -> np.ndarray:
+    """
+    Decodes (part of) a source to mono float32 at `sample_rate`.
+
+    Args:
+        source: a path or encoded audio bytes (any libsndfile format).
+        sample_rate (`int`): output rate (soxr resampling when the file's differs).
+        seconds (`float`, *optional*): read only this much, starting at `offset_fraction` of the remaining room
+            (`None`: the whole file).
+        offset_fraction (`float` in [0, 1], defaults to 0): where the excerpt starts.
+
+    Returns:
+        `np.ndarray` of shape `(samples,)` (at most `round(seconds * sample_rate)` samples).
+    """
+    try:
+        with _open(source) as handle:
+            rate, total = handle.samplerate, handle.frames
+            if seconds is None:
+                start, count, margin_before = 0, total, 0
+            else:
+                wanted = math.ceil(seconds * rate)
+                start = int(offset_fraction * max(0, total - wanted))
+                margin_before = min(start, math.ceil(0.01 * rate))  # a little context for the resampler
+                count = min(total - start, wanted) + margin_before + math.ceil(0.01 * rate)
+                start -= margin_before
+            handle.seek(start)
+            data = handle.read(count, dtype="float32", always_2d=True)
+    except Exception as error:
+        raise ValueError(f"Could not decode {_describe(source)} ({error}).") from error
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    mono = resample(mono, rate, sample_rate).astype(np.float32)
+    skip = round(margin_before * sample_rate / rate)
+    if seconds is not None:
+        mono = mono[skip : skip + round(seconds * sample_rate)]
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+class HFAudioColumn:
+    """
+    Random access to the audio of a `datasets.Dataset` column without `datasets`' decoding: items are `Audio(
+    decode=False)` dicts (`{"bytes": ..., "path": ...}`) or plain paths. Indexable and picklable.
+    """
+
+    def __init__(self, dataset, column: str = "audio"):
+        if column not in dataset.column_names:
+            raise ValueError(f"The dataset has no {column!r} column (columns: {dataset.column_names}).")
+        feature = dataset.features[column]
+        if getattr(feature, "decode", False):
+            dataset = dataset.cast_column(column, type(feature)(decode=False))
+        self.dataset = dataset.select_columns([column])
+        self.column = column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        value = self.dataset[int(index)][self.column]
+        if isinstance(value, dict):
+            if value.get("bytes"):
+                return value["bytes"]
+            if value.get("path"):
+                return value["path"]
+            raise ValueError(f"Row {index} of the dataset has neither audio bytes nor a path.")
+        return value
 
 
 def _check_wav_complete(path: Path) -> None:
@@ -39,8 +153,6 @@ def load_audio(path: str | Path, sampling_rate: int | None = None) -> tuple[np.n
     Reads an audio file -> `(samples (channels, time) float32, rate)`. With `sampling_rate`, the audio is resampled
     to that rate (soxr, high quality). Raises `FileNotFoundError` / `ValueError` with the file name on failure.
     """
-    import soundfile as sf
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No audio file at {path}.")
@@ -51,11 +163,15 @@ def load_audio(path: str | Path, sampling_rate: int | None = None) -> tuple[np.n
     _check_wav_complete(path)
     data = data.T  # (channels, time)
     if sampling_rate is not None and rate != sampling_rate:
-        import soxr
-
-        data = soxr.resample(data.T, rate, sampling_rate, quality="HQ").T.astype(np.float32)
+        data = resample(data, rate, sampling_rate).astype(np.float32)
         rate = sampling_rate
     return np.ascontiguousarray(data), rate
+
+
+def load_mono_audio(path: str | Path, sampling_rate: int) -> np.ndarray:
+    """An audio file -> mono `(samples,)` float32 at `sampling_rate` (channels averaged after soxr resampling)."""
+    samples, _ = load_audio(path, sampling_rate=sampling_rate)
+    return np.ascontiguousarray(samples.mean(axis=0), dtype=np.float32)
 
 
 class OutputError(ValueError):
@@ -140,8 +256,6 @@ def save_audio(path: str | Path, samples, sampling_rate: int) -> Path:
     Writes `samples` ((time,), (channels, time) or a (1, 1, time) tensor) as 16-bit WAV, atomically (see
     `atomic_write`); returns the path.
     """
-    import soundfile as sf
-
     array = samples.detach().float().cpu().numpy() if hasattr(samples, "detach") else np.asarray(samples)
     array = np.squeeze(array)
     if array.ndim == 2:

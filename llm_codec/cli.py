@@ -10,8 +10,8 @@ from huggingface_hub.errors import StrictDataclassError
 
 def _load_model(path: str | None):
     """
-    `(codec, tokenizer or None)`: the codec of a save_pretrained folder, or (`path=None`) the embedded default codec
-    with the tokenizer of the LM it was loaded with.
+    `(codec, tokenizer or None)`: the codec of a save_pretrained folder or Hugging Face Hub id, or (`path=None`) the
+    embedded default codec with the tokenizer of the LM it was loaded with.
     """
     from .evaluation.codec_cli import load_codec
 
@@ -44,7 +44,8 @@ def _load_processor(model, lm_path: str | None, required: bool = True, separator
     return LLMCodecProcessor.from_codec(model, tokenizer, **({"separator": separator} if separator else {}))
 
 
-def _encode_file(model, audio_path: str, refine_steps: int = 0):
+def _encode_file(model, audio_path: str, refine_steps: int = 0, progress: bool = True):
+    """Codes of an audio file (any rate and channels); `progress`: tqdm bars on standard error for long inputs."""
     from .audio_io import load_audio
     from .feature_extraction_llm_codec import LLMCodecFeatureExtractor
 
@@ -54,14 +55,14 @@ def _encode_file(model, audio_path: str, refine_steps: int = 0):
     if refine_steps:
         from .refinement import refine_codes
 
-        return refine_codes(model, **inputs, steps=refine_steps, progress=True)
-    return model.encode(**inputs)
+        return refine_codes(model, **inputs, steps=refine_steps, progress=progress)
+    return model.encode(**inputs, progress=progress)
 
 
 def cmd_convert(args) -> int:
     from .conversion.convert_llm_codec_checkpoint import main as convert_main
 
-    argv = ["--checkpoint", args.checkpoint, "--config", args.config, "--output-dir", args.output_dir]
+    argv = ["--checkpoint", args.checkpoint, "--config", args.config, "--output", args.output]
     for flag, value in (("--layer1-words", args.layer1_words), ("--tokenizer", args.tokenizer), ("--llm-name", args.llm_name)):
         if value is not None:
             argv += [flag, value]
@@ -74,7 +75,7 @@ def cmd_encode(args) -> int:
     if args.output:
         check_output(args.output, inputs=[args.audio], overwrite=args.overwrite, suffixes=(".json", ".txt"))
     model, tokenizer = _load_model(args.model)
-    encoded = _encode_file(model, args.audio, args.refine_steps)
+    encoded = _encode_file(model, args.audio, args.refine_steps, progress=not args.quiet)
     layers = _parse_layers(args.layers) if args.layers else list(range(model.config.num_quantizers))
     for k in layers:
         if not 0 <= k < model.config.num_quantizers:
@@ -162,7 +163,7 @@ def cmd_decode(args) -> int:
         raise ValueError(f"{args.codes} lacks layers {missing} and has no generation_ids: decoding needs every layer "
                          "(encode without --layers), or LLM token ids in the generation format.")
     generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
-    audio = model.decode(codes, audio_lengths=lengths, generator=generator).audio_values
+    audio = model.decode(codes, audio_lengths=lengths, generator=generator, progress=not args.quiet).audio_values
     save_audio(args.output, audio[0], model.config.sample_rate)
     print(f"wrote {args.output} ({audio.shape[-1] / model.config.sample_rate:.2f} s)")
     return 0
@@ -173,8 +174,8 @@ def cmd_reconstruct(args) -> int:
 
     check_output(args.output, inputs=[args.audio], overwrite=args.overwrite)
     model, _ = _load_model(args.model)
-    encoded = _encode_file(model, args.audio, args.refine_steps)
-    audio = model.decode(encoded.audio_codes, audio_lengths=encoded.audio_lengths).audio_values
+    encoded = _encode_file(model, args.audio, args.refine_steps, progress=not args.quiet)
+    audio = model.decode(encoded.audio_codes, audio_lengths=encoded.audio_lengths, progress=not args.quiet).audio_values
     save_audio(args.output, audio[0], model.config.sample_rate)
     print(f"wrote {args.output}")
     return 0
@@ -184,14 +185,17 @@ def cmd_demo(args) -> int:
     from .audio_io import check_output_folder
     from .demo import run_demo
 
-    check_output_folder(args.output_dir)
-    run_demo(args.output_dir, args.clips, args.audio)
+    check_output_folder(args.output)
+    run_demo(args.output, args.clips, args.audio)
     return 0
+
+
+QUIET_HELP = "no progress bars (shown on standard error when the audio is longer than one encode / decode chunk)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .conversion.convert_llm_codec_checkpoint import build_parser as convert_parser
-    from .evaluation.codec_cli import REFINE_STEPS_HELP, non_negative_int
+    from .evaluation.codec_cli import MODEL_HELP, REFINE_STEPS_HELP, non_negative_int
 
     from . import __version__
 
@@ -205,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(func=cmd_convert)
 
     encode = sub.add_parser("encode", help="audio file -> LLM tokens (JSON with codes, words, token ids; or text)")
-    encode.add_argument("--model", default=None, help="codec folder (default: the embedded default codec)")
+    encode.add_argument("--model", default=None, help=MODEL_HELP)
     encode.add_argument("--lm", default=None, help="folder of the LM whose tokenizer writes the tokens (default: the "
                                                    "offline SmolLM2 when the codec was built for it)")
     encode.add_argument("--audio", required=True, help="audio file (any rate, mono or multi-channel)")
@@ -218,10 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--refine-steps", type=non_negative_int, default=0, help=REFINE_STEPS_HELP)
     encode.add_argument("--output", default=None, help="write here (.json or .txt) instead of standard output")
     encode.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    encode.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     encode.set_defaults(func=cmd_encode)
 
     decode = sub.add_parser("decode", help="JSON from `encode` (codes of every layer, or generation-format LLM ids) -> wav")
-    decode.add_argument("--model", default=None, help="codec folder (default: the embedded default codec)")
+    decode.add_argument("--model", default=None, help=MODEL_HELP)
     decode.add_argument("--lm", default=None, help="LM folder whose tokenizer wrote the ids (default: the offline SmolLM2)")
     decode.add_argument("--codes", required=True, help="JSON written by `llm-codec encode` (or an LM's generation ids)")
     decode.add_argument("--output", required=True, help="wav file to write")
@@ -229,14 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--seed", type=int, default=None, help="seed of the decoder noise")
     decode.add_argument("--separator", default=None, help="separator token of the generation format (default: newline)")
     decode.add_argument("--repair", action="store_true", help="keep the longest decodable prefix of a cut id sequence")
+    decode.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     decode.set_defaults(func=cmd_decode)
 
     reconstruct = sub.add_parser("reconstruct", help="audio file -> codes -> audio file")
-    reconstruct.add_argument("--model", default=None, help="codec folder (default: the embedded default codec)")
+    reconstruct.add_argument("--model", default=None, help=MODEL_HELP)
     reconstruct.add_argument("--audio", required=True)
     reconstruct.add_argument("--output", required=True, help="wav file to write")
     reconstruct.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     reconstruct.add_argument("--refine-steps", type=non_negative_int, default=0, help=REFINE_STEPS_HELP)
+    reconstruct.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     reconstruct.set_defaults(func=cmd_reconstruct)
 
     from .training.cli import add_train_subparser
@@ -257,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job: few-shot classification of bundled drum hits by the frozen LM, "
                                        "and a codec round trip of the bundled speech")
-    demo.add_argument("--output-dir", default="outputs")
+    demo.add_argument("--output", default="outputs", help="folder for the demo's outputs (default: %(default)s)")
     demo.add_argument("--clips", default=None, help="folder with demonstrations/<label>/ and queries/<label>/ audio")
     demo.add_argument("--audio", default=None, help="use this clip instead of the bundled one")
     demo.set_defaults(func=cmd_demo)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .training.data import AUDIO_EXTENSIONS
+from .audio_io import AUDIO_EXTENSIONS
 
 METHODS = {"icl": dict(method="icl"), "calibrated": dict(method="icl", calibrate=True), "embedding": dict(method="embedding")}
 REFERENCE = "logmel"  # the no-learning reference, scored without the codec or the LM
@@ -199,11 +199,11 @@ def logmel_rankings(demos: list[tuple[Path, str]], queries: list[Path], labels: 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output-dir", default="outputs")
+    parser.add_argument("--output", default="outputs", help="folder for the demo's outputs (default: %(default)s)")
     parser.add_argument("--clips", default=None, help="folder with demonstrations/<label>/ and queries/<label>/ audio")
     parser.add_argument("--audio", default=None, help="clip to reconstruct instead of the bundled speech")
     args = parser.parse_args(argv)
-    run_demo(args.output_dir, args.clips, args.audio)
+    run_demo(args.output, args.clips, args.audio)
     return 0
 
 

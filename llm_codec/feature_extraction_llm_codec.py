@@ -4,10 +4,11 @@ import logging
 import numbers
 
 import numpy as np
-import soxr
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import PaddingStrategy, TensorType, is_torch_tensor
+
+from .audio_io import resample as resample_audio
 
 
 # Heuristic for 2-D clips: more rows than this while having at most this many columns looks like (time, channels).
@@ -268,9 +269,7 @@ class LLMCodecFeatureExtractor(SequenceFeatureExtractor):
                 raise ValueError(f"Audio clip {index}: {error}") from None
             if needs_resampling:
                 original = waveform.shape[0]
-                waveform = np.asarray(
-                    soxr.resample(waveform, sampling_rate, self.sampling_rate, quality="HQ"), dtype=np.float32
-                )
+                waveform = np.asarray(resample_audio(waveform, sampling_rate, self.sampling_rate), dtype=np.float32)
                 if waveform.shape[0] == 0:
                     raise ValueError(
                         f"Audio clip {index}: {original} sample(s) at {sampling_rate} Hz leave no sample after "

@@ -19,11 +19,13 @@ import huggingface_hub
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_llm_codec import LLMCodecConfig
+from .feature_extraction_llm_codec import LLMCodecFeatureExtractor
 from .model_card import build_model_card
 
 
@@ -355,14 +357,15 @@ class LLMCodecDecoder(nn.Module):
         return torch.tanh(self.conv_out(self.snake_out(hidden_states)))
 
     def forward(self, hidden_states: torch.Tensor, generator: torch.Generator | None = None,
-                chunk_frames: int | None = None) -> torch.Tensor:
+                chunk_frames: int | None = None, progress: bool = False) -> torch.Tensor:
         """
         `hidden_states`: (batch, latent_dim, frames) -> (batch, 1, frames * hop_length).
 
         Without gradient and with `chunk_frames` (a multiple of the attention window), sequences longer than two
         chunks are decoded chunk by chunk with `halo_frames()` of overlap; every noise block's noise is drawn
         first, in the order of the whole-sequence decode, so the audio is the same and memory is bounded by a chunk
-        plus the output and its noise (about 2.5 floats per output sample).
+        plus the output and its noise (about 2.5 floats per output sample). `progress`: a tqdm bar (on standard
+        error) over the chunks.
         """
         frames, noises, length = hidden_states.shape[-1], [], hidden_states.shape[-1]
         for block in self.blocks:  # the same draws, in the same order, as block-by-block decoding
@@ -375,7 +378,8 @@ class LLMCodecDecoder(nn.Module):
             raise ValueError(f"`chunk_frames` ({chunk_frames}) must be a multiple of the attention window ({window}).")
         hop, halo = length // frames, self.halo_frames()
         output = hidden_states.new_empty(hidden_states.shape[0], 1, length)
-        for start in range(0, frames, chunk_frames):
+        for start in tqdm(range(0, frames, chunk_frames), desc="Decoding", unit="chunk", disable=not progress,
+                          leave=False):
             end = min(frames, start + chunk_frames)
             lo, hi = max(0, start - halo), min(frames, end + halo)
             chunk_noises, scale = [], 1
@@ -558,15 +562,30 @@ class LLMCodecPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, model_card_sections: dict[str, str] | None = None,
                         push_to_hub: bool = False, **kwargs):
         """
-        `PreTrainedModel.save_pretrained` (safetensors) plus this project's model card `README.md` in the folder.
+        `PreTrainedModel.save_pretrained` (safetensors) plus this project's model card `README.md` and the matching
+        feature extractor (`preprocessor_config.json`, an `LLMCodecFeatureExtractor` at `config.sample_rate`), so that
+        `AutoFeatureExtractor.from_pretrained(folder)` and `AutoProcessor.from_pretrained(folder)` work on every folder.
         With `push_to_hub=True` the folder, card included, is then uploaded (`repo_id`, `commit_message`,
         `private`, `token`, `revision`, `create_pr` as for transformers' `push_to_hub`; `repo_id` defaults to the
         folder's name).
         """
         hub = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "token", "revision", "create_pr")
                if key in kwargs}
-        super().save_pretrained(save_directory, *args, **kwargs)
+        from .pipeline_llm_codec import custom_pipelines  # a relative import: the pipeline code is saved too
+
+        # config.json names the few-shot pipelines, for pipeline(task, model=folder, trust_remote_code=True)
+        pipelines, self.config.custom_pipelines = getattr(self.config, "custom_pipelines", None), custom_pipelines()
+        try:
+            super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if pipelines is None:
+                del self.config.custom_pipelines
+            else:
+                self.config.custom_pipelines = pipelines
         if kwargs.get("is_main_process", True):
+            if self._auto_class is not None and LLMCodecFeatureExtractor._auto_class is None:
+                LLMCodecFeatureExtractor.register_for_auto_class()  # exported as remote code, like the model
+            LLMCodecFeatureExtractor(sampling_rate=self.config.sample_rate).save_pretrained(save_directory)
             build_model_card(self.config, model_card_sections).save(os.path.join(save_directory, "README.md"))
             if push_to_hub:
                 hub.setdefault("repo_id", os.path.basename(os.path.normpath(os.fspath(save_directory))))
@@ -733,11 +752,12 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
         unit = self.config.pad_multiple
         return F.pad(input_values, (0, -input_values.shape[-1] % unit))
 
-    def encode_latents(self, input_values: torch.Tensor) -> torch.Tensor:
+    def encode_latents(self, input_values: torch.Tensor, progress: bool = False) -> torch.Tensor:
         """
         `input_values`: (batch, 1, samples) -> latent (batch, latent_dim, frames), padding by the original rule.
         Inputs longer than `config.encode_chunk_s` go through the encoder in windows of that length with
-        `config.encode_context_s` of context on each side, aligned to `pad_multiple`, so memory stays bounded.
+        `config.encode_context_s` of context on each side, aligned to `pad_multiple`, so memory stays bounded;
+        `progress` shows a tqdm bar (on standard error) over those windows.
         """
         input_values = self._pad(input_values)
         unit = self.config.pad_multiple
@@ -748,14 +768,15 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
             return self.encoder(input_values)
         hop = self.config.hop_length
         pieces = []
-        for start in range(0, total, chunk):
+        for start in tqdm(range(0, total, chunk), desc="Encoding", unit="chunk", disable=not progress, leave=False):
             end = min(start + chunk, total)
             lo, hi = max(0, start - context), min(total, end + context)
             latent = self.encoder(input_values[..., lo:hi])
             pieces.append(latent[..., (start - lo) // hop : (end - lo) // hop])
         return torch.cat(pieces, dim=-1)
 
-    def _encode_batch_latents(self, input_values: torch.Tensor, audio_lengths: torch.LongTensor) -> torch.Tensor:
+    def _encode_batch_latents(self, input_values: torch.Tensor, audio_lengths: torch.LongTensor,
+                              progress: bool = False) -> torch.Tensor:
         """
         Latents of a right-padded batch. Items are grouped by their own padded length and each group is encoded at
         that length, so every item gets exactly the latents (and codes) it gets when encoded alone; frames past an
@@ -764,12 +785,12 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
         padded = self._padded_lengths(audio_lengths)
         lengths = padded.unique()
         if len(lengths) == 1:
-            return self.encode_latents(input_values[..., : int(lengths[0])])
+            return self.encode_latents(input_values[..., : int(lengths[0])], progress=progress)
         hop = self.config.hop_length
         latents = None
         for length in lengths.tolist():
             index = (padded == length).nonzero().flatten()
-            group = self.encode_latents(input_values[index, :, :length])
+            group = self.encode_latents(input_values[index, :, :length], progress=progress)
             if latents is None:
                 latents = group.new_zeros(input_values.shape[0], group.shape[1], int(padded.max()) // hop)
             latents[index, :, : length // hop] = group
@@ -782,6 +803,7 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
         input_values: torch.Tensor,
         padding_mask: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        progress: bool = False,
     ) -> tuple | LLMCodecEncoderOutput:
         """
         Encodes audio into LLM-vocabulary codes.
@@ -792,6 +814,8 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
                 padding (right padding only), as returned by `LLMCodecFeatureExtractor`. Each item then gets the
                 same codes as when encoded alone.
             return_dict (`bool`, *optional*): return an [`LLMCodecEncoderOutput`] (default) or a tuple.
+            progress (`bool`, *optional*, defaults to `False`): show a tqdm bar (on standard error) over the chunks of
+                an input longer than `config.encode_chunk_s` (shorter inputs are one pass, without a bar).
 
         Returns:
             [`LLMCodecEncoderOutput`]: `audio_codes`, a tuple with one `(batch, frames / vq_strides[k])` LongTensor per
@@ -804,7 +828,7 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
         if padding_mask is not None:
             input_values = input_values * padding_mask[:, None, :].to(input_values.dtype)
         input_values = input_values.to(self.dtype)
-        latents = self._encode_batch_latents(input_values, audio_lengths)
+        latents = self._encode_batch_latents(input_values, audio_lengths, progress=progress)
         quantized, codes, commitment_loss, codebook_loss, _ = self.quantizer(latents)
         codes_lengths = self._codes_lengths(audio_lengths)
         if not return_dict:
@@ -864,6 +888,7 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
         audio_lengths: torch.Tensor | None = None,
         return_dict: bool | None = None,
         generator: torch.Generator | None = None,
+        progress: bool = False,
     ) -> tuple | LLMCodecDecoderOutput:
         """
         Decodes codes into audio.
@@ -876,6 +901,8 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
             return_dict (`bool`, *optional*): return an [`LLMCodecDecoderOutput`] (default) or a tuple.
             generator (`torch.Generator`, *optional*): source of the decoder noise (default: torch's global RNG,
                 which reproduces the original implementation under the same seed).
+            progress (`bool`, *optional*, defaults to `False`): show a tqdm bar (on standard error) over the chunks of
+                codes longer than two `config.decode_chunk_s` (shorter codes are one pass, without a bar).
 
         Returns:
             [`LLMCodecDecoderOutput`] with `audio_values` `(batch, 1, samples)` and, when trimmed, `padding_mask`.
@@ -883,7 +910,8 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         codes = tuple(c.to(self.device) for c in self.check_codes(audio_codes))
         quantized = self.quantizer.from_codes(codes, dtype=self.dtype)
-        audio_values = self.decoder(quantized, generator=generator, chunk_frames=self._decode_chunk_frames())
+        audio_values = self.decoder(quantized, generator=generator, chunk_frames=self._decode_chunk_frames(),
+                                    progress=progress)
         padding_mask = None
         if audio_lengths is not None:
             audio_values, padding_mask = self._trim(audio_values, audio_lengths)

@@ -122,6 +122,37 @@ class LLMCodecProcessor(ProcessorMixin):
             **kwargs,
         )
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """
+        `ProcessorMixin.from_pretrained` for a folder (or Hub repository) holding a processor: `processor_config.json`
+        and the LLM's tokenizer, as `save_pretrained` of this processor writes.
+
+        A codec folder alone (what `LLMCodecModel.save_pretrained`, `llm-codec convert` and training write) holds the
+        feature extractor but no tokenizer. Through `AutoProcessor.from_pretrained` it then gives that
+        [`LLMCodecFeatureExtractor`], as transformers does for codecs such as DAC; called on this class directly, a
+        `ValueError` says how to build the processor instead.
+        """
+        from transformers.utils import PROCESSOR_NAME, cached_file
+
+        hub_keys = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
+        lookup = {key: kwargs[key] for key in hub_keys if key in kwargs}
+        lookup.update(_raise_exceptions_for_gated_repo=False, _raise_exceptions_for_missing_entries=False,
+                      _raise_exceptions_for_connection_errors=False)
+        if any(cached_file(pretrained_model_name_or_path, name, **lookup) is not None
+               for name in (PROCESSOR_NAME, "tokenizer_config.json", "tokenizer.json")):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if kwargs.pop("_from_auto", False):
+            from .feature_extraction_llm_codec import LLMCodecFeatureExtractor
+
+            kwargs.pop("trust_remote_code", None)
+            return LLMCodecFeatureExtractor.from_pretrained(pretrained_model_name_or_path, **kwargs)
+        raise ValueError(
+            f"{pretrained_model_name_or_path} holds no processor (no processor_config.json or tokenizer): it is a "
+            "codec folder. Load its feature extractor with `AutoFeatureExtractor.from_pretrained`, or build the "
+            "processor from the codec and its LLM's tokenizer: `LLMCodecProcessor.from_codec(model, tokenizer)`."
+        )
+
     # ------------------------------------------------------------------------------------------------ features
 
     def __call__(self, audio=None, text=None, sampling_rate=None, return_tensors=None, **kwargs) -> BatchFeature:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import math
 
 import torch
+from tqdm.auto import tqdm
 
+from .mel import MultiScaleMelLoss
 from .modeling_llm_codec import LLMCodecEncoderOutput
 
 
@@ -87,10 +89,6 @@ def refine_codes(
         encoded = codec.encode(input_values, padding_mask=padding_mask, return_dict=True)
     if steps == 0:
         return encoded if return_dict else encoded.to_tuple()
-
-    from tqdm.auto import tqdm
-
-    from .training.losses import MultiScaleMelLoss
 
     input_values = input_values.to(codec.dtype)
     if padding_mask is not None:

@@ -1,7 +1,7 @@
 """Plots training `log.jsonl` files (mel loss, VQ losses, validation STOI / PESQ-WB against the step) to a PNG.
 
-    python scripts/plot_training_log.py benchmarks/default_codec_training/log.jsonl \
-        benchmarks/default_codec_training/gpu_anneal/anneal_stft.log.jsonl benchmarks/default_codec_training/curves.png
+    python scripts/plot_training_log.py experiments/default_codec/training/log.jsonl \
+        experiments/default_codec/training/gpu_anneal/anneal_stft.log.jsonl experiments/default_codec/training/curves.png
 
 Several logs are read in order as one run (a run continued in another folder); a dashed line marks where each
 continuation starts.

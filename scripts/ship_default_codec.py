@@ -6,17 +6,17 @@ Ships a training checkpoint of the default codec as `llm_codec/assets/default_co
     python scripts/ship_default_codec.py gpu_out/model.safetensors --evaluation-folder /tmp/candidate
 
 The source is either a `Trainer` checkpoint folder (accelerate state) of a run that started from the default
-codec's architecture and LM, e.g. `llm_codec/training/configs/default_smollm2_decoder_gan.yaml`, or a weights file
-as `scripts/gpu_train.py` returns it (weight norm folded, no codebooks). The codes of `trainable: decoder` runs are
+codec's architecture and LM, e.g. `experiments/default_codec/configs/default_smollm2_decoder_gan.yaml`, or a weights file
+as `experiments/gpu/gpu_train.py` returns it (weight norm folded, no codebooks). The codes of `trainable: decoder` runs are
 unchanged; the script checks that the encoder and quantizer weights it ships equal the current ones unless
 `--allow-encoder-change` is given. `--evaluation-folder DIR` writes a complete codec folder (codebooks included) to
 compare a candidate with `llm-codec evaluate codec --model DIR` instead of shipping it (any candidate).
-`--resume-pack DIR --step N` also writes what `scripts/gpu_train.py --resume-from DIR` continues from: the shipped
+`--resume-pack DIR --step N` also writes what `experiments/gpu/gpu_train.py --resume-from DIR` continues from: the shipped
 weights in half precision, `progress.json` and, with `--discriminator FILE`, that discriminator (else the pack's
 current one stays):
 
     python scripts/ship_default_codec.py b/model.safetensors --allow-encoder-change \
-        --resume-pack benchmarks/default_codec_training/resume --step 23529 --training-config CONFIG.yaml
+        --resume-pack experiments/default_codec/training/resume --step 23529 --training-config CONFIG.yaml
 """
 
 import argparse
@@ -28,19 +28,19 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from llm_codec.default_model import WEIGHTS_NAME, default_codec_dir, load_default_codec
-from llm_codec.training.trainer import export_codec, weights_without_codebooks
+from llm_codec.training.export import export_codec, weights_without_codebooks
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("checkpoint", help="a checkpoints/step_XXXXXXXX folder or a gpu_train.py model.safetensors")
-    parser.add_argument("--out", default=str(default_codec_dir() / WEIGHTS_NAME),
+    parser.add_argument("--output", default=str(default_codec_dir() / WEIGHTS_NAME),
                         help="where to write the weights (default: the package's shipped file)")
     parser.add_argument("--allow-encoder-change", action="store_true",
                         help="ship even if encoder/quantizer weights differ (the codes of clips then change)")
     parser.add_argument("--evaluation-folder", default=None,
                         help="write a complete codec folder here for `llm-codec evaluate codec --model`, do not ship")
-    parser.add_argument("--resume-pack", default=None, help="also write a resume pack for scripts/gpu_train.py here")
+    parser.add_argument("--resume-pack", default=None, help="also write a resume pack for experiments/gpu/gpu_train.py here")
     parser.add_argument("--step", type=int, default=None, help="training step of the checkpoint (with --resume-pack)")
     parser.add_argument("--training-config", default=None, help="config the checkpoint was trained with (recorded)")
     parser.add_argument("--discriminator", default=None, help="discriminator weights to put in the resume pack")
@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     codec, trained, _ = load_default_codec()
     current = {k: v.clone() for k, v in codec.state_dict().items() if not k.endswith(".codebook")}
     codec.float()
-    if folder.is_file():  # folded weights without codebooks (scripts/gpu_train.py)
+    if folder.is_file():  # folded weights without codebooks (experiments/gpu/gpu_train.py)
         codec_state = {k: v.float() for k, v in load_file(str(folder)).items()}
     else:  # the generator module of a Trainer checkpoint: codec.* (weight norm applied) plus loss heads
         codec.apply_weight_norm()
@@ -75,7 +75,7 @@ def main(argv=None) -> None:
     if frozen_changed and not args.allow_encoder_change:
         raise SystemExit(f"encoder/quantizer weights differ ({frozen_changed[:3]} ...): the codes would change; "
                          "pass --allow-encoder-change to ship anyway")
-    target = Path(args.out)
+    target = Path(args.output)
     save_file(weights, str(target), metadata={"source": folder.name if folder.is_dir() else f"{folder.parent.name}/{folder.name}"})
     print(f"{target}: {len(weights)} tensors, {target.stat().st_size / 2**20:.1f} MiB; "
           f"{len(changed)} changed ({len(frozen_changed)} outside the decoder); was trained: {trained}")

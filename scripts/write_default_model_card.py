@@ -2,7 +2,7 @@
 
     python scripts/write_default_model_card.py
 
-Reads `llm_codec/assets/default_codec/config.json`, the training logs `benchmarks/default_codec_training/log.jsonl`,
+Reads `llm_codec/assets/default_codec/config.json`, the training logs `experiments/default_codec/training/log.jsonl`,
 `gpu_anneal/anneal_stft.log.jsonl` and `gpu_anneal2/anneal_stft2.log.jsonl` (its two continuations), the held-out
 evaluation `benchmarks/results_codec_heldout/results.json` (`llm-codec evaluate codec`; with
 `benchmarks/results_codec_heldout_refine50/results.json`, the same with `--refine-steps 50`) and the pitch probe
@@ -20,13 +20,13 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> None:
     from llm_codec.configuration_llm_codec import LLMCodecConfig
-    from llm_codec.model_card import build_model_card
+    from llm_codec.model_card import build_model_card, codec_eval_results
 
     folder = ROOT / "llm_codec" / "assets" / "default_codec"
     config = LLMCodecConfig.from_pretrained(folder)
-    logs = [ROOT / "benchmarks/default_codec_training/log.jsonl",  # default_smollm2.yaml, steps 0-14190
-            ROOT / "benchmarks/default_codec_training/gpu_anneal/anneal_stft.log.jsonl",  # first continuation
-            ROOT / "benchmarks/default_codec_training/gpu_anneal2/anneal_stft2.log.jsonl"]  # second continuation
+    logs = [ROOT / "experiments/default_codec/training/log.jsonl",  # default_smollm2.yaml, steps 0-14190
+            ROOT / "experiments/default_codec/training/gpu_anneal/anneal_stft.log.jsonl",  # first continuation
+            ROOT / "experiments/default_codec/training/gpu_anneal2/anneal_stft2.log.jsonl"]  # second continuation
     runs = [[json.loads(line) for line in path.read_text().splitlines() if line.strip()] for path in logs]
     log = [record for run in runs for record in run]
     train = [r for r in log if r["type"] == "train"]
@@ -119,7 +119,12 @@ from that: PESQ-WB {ours['pesq_wb']:.2f}, STOI {ours['stoi']:.2f}.
 - The codes only make sense with SmolLM2-135M's vocabulary (fingerprint in `config.json`); other LMs are refused.
 """,
     }
-    card = build_model_card(config, extra_sections=sections, usage=usage)
+    # model-index: the measured means of benchmarks/results_codec_heldout/results.json (the "Evaluation" table)
+    eval_results = codec_eval_results(
+        results, dataset_type="llm-codec-heldout-speech",
+        dataset_name=f"llm-codec held-out speech ({results['num_clips']} clips, unseen voices and languages)",
+    )
+    card = build_model_card(config, extra_sections=sections, usage=usage, eval_results=eval_results)
     card.save(str(folder / "README.md"))
     print(f"wrote {folder / 'README.md'}")
 

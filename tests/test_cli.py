@@ -287,14 +287,97 @@ def test_unexpected_failures_are_one_line_with_exit_1_and_debug_shows_them(folde
 def test_an_unwritable_results_folder_is_refused_before_the_work(tmp_path, capsys, command):
     (tmp_path / "a_file").write_text("")
     for out, message in ((tmp_path / "a_file", "is a file"), ("/proc/llm_codec_test/out", "Cannot create")):
-        assert cli_main([*command, "--out", str(out)]) == 2
+        assert cli_main([*command, "--output", str(out)]) == 2
         assert message in capsys.readouterr().err
 
 
 def test_json_reports_are_not_written_over_a_file_without_overwrite(tmp_path, capsys):
     report = tmp_path / "report.json"
     report.write_text("the user's notes")
-    assert cli_main(["bench", "--json", str(report)]) == 2
+    assert cli_main(["bench", "--output", str(report)]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err and report.read_text() == "the user's notes"
-    assert cli_main(["classify", "--demos", str(tmp_path), "--queries", str(tmp_path), "--json", str(report)]) == 2
+    assert cli_main(["classify", "--demos", str(tmp_path), "--queries", str(tmp_path), "--output", str(report)]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err and report.read_text() == "the user's notes"
+
+
+def _subcommands(parser, path=()):
+    """`(path, parser)` of every leaf subcommand of `llm-codec`."""
+    import argparse
+
+    children = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not children:
+        yield path, parser
+    for action in children:
+        for name, child in action.choices.items():
+            yield from _subcommands(child, (*path, name))
+
+
+def test_one_vocabulary_model_for_the_codec_and_output_for_what_is_written():
+    from llm_codec.cli import build_parser
+
+    commands = dict(_subcommands(build_parser()))
+    options = {path: {o for a in p._actions for o in a.option_strings} for path, p in commands.items()}
+    for path, names in options.items():
+        assert not names & {"--codec", "--out", "--json", "--output-dir", "--output_dir"}, path
+    loads_a_codec = {("encode",), ("decode",), ("reconstruct",), ("classify",), ("generate",), ("bench",),
+                     ("evaluate", "codec"), ("evaluate", "fewshot")}
+    assert all("--model" in options[path] for path in loads_a_codec)
+    assert all("--output" in names for path, names in options.items()), [p for p, n in options.items() if "--output" not in n]
+
+
+def test_a_hub_id_is_passed_through_to_from_pretrained(folders, tmp_path, monkeypatch):
+    calls = []
+    real = LLMCodecModel.from_pretrained.__func__
+
+    def from_pretrained(cls, name, *args, **kwargs):
+        calls.append(str(name))
+        return real(cls, folders / "codec", *args, **kwargs)
+
+    monkeypatch.setattr(LLMCodecModel, "from_pretrained", classmethod(from_pretrained))
+    assert cli_main(["reconstruct", "--model", "someone/my-codec", "--audio", str(folders / "clip.wav"),
+                     "--output", str(tmp_path / "out.wav")]) == 0
+    assert calls == ["someone/my-codec"] and (tmp_path / "out.wav").is_file()
+
+
+def test_an_unreachable_hub_id_is_a_clear_error(folders, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network in tests, and no retries
+    argv = ["--audio", str(folders / "clip.wav"), "--output", str(tmp_path / "out.wav")]
+    assert cli_main(["reconstruct", "--model", "someone/not-a-codec", *argv]) == 2
+    error = capsys.readouterr().err
+    assert "--model someone/not-a-codec is neither a local folder nor reachable on the Hugging Face Hub" in error
+    assert cli_main(["reconstruct", "--model", str(tmp_path / "no" / "such" / "folder"), *argv]) == 2
+    assert "no such folder, and not a Hugging Face Hub id" in capsys.readouterr().err
+
+
+def test_long_inputs_show_progress_and_quiet_hides_it_with_the_same_outputs(folders, tmp_path, capsys):
+    chunked = LLMCodecModel.from_pretrained(folders / "codec")
+    chunked.config.encode_chunk_s, chunked.config.encode_context_s, chunked.config.decode_chunk_s = 0.02, 0.003, 0.02
+    chunked.save_pretrained(tmp_path / "chunked")
+    common = ["--model", str(tmp_path / "chunked"), "--audio", str(folders / "clip.wav")]
+    capsys.readouterr()
+
+    assert cli_main(["encode", *common, "--format", "codes", "--output", str(tmp_path / "a.json")]) == 0
+    assert "Encoding" in capsys.readouterr().err
+    assert cli_main(["encode", *common, "--format", "codes", "--output", str(tmp_path / "b.json"), "--quiet"]) == 0
+    assert "Encoding" not in capsys.readouterr().err
+    a, b = (json.loads((tmp_path / name).read_text()) for name in ("a.json", "b.json"))
+    samples = torch.from_numpy(sf.read(folders / "clip.wav", dtype="float32")[0])[None, None]
+    expected = chunked.eval().encode(samples).audio_codes
+    assert a == b and [a["layers"][str(k)]["codes"] for k in range(3)] == [c[0].tolist() for c in expected]
+
+    decode = ["decode", "--model", str(tmp_path / "chunked"), "--codes", str(tmp_path / "a.json"), "--seed", "3"]
+    assert cli_main([*decode, "--output", str(tmp_path / "a.wav")]) == 0
+    assert "Decoding" in capsys.readouterr().err
+    assert cli_main([*decode, "--output", str(tmp_path / "b.wav"), "--quiet"]) == 0
+    assert "Decoding" not in capsys.readouterr().err
+    assert np.array_equal(sf.read(tmp_path / "a.wav")[0], sf.read(tmp_path / "b.wav")[0])
+
+    assert cli_main(["reconstruct", *common, "--output", str(tmp_path / "r.wav")]) == 0
+    error = capsys.readouterr().err
+    assert "Encoding" in error and "Decoding" in error
+    # a short input (one chunk) shows nothing
+    assert cli_main(["reconstruct", "--model", str(folders / "codec"), "--audio", str(folders / "clip.wav"),
+                     "--output", str(tmp_path / "short.wav")]) == 0
+    assert "Encoding" not in capsys.readouterr().err

@@ -115,7 +115,7 @@ def test_cli_and_module_entry_points(official_dir, tmp_path):
         [sys.executable, "-m", "llm_codec.conversion.convert_llm_codec_checkpoint"],
     ):
         out = tmp_path / command[-1].replace(".", "_")
-        result = subprocess.run(command + arguments + ["--output-dir", str(out)], capture_output=True, text=True)
+        result = subprocess.run(command + arguments + ["--output", str(out)], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         files = {p.name for p in out.iterdir()}
         assert "model.safetensors" in files and "README.md" in files
@@ -130,7 +130,7 @@ def test_cli_reports_bad_checkpoint_cleanly(tmp_path, official_dir):
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
     result = subprocess.run(
         [sys.executable, "-m", "llm_codec.cli", "convert", "--checkpoint", str(tmp_path / "broken.pth"),
-         "--config", str(official_dir / "official_noise_config.json"), "--output-dir", str(tmp_path / "o")],
+         "--config", str(official_dir / "official_noise_config.json"), "--output", str(tmp_path / "o")],
         capture_output=True, text=True,
     )
     assert result.returncode != 0
@@ -164,10 +164,10 @@ def test_conversion_never_mixes_into_or_clobbers_a_folder(official_dir, tmp_path
     out.mkdir()
     (out / "config.json").write_text('{"mine": true}')
     (out / "notes.txt").write_text("keep me")
-    assert cli_main([*arguments, "--output-dir", str(out)]) == 2
+    assert cli_main([*arguments, "--output", str(out)]) == 2
     assert "not empty; pass --overwrite" in capsys.readouterr().err
     assert (out / "config.json").read_text() == '{"mine": true}'  # untouched
-    assert cli_main([*arguments, "--output-dir", str(out), "--overwrite"]) == 0
+    assert cli_main([*arguments, "--output", str(out), "--overwrite"]) == 0
     files = {p.name for p in out.iterdir()}
     assert "notes.txt" not in files and "model.safetensors" in files  # replaced whole: no stale files
     LLMCodecModel.from_pretrained(out)
@@ -176,7 +176,7 @@ def test_conversion_never_mixes_into_or_clobbers_a_folder(official_dir, tmp_path
     inside.mkdir()
     shutil.copy(official_dir / "official_noise.pth", inside / "ckpt.pth")
     assert cli_main(["convert", "--checkpoint", str(inside / "ckpt.pth"), "--config",
-                     str(official_dir / "official_noise_config.json"), "--output-dir", str(inside), "--overwrite"]) == 2
+                     str(official_dir / "official_noise_config.json"), "--output", str(inside), "--overwrite"]) == 2
     assert "holds the input" in capsys.readouterr().err and (inside / "ckpt.pth").is_file()
 
 
@@ -194,6 +194,30 @@ def test_unreadable_configs_get_a_message(official_dir, tmp_path, capsys, name, 
 
     (tmp_path / name).write_text(content)
     code = cli_main(["convert", "--checkpoint", str(official_dir / "official_noise.pth"), "--config",
-                     str(tmp_path / name), "--output-dir", str(tmp_path / "out")])
+                     str(tmp_path / name), "--output", str(tmp_path / "out")])
     error = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(error) == 1 and message in error[0] and "pwned" not in error[0]
+
+
+def test_a_converted_folder_loads_with_the_auto_feature_extractor_and_processor(official_dir, tmp_path):
+    from transformers import AutoFeatureExtractor, AutoProcessor
+
+    from llm_codec import LLMCodecFeatureExtractor
+    from llm_codec.cli import main as cli_main
+
+    from .conftest import tiny_tokenizer
+
+    tiny_tokenizer(200).save_pretrained(tmp_path / "tok")
+    out = tmp_path / "converted"
+    assert cli_main(["convert", "--checkpoint", str(official_dir / "official_noise.pth"), "--config",
+                     str(official_dir / "official_noise_config.json"), "--tokenizer", str(tmp_path / "tok"),
+                     "--output", str(out)]) == 0
+    assert (out / "preprocessor_config.json").is_file()
+    model = LLMCodecModel.from_pretrained(out)
+    for loader in (AutoFeatureExtractor, AutoProcessor):
+        features = loader.from_pretrained(out)
+        assert isinstance(features, LLMCodecFeatureExtractor) and features.sampling_rate == model.config.sample_rate
+    card = (out / "README.md").read_text()
+    metadata = card.split("---")[1]
+    assert str(tmp_path) not in metadata and "base_model" not in metadata  # a local tokenizer path is not a Hub id
+    assert "None" not in card

@@ -41,7 +41,7 @@ def test_training_can_start_from_the_shipped_codec():
     from safetensors.torch import load_file
 
     from llm_codec.training import TrainingConfig
-    from llm_codec.training.trainer import build_codec
+    from llm_codec.training.build import build_codec
 
     codec = build_codec(TrainingConfig(init_from="default", trainable="decoder"))
     shipped = load_file(str(default_codec_dir() / WEIGHTS_NAME))
@@ -77,9 +77,9 @@ def test_ship_script_takes_a_decoder_only_checkpoint_and_refuses_changed_codes(t
     checkpoint = trainer.latest_checkpoint()
     pack = tmp_path / "pack"
     with pytest.raises(SystemExit):  # a resume pack without its step
-        ship.main([str(checkpoint), "--out", str(tmp_path / "shipped.safetensors"), "--resume-pack", str(pack)])
+        ship.main([str(checkpoint), "--output", str(tmp_path / "shipped.safetensors"), "--resume-pack", str(pack)])
     (tmp_path / "disc.safetensors").write_bytes(b"discriminator")
-    ship.main([str(checkpoint), "--out", str(tmp_path / "shipped.safetensors"), "--resume-pack", str(pack),
+    ship.main([str(checkpoint), "--output", str(tmp_path / "shipped.safetensors"), "--resume-pack", str(pack),
                "--step", "7", "--training-config", "some.yaml", "--discriminator", str(tmp_path / "disc.safetensors")])
     shipped, before = load_file(str(tmp_path / "shipped.safetensors")), load_file(str(default_codec_dir() / WEIGHTS_NAME))
     packed = load_file(str(pack / "model.safetensors"))
@@ -88,7 +88,7 @@ def test_ship_script_takes_a_decoder_only_checkpoint_and_refuses_changed_codes(t
     assert (pack / "discriminator.safetensors").read_bytes() == b"discriminator"
     with pytest.raises(SystemExit):  # a resume pack is written when shipping only
         ship.main([str(checkpoint), "--evaluation-folder", str(tmp_path / "x"), "--resume-pack", str(pack), "--step", "7"])
-    ship.main([str(checkpoint), "--out", str(tmp_path / "shipped.safetensors"), "--resume-pack", str(pack), "--step", "8"])
+    ship.main([str(checkpoint), "--output", str(tmp_path / "shipped.safetensors"), "--resume-pack", str(pack), "--step", "8"])
     progress = json.loads((pack / "progress.json").read_text())  # the discriminator stays, and so does what it is
     assert progress["step"] == 8 and "disc.safetensors" in progress["discriminator"]
     assert (pack / "discriminator.safetensors").read_bytes() == b"discriminator"
@@ -96,7 +96,7 @@ def test_ship_script_takes_a_decoder_only_checkpoint_and_refuses_changed_codes(t
     changed = {k for k in shipped if not torch.allclose(shipped[k], before[k].float(), atol=1e-6, rtol=1e-5)}
     assert changed and all(k.startswith("decoder.") for k in changed)
 
-    # a folded weights file (what scripts/gpu_train.py returns) -> a complete folder to evaluate the candidate with
+    # a folded weights file (what experiments/gpu/gpu_train.py returns) -> a complete folder to evaluate the candidate with
     ship.main([str(tmp_path / "shipped.safetensors"), "--evaluation-folder", str(tmp_path / "candidate")])
     candidate = LLMCodecModel.from_pretrained(str(tmp_path / "candidate")).state_dict()
     assert all(torch.equal(candidate[k].float(), v) for k, v in shipped.items())
@@ -109,7 +109,7 @@ def test_ship_script_takes_a_decoder_only_checkpoint_and_refuses_changed_codes(t
     state[key] = state[key] + 0.5
     save_file(state, str(tampered / "model.safetensors"))
     with pytest.raises(SystemExit, match="codes would change"):
-        ship.main([str(tampered), "--out", str(tmp_path / "refused.safetensors")])
+        ship.main([str(tampered), "--output", str(tmp_path / "refused.safetensors")])
     assert not (tmp_path / "refused.safetensors").exists()
     ship.main([str(tampered), "--evaluation-folder", str(tmp_path / "tampered_candidate")])  # evaluating is allowed
     assert (tmp_path / "tampered_candidate" / "config.json").is_file()

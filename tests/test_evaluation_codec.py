@@ -11,8 +11,10 @@ import torch
 
 from llm_codec import LLMCodecModel
 from llm_codec.cli import main as cli_main
-from llm_codec.evaluation.codec_quality import Baseline, evaluate_codec, save_results, select_clips
+from llm_codec.evaluation.baselines import Baseline
+from llm_codec.evaluation.codec_quality import evaluate_codec, select_clips
 from llm_codec.evaluation.metrics import load_metric
+from llm_codec.evaluation.report import save_results
 
 from .conftest import REPO, tiny_config
 
@@ -253,7 +255,7 @@ def codec_folder(tiny_codec, tmp_path):
 def test_cli_evaluate_codec(codec_folder, clip_folder, tmp_path, capsys):
     _, manifest = clip_folder
     out = tmp_path / "eval"
-    code = cli_main(["evaluate", "codec", "--data", str(manifest), "--model", str(codec_folder), "--out", str(out),
+    code = cli_main(["evaluate", "codec", "--data", str(manifest), "--model", str(codec_folder), "--output", str(out),
                      "--kind", "speech", "--max-clips", "2", "--baselines", "none", "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -263,9 +265,9 @@ def test_cli_evaluate_codec(codec_folder, clip_folder, tmp_path, capsys):
     assert (out / "results.md").is_file() and (out / "spectrogram.png").is_file()
     # errors say what to fix and exit with 2
     assert cli_main(["evaluate", "codec", "--data", str(tmp_path / "nothing"), "--model", str(codec_folder),
-                     "--out", str(out)]) == 2
+                     "--output", str(out)]) == 2
     assert "give a folder of audio files or a JSONL manifest" in capsys.readouterr().err
-    assert cli_main(["evaluate", "codec", "--data", str(manifest), "--model", str(codec_folder), "--out", str(out),
+    assert cli_main(["evaluate", "codec", "--data", str(manifest), "--model", str(codec_folder), "--output", str(out),
                      "--baselines", "opus-2k"]) == 2
     assert "opus-6k or more" in capsys.readouterr().err
 
@@ -275,7 +277,7 @@ def test_cli_evaluate_codec_with_refined_codes(codec_folder, clip_folder, tmp_pa
     runs = {}
     for steps in (0, 6):
         out = tmp_path / f"refine{steps}"
-        assert cli_main(["evaluate", "codec", "--data", str(manifest), "--model", str(codec_folder), "--out", str(out),
+        assert cli_main(["evaluate", "codec", "--data", str(manifest), "--model", str(codec_folder), "--output", str(out),
                          "--kind", "speech", "--max-clips", "1", "--baselines", "none", "--quiet", "--no-spectrogram",
                          "--refine-steps", str(steps)]) == 0
         runs[steps] = json.loads((out / "results.json").read_text())["systems"][0]
@@ -285,14 +287,14 @@ def test_cli_evaluate_codec_with_refined_codes(codec_folder, clip_folder, tmp_pa
     assert runs[6]["bitrate"] == runs[0]["bitrate"]  # the same token rate
     with pytest.raises(SystemExit):
         cli_main(["evaluate", "codec", "--data", str(manifest), "--model", str(codec_folder),
-                  "--out", str(tmp_path / "x"), "--refine-steps", "-1"])
+                  "--output", str(tmp_path / "x"), "--refine-steps", "-1"])
     assert "--refine-steps: must be 0 or more" in capsys.readouterr().err
 
 
 def test_cli_bench(codec_folder, tmp_path, capsys):
     report = tmp_path / "bench.json"
     code = cli_main(["bench", "--model", str(codec_folder), "--seconds", "0.5", "--repeats", "2", "--threads", "1",
-                     "--json", str(report)])
+                     "--output", str(report)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "Method:" in printed and "real-time factor" in printed and "peak RSS" in printed
@@ -301,11 +303,11 @@ def test_cli_bench(codec_folder, tmp_path, capsys):
     assert figures["real_time_factor"] == pytest.approx((figures["encode_s"] + figures["decode_s"]) / 0.5)
     assert figures["peak_rss_mb"] > 0 and figures["bitrate"] == pytest.approx(tiny_config().bitrate)
     assert cli_main(["bench", "--model", str(tmp_path / "missing")]) == 2
-    assert "No model folder" in capsys.readouterr().err
+    assert str(tmp_path / "missing") in capsys.readouterr().err
 
 
 def test_delay_compensation_finds_the_lag_and_restores_the_scores():
-    from llm_codec.evaluation.codec_quality import align_to_reference, score_clip
+    from llm_codec.evaluation.scoring import align_to_reference, score_clip
 
     rng = np.random.default_rng(0)
     gains = np.repeat(rng.uniform(0.01, 0.5, 50), 320)  # speech-like bursts: a new level every 20 ms
@@ -328,7 +330,8 @@ def test_delay_compensation_finds_the_lag_and_restores_the_scores():
 
 
 def test_results_markdown_pairs_the_codec_with_each_baseline_clip_by_clip():
-    from llm_codec.evaluation.codec_quality import CodecEvaluationResults, SystemResult, paired_difference
+    from llm_codec.evaluation.report import CodecEvaluationResults, SystemResult
+    from llm_codec.evaluation.statistics import paired_difference
 
     def system(name, pesq):
         return SystemResult(system=name, bitrate=700.0, per_clip=[

@@ -372,7 +372,7 @@ def test_cli_classify(saved_models, tone_data, tmp_path, capsys):
     codec, lm = saved_models
     out = tmp_path / "classify.json"
     code = cli_main(["classify", "--demos", str(tone_data["plain"]), "--queries", str(tone_data["queries"]),
-                     "--shots", "1", "--codec", str(codec), "--lm", str(lm), "--json", str(out), "--device", "cpu"])
+                     "--shots", "1", "--model", str(codec), "--lm", str(lm), "--output", str(out), "--device", "cpu"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "demonstrations (3, 3 labels)" in printed and "accuracy:" in printed
@@ -385,7 +385,7 @@ def test_cli_classify(saved_models, tone_data, tmp_path, capsys):
     assert report["accuracy"] == hits / 2
     code = cli_main(["classify", "--demos", str(tone_data["plain"]), "--queries",
                      str(tone_data["queries"] / "w50" / "q.wav"), "--method", "embedding", "--top-k", "1",
-                     "--codec", str(codec), "--lm", str(lm), "--device", "cpu"])
+                     "--model", str(codec), "--lm", str(lm), "--device", "cpu"])
     assert code == 0
     printed = capsys.readouterr().out
     ranking = printed.strip().splitlines()[-1].rsplit(": ", 1)[1]
@@ -397,7 +397,7 @@ def test_cli_evaluate_fewshot(saved_models, tone_data, tmp_path, capsys):
     out = tmp_path / "fewshot"
     code = cli_main(["evaluate", "fewshot", "--data", str(tone_data["task"] / "manifest.jsonl"), "--settings", "2x1,3x1",
                      "--episodes", "2", "--queries-per-class", "1", "--methods", "calibrated,embedding",
-                     "--group-key", "kit", "--out", str(out), "--codec", str(codec), "--lm", str(lm),
+                     "--group-key", "kit", "--output", str(out), "--model", str(codec), "--lm", str(lm),
                      "--device", "cpu", "--no-progress"])
     assert code == 0
     results = json.loads((out / "results.json").read_text())["results"]
@@ -416,7 +416,7 @@ def test_cli_evaluate_fewshot_logmel_loads_no_model(tone_data, tmp_path, capsys,
     monkeypatch.setattr(fewshot_cli, "load_models", no_models)
     out = tmp_path / "logmel"
     code = cli_main(["evaluate", "fewshot", "--data", str(tone_data["task"]), "--settings", "2x1,3x1",
-                     "--episodes", "2", "--queries-per-class", "1", "--methods", "logmel", "--out", str(out),
+                     "--episodes", "2", "--queries-per-class", "1", "--methods", "logmel", "--output", str(out),
                      "--no-progress"])
     assert code == 0
     results = json.loads((out / "results.json").read_text())["results"]
@@ -425,7 +425,7 @@ def test_cli_evaluate_fewshot_logmel_loads_no_model(tone_data, tmp_path, capsys,
     assert "| tones | 3 | 1 | logmel |" in capsys.readouterr().out
     # an LM method does load the models (here refused by the stub: an unexpected failure, exit 1)
     assert cli_main(["evaluate", "fewshot", "--data", str(tone_data["task"]), "--methods", "icl,logmel",
-                     "--out", str(out), "--no-progress"]) == 1
+                     "--output", str(out), "--no-progress"]) == 1
     assert "must not load" in capsys.readouterr().err
     # classify scores with the LM only
     assert cli_main(["classify", "--demos", str(tone_data["plain"]), "--queries", str(tone_data["queries"]),
@@ -441,14 +441,14 @@ def test_cli_another_llm_reads_layer1_as_text(saved_models, tone_data, tmp_path,
     foreign_llama(other).save_pretrained(foreign)
     other.save_pretrained(foreign)
     base = ["evaluate", "fewshot", "--data", str(tone_data["task"]), "--episodes", "2", "--methods", "icl",
-            "--codec", str(codec), "--lm", str(foreign), "--device", "cpu", "--no-progress"]
-    assert cli_main([*base, "--out", str(tmp_path / "ids")]) == 2
+            "--model", str(codec), "--lm", str(foreign), "--device", "cpu", "--no-progress"]
+    assert cli_main([*base, "--output", str(tmp_path / "ids")]) == 2
     assert "fingerprint" in capsys.readouterr().err
-    assert cli_main([*base, "--out", str(tmp_path / "text"), "--audio-format", "text"]) == 0
+    assert cli_main([*base, "--output", str(tmp_path / "text"), "--audio-format", "text"]) == 0
     rows = json.loads((tmp_path / "text" / "results.json").read_text())["results"]
     assert [r["method"] for r in rows] == ["icl"] and rows[0]["n"] == 2 * 2 * 2
     unknown = [x if x != str(foreign) else "no/such-lm" for x in base]
-    assert cli_main([*unknown, "--audio-format", "text", "--out", str(tmp_path / "x")]) == 2
+    assert cli_main([*unknown, "--audio-format", "text", "--output", str(tmp_path / "x")]) == 2
     assert "neither a local LM folder nor an offline LM name" in capsys.readouterr().err
 
 
@@ -462,7 +462,7 @@ def test_cli_another_llm_reads_layer1_as_text(saved_models, tone_data, tmp_path,
 )
 def test_cli_evaluate_fewshot_errors(saved_models, tone_data, tmp_path, capsys, arguments, message):
     codec, lm = saved_models
-    base = {"--data": str(tone_data["task"]), "--out": str(tmp_path), "--codec": str(codec), "--lm": str(lm)}
+    base = {"--data": str(tone_data["task"]), "--output": str(tmp_path), "--model": str(codec), "--lm": str(lm)}
     base.update(dict(zip(arguments[::2], arguments[1::2])))
     code = cli_main(["evaluate", "fewshot", *[x for pair in base.items() for x in pair]])
     assert code == 2
@@ -481,7 +481,7 @@ def test_cli_generate(saved_models, tone_data, tmp_path, capsys):
     output = tmp_path / "generated.wav"
     code = cli_main(["generate", "--demos", str(demos), "--query", str(tone_data["plain"] / "w50" / "0.wav"),
                      "--output", str(output), "--max-words", "4", "--separator", "<sep>", "--seed", "0",
-                     "--codec", str(codec), "--lm", str(lm), "--device", "cpu"])
+                     "--model", str(codec), "--lm", str(lm), "--device", "cpu"])
     assert code == 0 and "wrote" in capsys.readouterr().out
     audio, rate = sf.read(output)
     assert rate == RATE and 0 < len(audio) <= 4 * 4 * 6  # at most 4 words x 4 frames x hop 6
@@ -492,10 +492,10 @@ def test_cli_generate(saved_models, tone_data, tmp_path, capsys):
     sf.write(tmp_path / "input" / "1.wav", tone(220.0, 1, 480), RATE)
     sf.write(tmp_path / "output" / "1.wav", tone(880.0, 1, 480), RATE)
     code = cli_main(["generate", "--demos", str(pairs), "--query", "w81", "--output", str(output), "--overwrite", "--max-words", "2",
-                     "--separator", "<sep>", "--codec", str(codec), "--lm", str(lm), "--device", "cpu"])
+                     "--separator", "<sep>", "--model", str(codec), "--lm", str(lm), "--device", "cpu"])
     assert code == 0
     missing = tmp_path / "missing.json"
     missing.write_text(json.dumps([["w80", "nowhere.wav"]]))
     code = cli_main(["generate", "--demos", str(missing), "--query", "w81", "--output", str(output),
-                     "--codec", str(codec), "--lm", str(lm)])
+                     "--model", str(codec), "--lm", str(lm)])
     assert code == 2 and "nowhere.wav" in capsys.readouterr().err

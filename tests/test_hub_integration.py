@@ -13,13 +13,8 @@ from llm_codec import LLMCodecConfig, LLMCodecFeatureExtractor, LLMCodecModel, L
 from .conftest import tiny_tokenizer
 
 
-def save_folder(model, path):
-    model.save_pretrained(path)
-    LLMCodecFeatureExtractor(sampling_rate=model.config.sample_rate).save_pretrained(path)
-
-
 def test_auto_classes_resolve_after_import(tiny_model, tmp_path):
-    save_folder(tiny_model, tmp_path)
+    tiny_model.save_pretrained(tmp_path)
     assert isinstance(AutoConfig.from_pretrained(tmp_path), LLMCodecConfig)
     model = AutoModel.from_pretrained(tmp_path)
     assert isinstance(model, LLMCodecModel)
@@ -35,11 +30,12 @@ def test_auto_classes_resolve_after_import(tiny_model, tmp_path):
 
 
 def test_saved_folder_layout_and_model_card(tiny_model, tmp_path):
-    save_folder(tiny_model, tmp_path)
+    tiny_model.save_pretrained(tmp_path)
     files = {p.name for p in tmp_path.iterdir()}
     assert "model.safetensors" in files
     assert not any(name.endswith((".bin", ".pt", ".pth")) for name in files)
-    assert {"configuration_llm_codec.py", "modeling_llm_codec.py", "feature_extraction_llm_codec.py"} <= files
+    assert {"configuration_llm_codec.py", "modeling_llm_codec.py", "feature_extraction_llm_codec.py",
+            "preprocessor_config.json"} <= files
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_llm_codec.LLMCodecModel"
     card = (tmp_path / "README.md").read_text()
@@ -51,7 +47,7 @@ def test_saved_folder_layout_and_model_card(tiny_model, tmp_path):
 def test_trust_remote_code_without_the_package(tiny_model, tmp_path):
     """A fresh interpreter where `import llm_codec` fails loads the folder from its own code and gets the same codes."""
     folder = tmp_path / "codec"
-    save_folder(tiny_model, folder)
+    tiny_model.save_pretrained(folder)  # the model's folder alone: weights, code, feature extractor
     x = torch.randn(1, 1, 2000)
     np.save(tmp_path / "x.npy", x.numpy())
     expected = [c.tolist() for c in tiny_model.encode(x).audio_codes]
@@ -66,10 +62,13 @@ def test_trust_remote_code_without_the_package(tiny_model, tmp_path):
         except ImportError:
             pass
         import numpy as np, torch
-        from transformers import AutoFeatureExtractor, AutoModel
+        from transformers import AutoFeatureExtractor, AutoModel, AutoProcessor
         model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
         features = AutoFeatureExtractor.from_pretrained({str(folder)!r}, trust_remote_code=True)
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        processor = AutoProcessor.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        assert type(processor).__name__ == "LLMCodecFeatureExtractor", type(processor)
+        assert type(processor).__module__.startswith("transformers_modules"), type(processor).__module__
         x = np.load({str(tmp_path / "x.npy")!r})[0, 0]
         inputs = features(x, sampling_rate=16000, return_tensors="pt")
         print(json.dumps([c.tolist() for c in model.encode(**inputs).audio_codes]))
@@ -135,3 +134,135 @@ def test_push_to_hub_uploads_the_project_card(tiny_model, tmp_path, monkeypatch)
         assert "Model Card for Model ID" not in readme
     assert _FakeHub.uploads[1]["message"] == "first"
     assert (tmp_path / "my-codec" / "README.md").read_text() == _FakeHub.uploads[1]["readme"]
+
+
+# ------------------------------------------------------------------------- feature extractor in every folder
+
+
+def test_a_saved_codec_folder_gives_its_feature_extractor_through_the_auto_classes(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)  # no tokenizer: a codec folder, as the trainer and the converter write
+    for loader in (AutoFeatureExtractor, AutoProcessor):
+        features = loader.from_pretrained(tmp_path)
+        assert isinstance(features, LLMCodecFeatureExtractor), loader
+        assert features.sampling_rate == tiny_model.config.sample_rate
+        batch = features(np.zeros(100, np.float32), sampling_rate=16000, return_tensors="pt")
+        assert batch["input_values"].shape == (1, 1, 100)
+    with pytest.raises(ValueError, match="holds no processor.*AutoFeatureExtractor.*from_codec"):
+        LLMCodecProcessor.from_pretrained(tmp_path)
+
+
+def test_a_trained_codec_folder_loads_with_the_auto_classes(tmp_path):
+    """`llm-codec train --output DIR` writes DIR/model, which the Auto classes load (tiny run, one step)."""
+    pytest.importorskip("accelerate")
+    import soundfile as sf
+
+    from llm_codec.cli import main as cli_main
+    from llm_codec.training import TrainingConfig
+
+    from .conftest import TINY_ARCH, TINY_WORDS, tiny_llama
+
+    tiny_llama().save_pretrained(tmp_path / "lm")
+    tiny_tokenizer(200).save_pretrained(tmp_path / "lm")
+    (tmp_path / "data").mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        sf.write(tmp_path / "data" / f"c{k}.wav", (0.2 * rng.standard_normal(8000)).astype(np.float32), 16000)
+    TrainingConfig(
+        lm=str(tmp_path / "lm"), word_list=TINY_WORDS, codec=dict(TINY_ARCH), crop_seconds=0.1, batch_size=2,
+        max_steps=1, log_every=1, eval_every=0, save_every=0, num_val_clips=1, val_seconds=0.5,
+        mel_window_lengths=[32, 64, 128], mel_n_mels=[5, 10, 20], disc_periods=None, progress=False, seed=1,
+        loss_weights={"adversarial": 0, "feature_matching": 0},
+    ).save(tmp_path / "cfg.yaml")
+    assert cli_main(["train", "--config", str(tmp_path / "cfg.yaml"), "--data", str(tmp_path / "data"),
+                     "--output", str(tmp_path / "out"), "--no-progress"]) == 0
+    folder = tmp_path / "out" / "model"
+    assert isinstance(AutoModel.from_pretrained(folder), LLMCodecModel)
+    for loader in (AutoFeatureExtractor, AutoProcessor):
+        assert isinstance(loader.from_pretrained(folder), LLMCodecFeatureExtractor), loader
+
+
+# ------------------------------------------------------------------------------------------ model card
+
+
+def _metadata(card_text: str) -> str:
+    return card_text.split("---")[1]
+
+
+def test_model_card_base_model_is_a_hub_id_never_a_local_path(tmp_path):
+    from llm_codec.language_model import CACHE_MARKER, DEFAULT_LM_NAME
+    from llm_codec.model_card import build_model_card, hub_model_id
+
+    from .conftest import tiny_config
+
+    cached = tmp_path / "cache" / "qwen-local"
+    cached.mkdir(parents=True)
+    (cached / CACHE_MARKER).write_text(json.dumps({"name_or_path": "Qwen/Qwen2.5-Coder-0.5B-Instruct"}))
+    cases = {
+        DEFAULT_LM_NAME: DEFAULT_LM_NAME,
+        str(tmp_path / "llm_codec" / "smollm2-135m-instruct"): DEFAULT_LM_NAME,  # the offline default LM's cache
+        str(cached): "Qwen/Qwen2.5-Coder-0.5B-Instruct",  # a cache folder records its Hub id
+        "qwen2.5-coder-1.5b": "Qwen/Qwen2.5-Coder-1.5B-Instruct",  # an offline alias
+        "someone/my-lm": "someone/my-lm",
+        str(tmp_path / "my_lm"): None,
+        "./lm": None,
+        None: None,
+    }
+    for recorded, expected in cases.items():
+        assert hub_model_id(recorded) == expected, recorded
+        card = build_model_card(tiny_config(llm_name_or_path=recorded))
+        metadata = _metadata(str(card))
+        assert card.data.base_model == expected, recorded
+        assert str(tmp_path) not in metadata and "./lm" not in metadata
+
+
+def test_model_card_has_the_paper_the_citation_and_never_prints_none():
+    from llm_codec.model_card import build_model_card
+
+    from .conftest import tiny_config
+
+    for config in (tiny_config(), tiny_config(llm_name_or_path="someone/lm", llm_vocab_size=200)):
+        text = str(build_model_card(config))
+        assert "None" not in text and "`None`" not in text
+        assert "https://arxiv.org/abs/2406.10056" in text and "arxiv:2406.10056" in _metadata(text)
+        assert "## Citation" in text and "@inproceedings{yang2024uniaudio15" in text
+        assert "UniAudio 1.5: Large Language Model-driven Audio Codec is A Few-shot Audio Task Learner" in text
+    text = str(build_model_card(tiny_config(llm_name_or_path="someone/lm", llm_vocab_size=200)))
+    assert "`someone/lm` (size 200)" in text and "fingerprint" not in text
+
+
+def test_model_card_model_index_and_datasets_from_measured_results():
+    from huggingface_hub import ModelCard
+
+    from llm_codec.model_card import build_model_card, codec_eval_results
+
+    from .conftest import REPO, tiny_config
+
+    results = json.loads((REPO / "benchmarks" / "results_codec_heldout" / "results.json").read_text())
+    entries = codec_eval_results(results, dataset_name="held-out speech", dataset_type="llm-codec-heldout-speech")
+    card = build_model_card(tiny_config(llm_name_or_path="someone/lm"), eval_results=entries, datasets=["someone/audio"])
+    data = ModelCard(str(card)).data  # what the Hub reads back
+    assert data.datasets == ["someone/audio"] and data.model_name
+    measured = {r.metric_type: r.metric_value for r in data.eval_results}
+    means = next(s for s in results["systems"] if s["system"] == "llm-codec")["means"]
+    assert measured == {"pesq": round(means["pesq_wb"], 4), "stoi": round(means["stoi"], 4),
+                        "mel_distance": round(means["mel_distance"], 4), "si_sdr": round(means["si_sdr"], 4)}
+    assert {r.task_type for r in data.eval_results} == {"audio-to-audio"}
+    assert "model-index" in _metadata(str(card))
+    plain = str(build_model_card(tiny_config()))  # nothing measured, nothing claimed
+    assert "model-index" not in plain and "datasets" not in _metadata(plain)
+
+
+def test_the_default_codec_card_states_its_base_model_and_measured_results():
+    from huggingface_hub import ModelCard
+
+    from llm_codec.language_model import DEFAULT_LM_NAME
+
+    from .conftest import REPO
+
+    card = ModelCard((REPO / "llm_codec" / "assets" / "default_codec" / "README.md").read_text())
+    assert card.data.base_model == DEFAULT_LM_NAME and "None" not in card.text
+    results = json.loads((REPO / "benchmarks" / "results_codec_heldout" / "results.json").read_text())
+    means = next(s for s in results["systems"] if s["system"] == "llm-codec")["means"]
+    measured = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert measured["pesq"] == round(means["pesq_wb"], 4) and measured["stoi"] == round(means["stoi"], 4)
+    assert "@inproceedings{yang2024uniaudio15" in card.text

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from llm_codec import refine_codes
-from llm_codec.training.losses import MultiScaleMelLoss
+from llm_codec.mel import MultiScaleMelLoss
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

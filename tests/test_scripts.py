@@ -12,6 +12,7 @@ import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+GPU = Path(__file__).resolve().parents[1] / "experiments" / "gpu"
 
 
 def _log(path: Path, steps: range, stoi: float) -> None:
@@ -39,12 +40,14 @@ def test_gpu_travel_hides_what_the_gpu_run_does_not_read_and_restores_it(tmp_pat
     repo, hold = tmp_path / "repo", tmp_path / "hold"
     mib = b"\0" * 2**20
     files = {
-        "scripts/gpu_travel.py": (SCRIPTS / "gpu_travel.py").read_bytes(),
+        "experiments/gpu/gpu_travel.py": (GPU / "gpu_travel.py").read_bytes(),
+        "experiments/gpu/gpu_train.py": b"x = 1\n",
+        "experiments/default_codec/training/log.jsonl": mib,
         "llm_codec/code.py": b"x = 1\n",
         "llm_codec/assets/default_codec/weights_without_codebooks.safetensors": mib,
         "benchmarks/results/plot.png": mib,
-        "benchmarks/default_codec_training/resume/model.safetensors": mib,
-        "benchmarks/default_codec_training/resume/discriminator.safetensors": mib,
+        "experiments/default_codec/training/resume/model.safetensors": mib,
+        "experiments/default_codec/training/resume/discriminator.safetensors": mib,
     }
     for name, data in files.items():
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +64,7 @@ def test_gpu_travel_hides_what_the_gpu_run_does_not_read_and_restores_it(tmp_pat
         (bundle / entry["file"]).write_bytes(mib)
 
     def travel(*args):
-        return subprocess.run([sys.executable, str(repo / "scripts/gpu_travel.py"), *args, "--hold", str(hold)],
+        return subprocess.run([sys.executable, str(repo / "experiments/gpu/gpu_travel.py"), *args, "--hold", str(hold)],
                               capture_output=True, text=True)
 
     # 1 MiB resume model + 4 MiB audio + small files must fit in 3.5 MiB: two audio files stay behind, the drum
@@ -70,9 +73,11 @@ def test_gpu_travel_hides_what_the_gpu_run_does_not_read_and_restores_it(tmp_pat
     assert done.returncode == 0, done.stderr
     assert "['audio/hydrogen-drumkits-00.opus', 'audio/2.opus']" in done.stdout
     assert not (repo / "benchmarks/results/plot.png").exists()
+    assert not (repo / "experiments/default_codec/training/log.jsonl").exists()
+    assert (repo / "experiments/gpu/gpu_train.py").exists()
     assert not (repo / "llm_codec/assets/default_codec/weights_without_codebooks.safetensors").exists()
-    assert not (repo / "benchmarks/default_codec_training/resume/discriminator.safetensors").exists()
-    assert (repo / "benchmarks/default_codec_training/resume/model.safetensors").exists()
+    assert not (repo / "experiments/default_codec/training/resume/discriminator.safetensors").exists()
+    assert (repo / "experiments/default_codec/training/resume/model.safetensors").exists()
     assert (repo / "llm_codec/code.py").exists() and (bundle / "audio/1.opus").exists()
     assert "still holds" in travel("hide").stderr  # a second hide before restore would lose track of the first
 
@@ -88,11 +93,11 @@ def test_gpu_travel_hides_what_the_gpu_run_does_not_read_and_restores_it(tmp_pat
 
 
 def test_gpu_bundle_never_packs_development_clips():
-    sys.path.insert(0, str(SCRIPTS))
+    sys.path.insert(0, str(GPU))
     try:
         import gpu_bundle
     finally:
-        sys.path.remove(str(SCRIPTS))
+        sys.path.remove(str(GPU))
     rows = [{"path": f"{source}/{i}.flac", "source": source, "kind": kind, "duration": 2.0}
             for source, kind in (("a", "speech"), ("b", "speech"), ("drums", "drum")) for i in range(200)]
     dev = frozenset(f"a/{i}.flac" for i in range(0, 200, 4)) | frozenset(f"b/{i}.flac" for i in range(0, 200, 4))
@@ -150,7 +155,7 @@ def test_compare_systems_pairs_clips_and_skips_unscored_ones(tmp_path, capsys):
 
 
 def test_gpu_pair_returns_both_runs_and_the_trained_discriminator_within_eight_files(tmp_path):
-    # python3, sleep and nvidia-smi are stubs: the stub trainer writes what scripts/gpu_train.py writes to --out,
+    # python3, sleep and nvidia-smi are stubs: the stub trainer writes what experiments/gpu/gpu_train.py writes to --out,
     # with discriminator losses in the log only for a config named *gan*
     stubs, out, work = tmp_path / "bin", tmp_path / "out", tmp_path / "tmp"
     stubs.mkdir(), out.mkdir(), work.mkdir()
@@ -158,7 +163,7 @@ def test_gpu_pair_returns_both_runs_and_the_trained_discriminator_within_eight_f
 import json, sys
 from pathlib import Path
 args = sys.argv[1:]
-if args and args[0] == "scripts/gpu_train.py":
+if args and args[0] == "experiments/gpu/gpu_train.py":
     out, config = Path(args[args.index("--out") + 1]), args[args.index("--config") + 1]
     (out / "resume").mkdir(parents=True)
     for name in ("model.safetensors", "config.json", "spectrogram.png", "resume/model.safetensors",
@@ -172,7 +177,7 @@ if args and args[0] == "scripts/gpu_train.py":
     for stub in stubs.iterdir():
         stub.chmod(0o755)
     env = {"PATH": f"{stubs}:/usr/bin:/bin", "OUT": str(out), "GPU_PAIR_TMP": str(work)}
-    done = subprocess.run(["bash", str(SCRIPTS / "gpu_pair.sh"), "1", "plain.yaml", "gan.yaml"], cwd=tmp_path,
+    done = subprocess.run(["bash", str(GPU / "gpu_pair.sh"), "1", "plain.yaml", "gan.yaml"], cwd=tmp_path,
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     returned = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
@@ -190,7 +195,7 @@ def test_bench_refine_memory_measures_windows_and_one_piece(tmp_path):
     out = tmp_path / "refine.json"
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / "bench_refine_memory.py"), "--seconds", "2.4", "--steps", "2",
-         "--chunks", "0.5", "none", "--threads", "1", "--json", str(out)],
+         "--chunks", "0.5", "none", "--threads", "1", "--output", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -36,7 +36,7 @@ from llm_codec.training.data import (
     read_manifest,
     resolve_sources,
 )
-from llm_codec.training.losses import mel_filterbank
+from llm_codec.mel import mel_filterbank
 from llm_codec.training.teachers import (
     WhisperEncoder,
     WhisperTeacher,
@@ -147,6 +147,27 @@ def test_spectral_losses_vanish_only_for_identical_audio():
     assert torch.isfinite(mel(short, short * 0.9))
     bank = mel_filterbank(16000, 512, 40)
     assert bank.shape == (40, 257) and (bank >= 0).all() and (bank.sum(dim=1) > 0).all()
+
+
+
+def test_whisper_mel_filters_are_whispers():
+    # the filters openai-whisper ships (mel_filters.npz, 80 and 128 bands) and transformers' WhisperFeatureExtractor
+    # computes: equal to float32 rounding; a few values and sums of the openai-whisper file, for a second reference
+    from transformers import WhisperFeatureExtractor
+
+    from llm_codec.training.teachers import load_whisper_mel_filters
+
+    for n_mels, total, first, last_sum, middle_peak in ((80, 1.999024092387117, 0.02486259490251541,
+                                                         0.024925339792389423, 0.014735566452145576),
+                                                        (128, 3.1909855409403463, 0.012373986653983593,
+                                                         0.024936043977504596, 0.018091518431901932)):
+        filters = load_whisper_mel_filters(n_mels).double().numpy()
+        reference = WhisperFeatureExtractor(feature_size=n_mels).mel_filters.T
+        assert filters.shape == reference.shape == (n_mels, 201)
+        np.testing.assert_allclose(filters, reference, rtol=0, atol=1e-8)
+        assert np.flatnonzero(filters[0]).tolist() == [1] and filters[0, 1] == pytest.approx(first, abs=1e-8)
+        assert filters.sum() == pytest.approx(total, abs=1e-6) and filters[-1].sum() == pytest.approx(last_sum, abs=1e-8)
+        assert np.argmax(filters[n_mels // 2]) == 43 and filters[n_mels // 2].max() == pytest.approx(middle_peak, abs=1e-8)
 
 
 def test_gan_losses_on_ideal_outputs():
@@ -349,10 +370,11 @@ def test_saved_model_reloads_without_weight_norm(runs):
 
 def test_metrics_record_nan_with_a_reason():
     pytest.importorskip("pesq")
-    from llm_codec.training.trainer import audio_metrics
+    from llm_codec.evaluation.metrics import speech_scores
 
-    values, errors = audio_metrics(np.zeros(16000, np.float32), np.zeros(16000, np.float32), 16000)
-    assert math.isnan(values["pesq_wb"]) and errors["pesq_wb"]
+    values, errors = speech_scores(np.zeros(16000, np.float32), np.zeros(16000, np.float32), 16000)
+    assert math.isnan(values["pesq_wb"]) and "silent" in errors["pesq_wb"]
+    assert math.isnan(values["stoi"]) and "silent" in errors["stoi"]
 
 
 def test_missing_teacher_is_skipped_or_required(tmp_path):
@@ -474,14 +496,15 @@ def test_config_file_can_start_from_a_base_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         TrainingConfig.from_file(tmp_path / "orphan.yaml")
 
-    # the shipped GPU continuation configs are written as differences from the default codec's run
+    # the GPU continuation configs of experiments/ are written as differences from the default codec's run
+    experiment_configs = Path(__file__).resolve().parents[1] / "experiments" / "default_codec" / "configs"
     shipped = TrainingConfig.from_file(example_config_path("default_smollm2"))
-    gan = TrainingConfig.from_file(example_config_path("default_smollm2_gpu_gan"))
+    gan = TrainingConfig.from_file(experiment_configs / "default_smollm2_gpu_gan.yaml")
     assert gan.codec == shipped.codec and gan.train_data == shipped.train_data
     assert gan.loss_weights == {**shipped.loss_weights, "stft": 10.0}
     assert (gan.discriminator_start_step, gan.lr_generator, gan.stft_window_lengths) == (0, 1e-4, [2048, 512])
     # the CPU continuation: the last GPU cycle's losses on the shipped codec, the development clips kept out
-    cpu = TrainingConfig.from_file(example_config_path("default_smollm2_cpu_cycle"))
+    cpu = TrainingConfig.from_file(experiment_configs / "default_smollm2_cpu_cycle.yaml")
     assert (cpu.init_from, cpu.trainable, cpu.train_data, cpu.val_data) == (
         "default", "all", "data/codec_train_nodev.jsonl", "data/dev_speech.jsonl")
     assert cpu.loss_weights == gan.loss_weights and cpu.consistency_teacher == "whisper"
@@ -503,15 +526,15 @@ def test_cli_trains_from_a_local_lm_folder(tmp_path):
 
     subparsers = argparse.ArgumentParser(prog="llm-codec").add_subparsers(dest="command")
     parser = add_train_subparser(subparsers)
-    args = parser.parse_args(["--config", "c.yaml", "--data", "d", "--output-dir", "o", "--resume", "--max-steps", "5"])
-    assert (args.config, args.data, args.output_dir, args.resume, args.max_steps) == ("c.yaml", "d", "o", True, 5)
+    args = parser.parse_args(["--config", "c.yaml", "--data", "d", "--output", "o", "--resume", "--max-steps", "5"])
+    assert (args.config, args.data, args.output, args.resume, args.max_steps) == ("c.yaml", "d", "o", True, 5)
     assert args.func.__name__ == "run_train"
 
     lm_dir = write_lm_folder_and_clips(tmp_path)
     config = run_config(tmp_path / "unused", tmp_path / "unused", lm=str(lm_dir), word_list=str(tmp_path / "words.txt"),
                         save_every=0, eval_every=0, disc_periods=None, loss_weights={"adversarial": 0, "feature_matching": 0})
     config.save(tmp_path / "cfg.yaml")
-    code = main(["--config", str(tmp_path / "cfg.yaml"), "--data", str(tmp_path / "data"), "--output-dir",
+    code = main(["--config", str(tmp_path / "cfg.yaml"), "--data", str(tmp_path / "data"), "--output",
                  str(tmp_path / "out"), "--max-steps", "1", "--no-progress"])
     assert code == 0
     model = LLMCodecModel.from_pretrained(str(tmp_path / "out" / "model"))

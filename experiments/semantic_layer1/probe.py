@@ -30,7 +30,7 @@ from llm_codec.evaluation.fewshot import FewShotEvaluator, load_pool, prototype_
 from llm_codec.evaluation.metrics import load_metric
 from llm_codec.evaluation.reference import logmel_statistics
 from llm_codec.language_model import load_language_model
-from llm_codec.training.data import read_audio
+from llm_codec.audio_io import read_audio
 from llm_codec.training.teachers import WhisperTeacher
 
 POOL = 6  # Whisper frames (20 ms) per layer-1 word (120 ms)

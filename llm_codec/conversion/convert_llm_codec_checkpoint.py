@@ -1,6 +1,6 @@
 """Converts an original LLM-Codec (`MSCodecLM`) checkpoint into a `save_pretrained` folder.
 
-    llm-codec convert --checkpoint ckpt.pth --config config.yaml --layer1-words layer1.npy --output-dir out/
+    llm-codec convert --checkpoint ckpt.pth --config config.yaml --layer1-words layer1.npy --output out/
     python -m llm_codec.conversion.convert_llm_codec_checkpoint  (same arguments)
 
 The original file is read with `torch.load(weights_only=True)`; its `codec_model` state dict is renamed through an
@@ -283,28 +283,29 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--checkpoint", required=True, help="original .pth (with a `codec_model` state dict)")
     parser.add_argument("--config", required=True, help="original config.yaml or its JSON `generator` section")
     parser.add_argument("--layer1-words", default=None, help="layer-1 word list (.npy as released, or .json)")
-    parser.add_argument("--output-dir", required=True, help="folder to write (save_pretrained layout)")
+    parser.add_argument("--output", required=True, help="folder to write (save_pretrained layout, with the feature "
+                        "extractor's preprocessor_config.json and a model card)")
     parser.add_argument("--tokenizer", default=None, help="local path of the LLM tokenizer the codebooks came from")
     parser.add_argument("--llm-name", default=None, help="name of that LLM to record (e.g. meta-llama/Llama-2-7b-hf)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing, non-empty --output-dir (its old files are removed, not mixed in)")
+                        help="replace an existing, non-empty --output folder (its old files are removed, not mixed in)")
     return parser
 
 
 def check_output_dir(output_dir, inputs=(), overwrite: bool = False) -> Path:
     """
-    Checks `--output-dir` before converting: a non-empty folder is refused unless `overwrite`, and never when it holds
+    Checks `--output` before converting: a non-empty folder is refused unless `overwrite`, and never when it holds
     one of the `inputs` (replacing it would delete them). Returns the folder as a `Path`.
     """
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
-        raise ConversionError(f"--output-dir {out} is a file: give a folder.")
+        raise ConversionError(f"--output {out} is a file: give a folder.")
     if out.is_dir() and any(out.iterdir()):
         inside = [str(i) for i in inputs if i is not None and Path(i).resolve().is_relative_to(out.resolve())]
         if inside:
-            raise ConversionError(f"--output-dir {out} holds the input(s) {inside}: choose another folder.")
+            raise ConversionError(f"--output {out} holds the input(s) {inside}: choose another folder.")
         if not overwrite:
-            raise ConversionError(f"--output-dir {out} is not empty; pass --overwrite to replace it (its files are "
+            raise ConversionError(f"--output {out} is not empty; pass --overwrite to replace it (its files are "
                                   "removed), or choose another folder.")
     return out
 
@@ -330,7 +331,7 @@ def write_output_dir(model, output_dir: Path) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    output_dir = check_output_dir(args.output_dir, [args.checkpoint, args.config, args.layer1_words, args.tokenizer],
+    output_dir = check_output_dir(args.output, [args.checkpoint, args.config, args.layer1_words, args.tokenizer],
                                   args.overwrite)
     model = convert_checkpoint(
         args.checkpoint, args.config, args.layer1_words, tokenizer_path=args.tokenizer, llm_name_or_path=args.llm_name
@@ -338,7 +339,7 @@ def main(argv=None) -> int:
     write_output_dir(model, output_dir)
     config = model.config
     print(
-        f"Converted {args.checkpoint} -> {args.output_dir}: codebooks {config.codebook_sizes} x {config.codebook_dim}, "
+        f"Converted {args.checkpoint} -> {args.output}: codebooks {config.codebook_sizes} x {config.codebook_dim}, "
         f"{config.bitrate:.1f} bit/s"
     )
     return 0

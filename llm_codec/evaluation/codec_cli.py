@@ -14,9 +14,9 @@ def load_codec(model: str | None):
     `(LLMCodecModel in eval mode, str, tokenizer or None)`.
 
     Args:
-        model (`str`, *optional*): a folder written by `save_pretrained` / `llm-codec convert` / training; `None`
-            loads the shipped default codec (`load_default_codec`, which also loads the offline default LM, whose
-            tokenizer is returned).
+        model (`str`, *optional*): a folder written by `save_pretrained` / `llm-codec convert` / training, or a
+            Hugging Face Hub id (`user/repo`, see `load_pretrained_codec`); `None` loads the shipped default codec
+            (`load_default_codec`, which also loads the offline default LM, whose tokenizer is returned).
     """
     if model is None:
         from ..default_model import load_default_codec
@@ -24,15 +24,61 @@ def load_codec(model: str | None):
         codec, trained, (_, tokenizer) = load_default_codec()
         description = "the shipped default codec" + ("" if trained else " (UNTRAINED: random weights)")
         return codec.eval(), description, tokenizer
+    codec = load_pretrained_codec(model)
+    where = f"the codec in {model}" if Path(model).is_dir() else f"the codec {model} (Hugging Face Hub)"
+    return codec.eval(), where, None
+
+
+def load_pretrained_codec(model: str, flag: str = "--model"):
+    """
+    `LLMCodecModel.from_pretrained(model)` for a command's `flag`: `model` is a local folder (written by
+    `save_pretrained`, `llm-codec convert` or training) or a Hugging Face Hub id (`user/repo`), which is passed through
+    to `from_pretrained` (downloaded, or read from the Hub cache). Raises `FileNotFoundError` / `OSError` saying that
+    `model` is neither a local folder nor reachable on the Hub, with the Hub client's own reason.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     from ..modeling_llm_codec import LLMCodecModel
 
-    if not Path(model).is_dir():
-        raise FileNotFoundError(f"No model folder at {model}: give a folder written by save_pretrained / `llm-codec convert`.")
-    return LLMCodecModel.from_pretrained(model).eval(), f"the codec in {model}", None
+    path = Path(model)
+    if path.is_file():
+        raise FileNotFoundError(f"{flag} {model} is a file: give a codec folder (save_pretrained / `llm-codec "
+                                "convert` / training) or a Hub id such as user/repo.")
+    if path.is_dir():
+        return LLMCodecModel.from_pretrained(model)
+    try:
+        validate_repo_id(str(model))
+    except HFValidationError:
+        raise FileNotFoundError(f"{flag} {model}: no such folder, and not a Hugging Face Hub id (user/repo) either. "
+                                "Give a codec folder written by save_pretrained / `llm-codec convert` / training, or "
+                                "a Hub id.") from None
+    try:
+        return LLMCodecModel.from_pretrained(model)
+    except OSError as error:
+        if not _unreachable(error):  # the repository was found: its own error (a missing or damaged file) stands
+            raise
+        reason = " ".join(str(error).split())
+        raise OSError(f"{flag} {model} is neither a local folder nor reachable on the Hugging Face Hub ({reason}). "
+                      "Check the path, or the Hub id and your connection (a Hub codec is read from the local Hub "
+                      "cache when offline).") from None
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Whether a `from_pretrained` error means the Hub repository could not be reached or does not exist."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError
+
+    seen = error
+    while seen is not None:
+        if isinstance(seen, (LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    text = str(error)
+    return "couldn't connect" in text or "not a valid model identifier" in text
 
 
 def _baselines(text: str) -> list[str]:
-    from .codec_quality import Baseline
+    from .baselines import Baseline
 
     if text.strip().lower() in ("", "none"):
         return []
@@ -73,13 +119,14 @@ def cmd_evaluate_codec(args) -> int:
 
 
 def _evaluate_codec(args) -> int:
-    from .codec_quality import evaluate_codec, save_results
+    from .codec_quality import evaluate_codec
+    from .report import save_results
 
     from ..audio_io import check_output_folder
 
     baselines = _baselines(args.baselines)
     filters = _filters(args.where)
-    out = check_output_folder(args.out)  # before loading the codec or reading a clip
+    out = check_output_folder(args.output)  # before loading the codec or reading a clip
     codec, description, _ = load_codec(args.model)
     results = evaluate_codec(
         codec,
@@ -106,11 +153,11 @@ def cmd_bench(args) -> int:
 
 
 def _bench(args) -> int:
-    from .codec_quality import benchmark_codec, peak_rss_mb
+    from .timing import benchmark_codec, peak_rss_mb
     from ..audio_io import check_output
 
-    if args.json:
-        check_output(args.json, overwrite=args.overwrite, suffixes=(".json",))
+    if args.output:
+        check_output(args.output, overwrite=args.overwrite, suffixes=(".json",))
 
     rss_before = peak_rss_mb()
     codec, description, _ = load_codec(args.model)
@@ -130,17 +177,19 @@ def _bench(args) -> int:
           f"{result.real_time_factor:.3f} ({1 / result.real_time_factor:.1f}x faster than real time)")
     print(f"  peak RSS                  {result.peak_rss_mb:8.0f} MB  (before loading {rss_before:.0f} MB, after "
           f"loading {rss_loaded:.0f} MB)")
-    if args.json:
+    if args.output:
         from dataclasses import asdict
 
         from ..audio_io import atomic_write
 
         text = json.dumps({**asdict(result), "model": description, "rss_before_load_mb": rss_before,
                            "rss_after_load_mb": rss_loaded}, indent=2)
-        path = atomic_write(args.json, lambda tmp: tmp.write_text(text))
+        path = atomic_write(args.output, lambda tmp: tmp.write_text(text))
         print(f"wrote {path}")
     return 0
 
+
+MODEL_HELP = "codec: a local folder or a Hugging Face Hub id such as user/repo (default: the shipped default codec)"
 
 REFINE_STEPS_HELP = (
     "refine the codes of layers 2-3 by this many analysis-by-synthesis steps against the input (`refine_codes`): "
@@ -180,17 +229,17 @@ def add_parsers(sub, evaluate_sub) -> None:
         sub (`argparse._SubParsersAction`): subparsers of `llm-codec`.
         evaluate_sub (`argparse._SubParsersAction`): subparsers of `llm-codec evaluate`.
     """
-    from .codec_quality import DEFAULT_BASELINES
+    from .baselines import DEFAULT_BASELINES
 
     codec = evaluate_sub.add_parser(
         "codec",
         help="reconstruction quality (PESQ-WB, STOI, mel distance, SI-SDR) against codec2 / Opus baselines",
         description="Encode and decode every clip of a folder or JSONL manifest, score the reconstructions and "
-        "write results.json, results.md and spectrogram.png to --out.",
+        "write results.json, results.md and spectrogram.png to --output.",
     )
     codec.add_argument("--data", required=True, help="folder of audio files, or JSONL manifest with a `path` per row")
-    codec.add_argument("--model", default=None, help="codec folder (default: the shipped default codec)")
-    codec.add_argument("--out", required=True, help="folder for results.json, results.md, spectrogram.png")
+    codec.add_argument("--model", default=None, help=MODEL_HELP)
+    codec.add_argument("--output", required=True, help="folder for results.json, results.md, spectrogram.png")
     codec.add_argument("--kind", default=None, help="keep manifest rows with this `kind`, e.g. speech")
     codec.add_argument("--where", action="append", default=None, metavar="FIELD=VALUE",
                        help="keep manifest rows with FIELD == VALUE (repeatable), e.g. source=klettres-data")
@@ -206,11 +255,11 @@ def add_parsers(sub, evaluate_sub) -> None:
     codec.set_defaults(func=cmd_evaluate_codec)
 
     bench = sub.add_parser("bench", help="encode / decode speed, real-time factor and peak memory of a codec")
-    bench.add_argument("--model", default=None, help="codec folder (default: the shipped default codec)")
+    bench.add_argument("--model", default=None, help=MODEL_HELP)
     bench.add_argument("--seconds", type=positive_seconds, default=10.0, help="length of the test clip (default: %(default)s)")
     bench.add_argument("--repeats", type=int, default=3, help="timed runs, median reported (default: %(default)s)")
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     bench.add_argument("--seed", type=int, default=0, help="seed of the decoder noise")
-    bench.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    bench.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
+    bench.add_argument("--output", default=None, help="also write the figures to this JSON file")
+    bench.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
     bench.set_defaults(func=cmd_bench)

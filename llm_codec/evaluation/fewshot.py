@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..training.data import AUDIO_EXTENSIONS, HFAudioColumn, audio_files_under, read_audio
+from ..audio_io import AUDIO_EXTENSIONS, HFAudioColumn, audio_files_under, read_audio
 from .reference import REFERENCE_SAMPLE_RATE, logmel_statistics
 
 logger = logging.getLogger(__name__)

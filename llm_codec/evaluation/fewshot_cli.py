@@ -1,7 +1,7 @@
 """Few-shot commands of `llm-codec`: `classify`, `generate` and `evaluate fewshot`.
 
-Without `--codec/--lm` they use the shipped default codec with the offline default LM (SmolLM2-135M-Instruct);
-`--codec FOLDER` (a `save_pretrained` codec) and `--lm NAME|FOLDER` (a local transformers causal LM + tokenizer, or
+Without `--model/--lm` they use the shipped default codec with the offline default LM (SmolLM2-135M-Instruct);
+`--model FOLDER|HUB_ID` (a `save_pretrained` codec) and `--lm NAME|FOLDER` (a local transformers causal LM + tokenizer, or
 an offline LM name) use others; `--audio-format text` lets an LM other than the codec's own read layer 1 as words.
 Nothing is downloaded. `evaluate fewshot --methods logmel` (the no-learning reference alone) loads no model.
 """
@@ -14,13 +14,13 @@ import json
 import logging
 from pathlib import Path
 
-from ..training.data import AUDIO_EXTENSIONS, audio_files_under, read_audio
+from ..audio_io import AUDIO_EXTENSIONS, audio_files_under, read_audio
 
 logger = logging.getLogger(__name__)
 
 _MODEL_HELP = (
-    "Models: without --codec/--lm, the shipped default codec and the offline default LM (SmolLM2-135M-Instruct); "
-    "--codec FOLDER loads a save_pretrained codec (with the default LM unless --lm names another); --lm NAME|FOLDER with "
+    "Models: without --model/--lm, the shipped default codec and the offline default LM (SmolLM2-135M-Instruct); "
+    "--model FOLDER|HUB_ID loads a save_pretrained codec (with the default LM unless --lm names another); --lm NAME|FOLDER with "
     "--audio-format text lets any causal LM (e.g. the offline Qwen/Qwen2.5-Coder-0.5B-Instruct) read the layer-1 words."
 )
 
@@ -31,7 +31,7 @@ _MODEL_HELP = (
 def load_models(codec: str | None = None, lm: str | None = None, device: str | None = None, audio_format: str = "ids"):
     """
     `(codec, language_model, tokenizer)` for the commands: the default codec and LM when both are `None`, else
-    `LLMCodecModel.from_pretrained(codec)` and `load_language_model(lm)` (a local transformers folder, or the name of
+    `LLMCodecModel.from_pretrained(codec)` (a local folder or a Hub id) and `load_language_model(lm)` (a local transformers folder, or the name of
     an offline LM such as `Qwen/Qwen2.5-Coder-0.5B-Instruct`; the default LM when `lm` is `None`). An LM other than
     the codec's own needs `audio_format="text"` (the pipeline checks the vocabulary otherwise). Everything in eval
     mode on `device` (default: CUDA when available, else CPU).
@@ -42,10 +42,8 @@ def load_models(codec: str | None = None, lm: str | None = None, device: str | N
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if codec is None and lm is not None and audio_format != "text":
-        raise ValueError("--lm without --codec needs --audio-format text: the default codec speaks SmolLM2's vocabulary, "
+        raise ValueError("--lm without --model needs --audio-format text: the default codec speaks SmolLM2's vocabulary, "
                          "so another LM can only read its layer-1 words as text (or give the codec built for that LM).")
-    if codec is not None and not Path(codec).is_dir():
-        raise FileNotFoundError(f"--codec: no folder at {codec} (give a local save_pretrained folder).")
     if lm is not None and not Path(lm).is_dir() and find_offline_language_model(lm) is None:
         raise FileNotFoundError(f"--lm: {lm} is neither a local LM folder nor an offline LM name "
                                 "(see `llm_codec.language_model.OFFLINE_LANGUAGE_MODELS`).")
@@ -56,9 +54,9 @@ def load_models(codec: str | None = None, lm: str | None = None, device: str | N
         if not trained:
             logger.warning("The default codec is untrained (random encoder): results are not meaningful.")
     else:
-        from ..modeling_llm_codec import LLMCodecModel
+        from .codec_cli import load_pretrained_codec
 
-        model = LLMCodecModel.from_pretrained(codec)
+        model = load_pretrained_codec(codec)
         language_model = tokenizer = None
     if lm is not None or language_model is None:
         language_model, tokenizer = load_language_model(lm)
@@ -69,7 +67,7 @@ def _pipeline(task: str, args, **kwargs):
     from transformers import pipeline
 
     audio_format = getattr(args, "audio_format", "ids")
-    codec, lm, tokenizer = load_models(args.codec, args.lm, args.device, audio_format)
+    codec, lm, tokenizer = load_models(args.model, args.lm, args.device, audio_format)
     if audio_format != "ids":
         kwargs["audio_format"] = audio_format
     return pipeline(task, model=codec, language_model=lm, tokenizer=tokenizer, device=codec.device, **kwargs)
@@ -77,7 +75,8 @@ def _pipeline(task: str, args, **kwargs):
 
 def _add_model_arguments(parser: argparse.ArgumentParser, audio_format: bool = True) -> None:
     group = parser.add_argument_group("models")
-    group.add_argument("--codec", default=None, metavar="FOLDER", help="codec folder (default: the shipped default codec)")
+    group.add_argument("--model", default=None, metavar="FOLDER|HUB_ID", help="codec: a local folder or a Hugging Face "
+                       "Hub id such as user/repo (default: the shipped default codec)")
     group.add_argument("--lm", default=None, metavar="NAME|FOLDER", help="causal LM: a local folder with its tokenizer, "
                        "or an offline LM name such as Qwen/Qwen2.5-Coder-0.5B-Instruct (default: the offline "
                        "SmolLM2-135M-Instruct). An LM other than the codec's own needs --audio-format text")
@@ -117,8 +116,8 @@ def cmd_classify(args) -> int:
     from ..audio_io import atomic_write, check_output
     from .fewshot import LM_METHODS, ClipPool, check_methods
 
-    if args.json:
-        check_output(args.json, overwrite=args.overwrite, suffixes=(".json",))
+    if args.output:
+        check_output(args.output, overwrite=args.overwrite, suffixes=(".json",))
     method = check_methods(args.method)[0]
     if method not in LM_METHODS:
         raise ValueError(f"--method {method}: classify scores with the LM; choose among {', '.join(LM_METHODS)} "
@@ -160,10 +159,10 @@ def cmd_classify(args) -> int:
         summary["accuracy"] = correct / len(known)
         print(f"accuracy: {correct}/{len(known)} = {correct / len(known):.3f} (chance {1 / len(labels):.3f})"
               + (f"; query labels without demonstrations: {unknown_labels}" if unknown_labels else ""))
-    if args.json:
+    if args.output:
         text = json.dumps(summary, indent=1, ensure_ascii=False)
-        atomic_write(args.json, lambda tmp: tmp.write_text(text))
-        print(f"wrote {args.json}")
+        atomic_write(args.output, lambda tmp: tmp.write_text(text))
+        print(f"wrote {args.output}")
     return 0
 
 
@@ -270,14 +269,14 @@ def cmd_evaluate_fewshot(args) -> int:
 
     methods = check_methods(args.methods)
     settings = parse_settings(args.settings) if args.settings else [(args.ways, args.shots)]
-    check_output_folder(args.out)
+    check_output_folder(args.output)
     pool = load_pool(args.data, name=args.task_name)
     for n_way, k_shot in settings:  # fail before loading any model
         check_setting(pool, n_way, k_shot, args.queries_per_class, args.group_key)
     print(f"{pool.name}: {len(pool)} clips, {len(pool.classes)} classes")
     if methods == ("logmel",):  # the no-learning reference alone: no codec, no LM
-        if args.codec or args.lm:
-            logger.warning("--methods logmel needs no model: --codec/--lm are not loaded.")
+        if args.model or args.lm:
+            logger.warning("--methods logmel needs no model: --model/--lm are not loaded.")
         classify = None
     else:
         classify = _pipeline("audio-few-shot-classification", args)
@@ -286,7 +285,7 @@ def cmd_evaluate_fewshot(args) -> int:
         n_episodes=args.episodes, n_repeats=args.repeats, instruction=not args.no_instruction,
         group_key=args.group_key, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
     )
-    paths = save_results(results, args.out)
+    paths = save_results(results, args.output)
     print(results_table(results), end="")
     print(f"wrote {paths['json']} and {paths['markdown']}")
     return 0
@@ -317,8 +316,8 @@ def add_parsers(sub, evaluate_sub) -> None:
     classify.add_argument("--repeats", type=int, default=1, metavar="R", help="repeat the demonstrations R times in the prompt (default 1)")
     classify.add_argument("--no-instruction", action="store_true", help="leave out the instruction line listing the labels")
     classify.add_argument("--top-k", type=int, default=None, help="print only the best k labels per query")
-    classify.add_argument("--json", default=None, metavar="OUT", help="also write the rankings to this JSON file")
-    classify.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
+    classify.add_argument("--output", default=None, metavar="JSON", help="also write the rankings to this JSON file")
+    classify.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
     _add_model_arguments(classify)
     classify.set_defaults(func=cmd_classify)
 
@@ -354,11 +353,11 @@ def add_parsers(sub, evaluate_sub) -> None:
         "and write results.json, results.md and confusion-matrix PNGs. The logmel method (nearest class prototype of "
         "log-mel statistics, no model) is the no-learning reference that the LM methods must beat.\n\n" + _MODEL_HELP,
         epilog="examples:\n"
-        "  llm-codec evaluate fewshot --data data/tasks/drum_type --group-key kit --out outputs/fewshot/drums\n"
+        "  llm-codec evaluate fewshot --data data/tasks/drum_type --group-key kit --output outputs/fewshot/drums\n"
         "  llm-codec evaluate fewshot --data data/tasks/instrument --settings 2x1,2x3,3x1,3x3,5x5 --episodes 50 "
-        "--out outputs/fewshot/instrument\n"
+        "--output outputs/fewshot/instrument\n"
         "  llm-codec evaluate fewshot --data data/tasks/drum_type --group-key kit --methods logmel "
-        "--out outputs/fewshot/drums_logmel   (no model loaded)",
+        "--output outputs/fewshot/drums_logmel   (no model loaded)",
     )
     fewshot.add_argument("--data", required=True, metavar="DIR|MANIFEST", help="DIR/<label>/*.wav|flac|ogg, a folder "
                          "with manifest.jsonl, or a .jsonl manifest (path, label and optional group fields)")
@@ -380,7 +379,7 @@ def add_parsers(sub, evaluate_sub) -> None:
                          "(default: all five)")
     fewshot.add_argument("--seed", type=int, default=0, help="seed of the episode sampling (default 0)")
     fewshot.add_argument("--batch-size", type=int, default=8, help="queries per LM pass and clips per codec batch (default 8)")
-    fewshot.add_argument("--out", required=True, metavar="DIR", help="folder for results.json, results.md and PNGs")
+    fewshot.add_argument("--output", required=True, metavar="DIR", help="folder for results.json, results.md and PNGs")
     fewshot.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_model_arguments(fewshot)
     fewshot.set_defaults(func=cmd_evaluate_fewshot)

@@ -8,11 +8,16 @@ Needs the `train` extras (accelerate, matplotlib, pesq, pystoi; `datasets` for H
     Trainer(config, train_data="my_audio/").train()
 """
 
+from importlib.resources import files
+
+from ..mel import MultiScaleMelLoss
+from .build import build_codec, count_parameters
 from .config import DEFAULT_LOSS_WEIGHTS, TrainingConfig
 from .data import AudioCropDataset, CropBatchSampler, make_dataloader, resolve_sources
 from .discriminators import CodecDiscriminator, MultiFrequencyDiscriminator, MultiPeriodDiscriminator
+from .export import export_codec
+from .generator import CodecTrainingModule
 from .losses import (
-    MultiScaleMelLoss,
     MultiScaleSTFTLoss,
     discriminator_loss,
     feature_matching_loss,
@@ -30,13 +35,11 @@ from .teachers import (
     read_ctranslate2_model,
     semantic_loss,
 )
-from .trainer import CodecTrainingModule, Trainer, build_codec, count_parameters, export_codec, train
+from .trainer import Trainer, train
 
 
 def example_config_path(name: str = "cpu_small") -> str:
     """Path of a shipped example config (`configs/<name>.yaml`)."""
-    from importlib.resources import files
-
     return str(files(__name__) / "configs" / f"{name}.yaml")
 
 

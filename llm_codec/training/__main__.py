@@ -1,4 +1,4 @@
-"""`python -m llm_codec.training --config cfg.yaml --data PATH --output-dir DIR [--resume] [--max-steps N]`."""
+"""`python -m llm_codec.training --config cfg.yaml --data PATH --output DIR [--resume] [--max-steps N]`."""
 
 from .cli import main
 

@@ -14,8 +14,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--data", default=None,
                         help="training audio: folder (recursive wav/flac/ogg), JSONL/CSV manifest with a `path` column, or one file")
     parser.add_argument("--val-data", default=None, help="held-out audio (default: clips held out of --data)")
-    parser.add_argument("--output-dir", default=None, help="where checkpoints, logs and the model go")
-    parser.add_argument("--resume", action="store_true", help="continue from output-dir/checkpoints/latest")
+    parser.add_argument("--output", default=None, help="folder where checkpoints, logs and the model go")
+    parser.add_argument("--resume", action="store_true", help="continue from <output>/checkpoints/latest")
     parser.add_argument("--max-steps", type=int, default=None, help="total number of training steps")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size per process")
     parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None)
@@ -41,7 +41,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = config.replace(
         train_data=args.data,
         val_data=args.val_data,
-        output_dir=args.output_dir,
+        output_dir=args.output,
         max_steps=args.max_steps,
         batch_size=args.batch_size,
         mixed_precision=args.mixed_precision,

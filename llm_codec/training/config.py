@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .discriminators import LLM_CODEC_HIDDEN_CHANNELS, LLM_CODEC_HOP_LENGTHS
-from .losses import DAC_MEL_BANDS, DAC_MEL_WINDOWS
+from ..mel import DAC_MEL_BANDS, DAC_MEL_WINDOWS
 
 DEFAULT_LOSS_WEIGHTS = {
     "mel": 15.0,  # multi-scale log-mel L1 (summed over the 7 scales, as DAC)

@@ -14,9 +14,7 @@ have seen without interruption, and several processes see different clips.
 from __future__ import annotations
 
 import csv
-import io
 import json
-import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -24,16 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+from ..audio_io import AUDIO_EXTENSIONS, HFAudioColumn, audio_files_under, read_audio
 
 
 # ---------------------------------------------------------------------------------------------------- sources
-
-
-def audio_files_under(folder: str | Path, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:
-    """All files under `folder` (recursively) whose suffix is in `extensions` (case-insensitive), sorted; may be empty."""
-    suffixes = {e.lower() for e in extensions}
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
 
 def list_audio_files(folder: str | Path, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[str]:
@@ -77,35 +69,6 @@ def read_manifest(path: str | Path, column: str = "path") -> list[str]:
     return paths
 
 
-class HFAudioColumn:
-    """
-    Random access to the audio of a `datasets.Dataset` column without `datasets`' decoding: items are `Audio(
-    decode=False)` dicts (`{"bytes": ..., "path": ...}`) or plain paths. Indexable and picklable.
-    """
-
-    def __init__(self, dataset, column: str = "audio"):
-        if column not in dataset.column_names:
-            raise ValueError(f"The dataset has no {column!r} column (columns: {dataset.column_names}).")
-        feature = dataset.features[column]
-        if getattr(feature, "decode", False):
-            dataset = dataset.cast_column(column, type(feature)(decode=False))
-        self.dataset = dataset.select_columns([column])
-        self.column = column
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        value = self.dataset[int(index)][self.column]
-        if isinstance(value, dict):
-            if value.get("bytes"):
-                return value["bytes"]
-            if value.get("path"):
-                return value["path"]
-            raise ValueError(f"Row {index} of the dataset has neither audio bytes nor a path.")
-        return value
-
-
 def resolve_sources(data, column: str = "audio", path_column: str = "path"):
     """
     A sequence of audio sources (paths or encoded bytes) from: a folder, a manifest file (.jsonl/.json/.csv/.tsv),
@@ -123,61 +86,6 @@ def resolve_sources(data, column: str = "audio", path_column: str = "path"):
             raise FileNotFoundError(f"No audio file at {path}.")
         return [str(path)]
     return read_manifest(path, path_column)
-
-
-# ---------------------------------------------------------------------------------------------------- decoding
-
-
-def _open(source):
-    import soundfile as sf
-
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return sf.SoundFile(io.BytesIO(bytes(source)))
-    return sf.SoundFile(str(source))
-
-
-def _describe(source) -> str:
-    return f"<{len(source)} bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
-
-
-def read_audio(source, sample_rate: int, seconds: float | None = None, offset_fraction: float = 0.0) -> np.ndarray:
-    """
-    Decodes (part of) a source to mono float32 at `sample_rate`.
-
-    Args:
-        source: a path or encoded audio bytes (any libsndfile format).
-        sample_rate (`int`): output rate (soxr resampling when the file's differs).
-        seconds (`float`, *optional*): read only this much, starting at `offset_fraction` of the remaining room
-            (`None`: the whole file).
-        offset_fraction (`float` in [0, 1], defaults to 0): where the excerpt starts.
-
-    Returns:
-        `np.ndarray` of shape `(samples,)` (at most `round(seconds * sample_rate)` samples).
-    """
-    try:
-        with _open(source) as handle:
-            rate, total = handle.samplerate, handle.frames
-            if seconds is None:
-                start, count, margin_before = 0, total, 0
-            else:
-                wanted = math.ceil(seconds * rate)
-                start = int(offset_fraction * max(0, total - wanted))
-                margin_before = min(start, math.ceil(0.01 * rate))  # a little context for the resampler
-                count = min(total - start, wanted) + margin_before + math.ceil(0.01 * rate)
-                start -= margin_before
-            handle.seek(start)
-            data = handle.read(count, dtype="float32", always_2d=True)
-    except Exception as error:
-        raise ValueError(f"Could not decode {_describe(source)} ({error}).") from error
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if rate != sample_rate:
-        import soxr
-
-        mono = soxr.resample(mono, rate, sample_rate, quality="HQ").astype(np.float32)
-    skip = round(margin_before * sample_rate / rate)
-    if seconds is not None:
-        mono = mono[skip : skip + round(seconds * sample_rate)]
-    return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------- datasets

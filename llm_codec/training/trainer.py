@@ -18,10 +18,8 @@ Runs under `accelerate` (`accelerate launch -m llm_codec.training ...` for sever
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
-import math
 import shutil
 import time
 import warnings
@@ -30,19 +28,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from ..audio_io import resample, save_audio
+from ..evaluation.metrics import speech_scores
+from ..evaluation.report import json_safe
+from ..mel import MultiScaleMelLoss
 from ..modeling_llm_codec import LLMCodecModel
+from ..plotting import plot_spectrograms
+from .build import build_codec, has_weight_norm
 from .config import TrainingConfig
 from .data import AudioCropDataset, load_validation_clips, make_dataloader, resolve_sources, split_holdout
 from .discriminators import CodecDiscriminator
-from .losses import (
-    MultiScaleMelLoss,
-    MultiScaleSTFTLoss,
-    discriminator_loss,
-    feature_matching_loss,
-    generator_adversarial_loss,
-)
-from .teachers import TeacherUnavailable, consistency_loss, distillation_loss, load_teacher, semantic_loss
+from .export import export_codec
+from .generator import CodecTrainingModule
+from .losses import MultiScaleSTFTLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss
+from .teachers import TeacherUnavailable, load_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -51,192 +52,12 @@ LATEST = "latest"
 STATE_FILE = "trainer_state.json"
 
 
-# ----------------------------------------------------------------------------------------------------- the codec
-
-
-def load_word_list(word_list):
-    """`None` -> `None` (shipped list); 10/20 -> that SCOWL size of the shipped list; a path -> its lines; a list."""
-    if word_list is None:
-        return None
-    if isinstance(word_list, int):
-        from ..codebooks import load_default_word_list
-
-        return load_default_word_list(word_list)
-    if isinstance(word_list, str):
-        path = Path(word_list)
-        if not path.is_file():
-            raise FileNotFoundError(f"`word_list`: no file at {path}.")
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [str(w) for w in word_list]
-
-
-def build_codec(config: TrainingConfig, lm=None, tokenizer=None) -> LLMCodecModel:
-    """
-    The codec to train: the shipped default codec (`init_from: default`), `LLMCodecModel.from_pretrained(init_from)`,
-    or a new codec whose codebooks come from
-    the LM (`lm` object if given, else `config.lm`: "default" or a local folder) with `config.codec` as the
-    architecture. Returns it in float32, without weight norm.
-    """
-    if config.init_from == "default":
-        from ..default_model import load_default_codec
-
-        codec, trained, _ = load_default_codec(lm, tokenizer)
-        if not trained:
-            raise FileNotFoundError("`init_from: default`: this installation ships no trained default codec.")
-        return codec.float()
-    if config.init_from:
-        return LLMCodecModel.from_pretrained(config.init_from)
-    source = lm if lm is not None else (None if config.lm in (None, "default") else config.lm)
-    return LLMCodecModel.from_language_model(
-        source,
-        tokenizer=tokenizer,
-        word_list=load_word_list(config.word_list),
-        max_subwords=config.max_subwords,
-        layer_subset=config.layer_subset,
-        **config.codec,
-    )
-
-
-def has_weight_norm(codec: nn.Module) -> bool:
-    """Whether some convolution of `codec` is already weight-normalised (e.g. by an earlier `Trainer`)."""
-    from torch.nn.utils import parametrize
-
-    return any(
-        parametrize.is_parametrized(m, "weight") for m in codec.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))
-    )
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters (frozen codebooks are buffers and do not count)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def folded_codec(codec: LLMCodecModel) -> LLMCodecModel:
-    """
-    A new float32 codec in eval mode holding `codec`'s weights with weight norm folded in; `codec` is untouched.
-
-    (Not `copy.deepcopy` + `remove_weight_norm()`: removing a parametrization deletes the property from the
-    dynamically created module class, which a deep copy shares with the original.) Torch's global RNG is left as it
-    was (the new model's random initialisation runs in a forked RNG), so exporting does not change training.
-    """
-    from torch.nn.utils import parametrize
-
-    state = {k: v for k, v in codec.state_dict().items() if ".parametrizations." not in k}
-    for name, module in codec.named_modules():
-        if parametrize.is_parametrized(module, "weight"):
-            state[f"{name}.weight"] = module.weight.detach()
-    with torch.random.fork_rng(devices=[]):
-        fresh = type(codec)(copy.deepcopy(codec.config))
-    fresh.load_state_dict({k: v.detach().float().cpu() for k, v in state.items()}, strict=True)
-    return fresh.eval()
-
-
-def weights_without_codebooks(codec: LLMCodecModel) -> dict[str, torch.Tensor]:
-    """
-    `folded_codec(codec)`'s state dict without the frozen codebooks (which the LM rebuilds): what the embedded
-    default codec ships as `weights_without_codebooks.safetensors`. Tensors are contiguous float32 on the CPU.
-    """
-    state = folded_codec(codec).state_dict()
-    return {k: v.contiguous() for k, v in state.items() if not k.endswith(".codebook")}
-
-
-def export_codec(codec: LLMCodecModel, path: str | Path) -> Path:
-    """`save_pretrained(path)` of `folded_codec(codec)` (no weight-norm keys); returns the folder."""
-    folded_codec(codec).save_pretrained(str(path))
-    return Path(path)
-
-
-class CodecTrainingModule(nn.Module):
-    """
-    The generator side of training: the codec plus the learned heads of the auxiliary losses (all trained by the
-    generator optimizer).
-
-    Args:
-        codec (`LLMCodecModel`).
-        consistency_dim (`int`, *optional*): width of the frame teacher's features (adds `consistency_head`,
-            Linear teacher_dim -> latent_dim).
-        semantic_dim (`int`, *optional*): width of the clip teacher's embedding (adds `semantic_head`,
-            Linear latent_dim -> semantic_dim).
-        distill_dim (`int`, *optional*): width of the distillation teacher's frame features (adds `distill_head`,
-            Linear latent_dim -> distill_dim).
-        consistency_layer (`int`, defaults to 1), semantic_layer (`int`, defaults to 0), distill_layer (`int`,
-            defaults to 0): 0-based VQ layers.
-        decoder_only (`bool`, defaults to `False`): freeze the encoder and quantizer (no gradient, codes unchanged);
-            only the decoder learns, and no VQ / consistency / semantic losses are returned.
-    """
-
-    def __init__(self, codec: LLMCodecModel, consistency_dim: int | None = None, semantic_dim: int | None = None,
-                 consistency_layer: int = 1, semantic_layer: int = 0, decoder_only: bool = False,
-                 distill_dim: int | None = None, distill_layer: int = 0):
-        super().__init__()
-        self.codec = codec
-        self.decoder_only = decoder_only
-        if decoder_only:
-            if consistency_dim or semantic_dim or distill_dim:
-                raise ValueError("A decoder-only run has no VQ-layer losses: pass no consistency/semantic/distill teacher.")
-            for name, parameter in codec.named_parameters():
-                if not name.startswith("decoder."):
-                    parameter.requires_grad_(False)
-        latent = codec.config.latent_dim
-        for name, layer in (("consistency_layer", consistency_layer), ("semantic_layer", semantic_layer),
-                            ("distill_layer", distill_layer)):
-            if not 0 <= layer < codec.config.num_quantizers:
-                raise ValueError(f"`{name}` {layer} is not a VQ layer (0..{codec.config.num_quantizers - 1}).")
-        self.consistency_layer, self.semantic_layer = consistency_layer, semantic_layer
-        self.consistency_head = nn.Linear(consistency_dim, latent) if consistency_dim else None
-        self.semantic_head = nn.Linear(latent, semantic_dim) if semantic_dim else None
-        self.distill_layer = distill_layer
-        self.distill_head = nn.Linear(latent, distill_dim) if distill_dim else None
-
-    def forward(self, audio: torch.Tensor, teacher_features: torch.Tensor | None = None,
-                teacher_embedding: torch.Tensor | None = None,
-                distill_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """
-        Args:
-            audio (`torch.FloatTensor` of shape `(batch, 1, samples)`).
-            teacher_features (`(batch, teacher_frames, teacher_dim)`, *optional*): frame-teacher output.
-            teacher_embedding (`(batch, semantic_dim)`, *optional*): clip-teacher output.
-            distill_features (`(batch, teacher_frames, distill_dim)`, *optional*): distillation-teacher output.
-
-        Returns:
-            `dict` with `audio` (reconstruction `(batch, 1, samples)`), scalar `commitment` and `codebook` losses,
-            and `consistency` / `semantic` / `distill` when their teacher output and head are there.
-        """
-        codec = self.codec
-        samples = audio.shape[-1]
-        if self.decoder_only:
-            with torch.no_grad():
-                quantized = codec.quantizer(codec.encode_latents(audio))[0]
-            return {"audio": codec.decoder(quantized)[..., :samples]}
-        latents = codec.encode_latents(audio)
-        quantized, _, commitment, codebook, per_layer = codec.quantizer(latents)
-        reconstruction = codec.decoder(quantized)[..., :samples]
-        out = {"audio": reconstruction}
-        if commitment is not None:
-            out["commitment"], out["codebook"] = commitment.mean(), codebook.mean()
-        valid_frames = math.ceil(samples / codec.config.hop_length)
-        if teacher_features is not None and self.consistency_head is not None:
-            layer = per_layer[self.consistency_layer][..., :valid_frames]
-            out["consistency"] = consistency_loss(layer, teacher_features, self.consistency_head)
-        if teacher_embedding is not None and self.semantic_head is not None:
-            layer = per_layer[self.semantic_layer][..., :valid_frames]
-            out["semantic"] = semantic_loss(layer, teacher_embedding, self.semantic_head)
-        if distill_features is not None and self.distill_head is not None:
-            layer = per_layer[self.distill_layer][..., :valid_frames]
-            stride = codec.config.vq_strides[self.distill_layer]
-            out["distill"] = distillation_loss(layer, distill_features, self.distill_head, stride)
-        return out
-
-
-def _resample(audio: torch.Tensor, source_rate: int, target_rate: int) -> torch.Tensor:
+def _resampled(audio: torch.Tensor, source_rate: int, target_rate: int) -> torch.Tensor:
+    """`audio` (..., samples) resampled along its last axis (`audio_io.resample`), on its device, in float32."""
     if source_rate == target_rate:
         return audio
-    import soxr
-
-    array = audio.detach().float().cpu().numpy()
-    rows = [soxr.resample(row, source_rate, target_rate, quality="HQ") for row in array.reshape(-1, array.shape[-1])]
-    out = torch.from_numpy(np.stack(rows).astype(np.float32))
-    return out.reshape(*audio.shape[:-1], out.shape[-1]).to(audio.device)
+    out = resample(audio.detach().float().cpu().numpy(), source_rate, target_rate)
+    return torch.from_numpy(out).to(audio.device)
 
 
 class _SchedulerState:
@@ -251,72 +72,6 @@ class _SchedulerState:
     def load_state_dict(self, state):
         for scheduler, values in zip(self.schedulers, state["schedulers"]):
             scheduler.load_state_dict(values)
-
-
-# ------------------------------------------------------------------------------------------------------ metrics
-
-
-def _nan_reason(error: Exception) -> str:
-    return f"{type(error).__name__}: {error}".strip()[:300]
-
-
-def audio_metrics(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> tuple[dict, dict]:
-    """
-    PESQ-WB (`pesq`, at 16 kHz) and STOI (`pystoi`) of one clip.
-
-    Args:
-        reference, estimate (`np.ndarray` of shape `(samples,)`), sample_rate (`int`).
-
-    Returns:
-        `(values, errors)`: `values` maps "pesq_wb" and "stoi" to floats (NaN when the metric failed or its package
-        is missing) and `errors` maps the failed ones to the reason.
-    """
-    values, errors = {}, {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # both packages warn on silence / very short clips
-        return _audio_metrics(reference, estimate, sample_rate, values, errors)
-
-
-def _audio_metrics(reference, estimate, sample_rate, values, errors):
-    try:
-        from pesq import pesq
-
-        ref16 = _resample(torch.from_numpy(reference), sample_rate, 16000).numpy().astype(np.float64)
-        est16 = _resample(torch.from_numpy(estimate), sample_rate, 16000).numpy().astype(np.float64)
-        values["pesq_wb"] = float(pesq(16000, ref16, est16, "wb"))
-    except Exception as error:  # noqa: BLE001 - PESQ refuses silence / noise with its own errors
-        values["pesq_wb"], errors["pesq_wb"] = float("nan"), _nan_reason(error)
-    try:
-        from pystoi import stoi
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            value = float(stoi(reference.astype(np.float64), estimate.astype(np.float64), sample_rate, extended=False))
-        short = [str(w.message) for w in caught if "Not enough STFT frames" in str(w.message)]
-        if short:  # pystoi then returns the sentinel 1e-5
-            value, errors["stoi"] = float("nan"), short[0][:300]
-        values["stoi"] = value
-    except Exception as error:  # noqa: BLE001
-        values["stoi"], errors["stoi"] = float("nan"), _nan_reason(error)
-    return values, errors
-
-
-def save_spectrogram_png(path: str | Path, original: np.ndarray, reconstruction: np.ndarray, sample_rate: int,
-                         title: str = "") -> Path:
-    """Writes a two-panel log-magnitude spectrogram (original above, reconstruction below) as PNG."""
-    from ..plotting import plot_spectrograms
-
-    return plot_spectrograms({"original": original, "reconstruction": reconstruction}, sample_rate, path, title or None)
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 # ------------------------------------------------------------------------------------------------------ trainer
@@ -346,7 +101,7 @@ class Trainer:
     def __init__(self, config: TrainingConfig, codec: LLMCodecModel | None = None, train_data=None, val_data=None,
                  consistency_teacher=None, semantic_teacher=None, lm=None, tokenizer=None, accelerator=None,
                  distill_teacher=None):
-        from accelerate import Accelerator
+        from accelerate import Accelerator  # optional dependency (the "train" extra)
         from accelerate.utils import set_seed
 
         self.config = config
@@ -355,9 +110,18 @@ class Trainer:
         self.device = self.accelerator.device
         set_seed(config.seed)
         self.step = 0
+        codec = self._prepare_codec(codec if codec is not None else build_codec(config, lm, tokenizer))
+        self.sample_rate = codec.config.sample_rate
+        self._load_teachers(consistency_teacher, semantic_teacher, distill_teacher)
+        self.mel_loss = MultiScaleMelLoss(self.sample_rate, config.mel_window_lengths, config.mel_n_mels).to(self.device)
+        self.stft_loss = (MultiScaleSTFTLoss(config.stft_window_lengths).to(self.device)
+                          if config.loss_weights["stft"] > 0 else None)
+        self._prepare_models_and_optimizers(codec)
+        self._load_data(train_data, val_data, codec.config.pad_multiple)
 
-        # ---- codec
-        codec = codec if codec is not None else build_codec(config, lm, tokenizer)
+    @staticmethod
+    def _prepare_codec(codec: LLMCodecModel) -> LLMCodecModel:
+        """`codec` in float32 and train mode, weight-normalised; its LLM codebooks must be buffers."""
         codec.float()
         if not has_weight_norm(codec):
             codec.apply_weight_norm()
@@ -365,10 +129,12 @@ class Trainer:
         for name, _ in codec.named_parameters():
             if name.endswith(".codebook"):
                 raise RuntimeError(f"{name} is a parameter: the LLM codebooks must stay frozen buffers.")
-        self.sample_rate = codec.config.sample_rate
-        weights = config.loss_weights
+        return codec
 
-        # ---- teachers (they only shape the encoder/VQ side, which a decoder-only run freezes)
+    def _load_teachers(self, consistency_teacher, semantic_teacher, distill_teacher):
+        """Sets `teacher`, `distill_teacher` and `semantic_teacher` (each `None` when its loss is off); they only
+        shape the encoder / VQ side, which a decoder-only run freezes."""
+        config, weights = self.config, self.config.loss_weights
         decoder_only = config.trainable == "decoder"
         self.teacher = None if decoder_only else self._frame_teacher(
             consistency_teacher, config.consistency_teacher, weights["consistency"], "consistency")
@@ -380,15 +146,18 @@ class Trainer:
         for module in (self.teacher, self.distill_teacher, self.semantic_teacher):
             if isinstance(module, nn.Module):
                 module.to(self.device)
-        teacher = self.teacher
 
+    def _prepare_models_and_optimizers(self, codec: LLMCodecModel):
+        """The generator (codec + teacher heads), the discriminator when adversarial losses are on, their AdamW
+        optimisers and exponential schedulers, prepared by the accelerator."""
+        config, weights = self.config, self.config.loss_weights
         generator = CodecTrainingModule(
             codec,
-            consistency_dim=teacher.dim if teacher is not None else None,
+            consistency_dim=self.teacher.dim if self.teacher is not None else None,
             semantic_dim=self.semantic_teacher.dim if self.semantic_teacher is not None else None,
             consistency_layer=config.consistency_layer,
             semantic_layer=config.semantic_layer,
-            decoder_only=decoder_only,
+            decoder_only=config.trainable == "decoder",
             distill_dim=self.distill_teacher.dim if self.distill_teacher is not None else None,
             distill_layer=config.distill_layer,
         )
@@ -406,12 +175,6 @@ class Trainer:
             if self.adversarial
             else None
         )
-
-        # ---- losses
-        self.mel_loss = MultiScaleMelLoss(self.sample_rate, config.mel_window_lengths, config.mel_n_mels).to(self.device)
-        self.stft_loss = MultiScaleSTFTLoss(config.stft_window_lengths).to(self.device) if weights["stft"] > 0 else None
-
-        # ---- optimisers
         betas = tuple(float(b) for b in config.betas)
         self.trainable_g = [p for p in generator.parameters() if p.requires_grad]  # decoder-only runs freeze some
         opt_g = torch.optim.AdamW(self.trainable_g, lr=config.lr_generator, betas=betas, eps=config.eps,
@@ -433,7 +196,10 @@ class Trainer:
             self.discriminator = self.opt_d = None
         self.accelerator.register_for_checkpointing(_SchedulerState(sched_g, sched_d))
 
-        # ---- data
+    def _load_data(self, train_data, val_data, pad_multiple: int):
+        """The training crops (`train_dataset`) and the validation clips (`val_clips`: `val_data`, or clips held
+        out of the training data)."""
+        config = self.config
         train_data = train_data if train_data is not None else config.train_data
         if train_data is None:
             raise ValueError("No training data: set `train_data` in the config or pass --data.")
@@ -449,11 +215,11 @@ class Trainer:
         self.val_clips = load_validation_clips(val_sources, self.sample_rate, config.val_seconds)
         if not self.val_clips:
             logger.warning("No validation clips: evaluation is skipped.")
-        unit = codec.config.pad_multiple
-        if self.train_dataset.crop_samples % unit:
+        if self.train_dataset.crop_samples % pad_multiple:
             logger.info(
                 "crop of %d samples is not a multiple of the codec's pad_multiple (%d): the codec pads each crop to %d.",
-                self.train_dataset.crop_samples, unit, -(-self.train_dataset.crop_samples // unit) * unit,
+                self.train_dataset.crop_samples, pad_multiple,
+                -(-self.train_dataset.crop_samples // pad_multiple) * pad_multiple,
             )
 
     # ------------------------------------------------------------------------------------------------ accessors
@@ -472,7 +238,7 @@ class Trainer:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with open(self.output_dir / "log.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(_json_safe(record)) + "\n")
+            handle.write(json.dumps(json_safe(record)) + "\n")
 
     # --------------------------------------------------------------------------------------------------- a step
 
@@ -497,11 +263,11 @@ class Trainer:
         with torch.no_grad():
             for teacher in (self.teacher, self.distill_teacher):
                 if teacher is not None and id(teacher) not in outputs:
-                    outputs[id(teacher)] = teacher.features(_resample(audio, self.sample_rate, teacher.sample_rate)).float()
+                    outputs[id(teacher)] = teacher.features(_resampled(audio, self.sample_rate, teacher.sample_rate)).float()
             embedding = None
             if self.semantic_teacher is not None:
                 embedding = self.semantic_teacher.embed(
-                    _resample(audio, self.sample_rate, self.semantic_teacher.sample_rate)
+                    _resampled(audio, self.sample_rate, self.semantic_teacher.sample_rate)
                 ).float()
         features = outputs.get(id(self.teacher)) if self.teacher is not None else None
         distill = outputs.get(id(self.distill_teacher)) if self.distill_teacher is not None else None
@@ -593,8 +359,6 @@ class Trainer:
             num_workers=config.num_workers, num_processes=self.accelerator.num_processes,
             process_index=self.accelerator.process_index,
         )
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=max_steps, initial=self.step, disable=not (config.progress and self.is_main), desc="train",
                    dynamic_ncols=True)
         sums: dict[str, float] = {}
@@ -645,8 +409,6 @@ class Trainer:
         if not self.is_main or not self.val_clips:
             self.accelerator.wait_for_everyone()
             return {}
-        from ..audio_io import save_audio
-
         codec = self.codec
         was_training = codec.training
         codec.eval()
@@ -658,7 +420,7 @@ class Trainer:
             for index, clip in enumerate(self.val_clips):
                 clip = clip.to(self.device)
                 reconstruction = codec(clip, generator=generator).audio_values.float()
-                values, clip_errors = audio_metrics(clip[0, 0].cpu().numpy(), reconstruction[0, 0].cpu().numpy(),
+                values, clip_errors = speech_scores(clip[0, 0].cpu().numpy(), reconstruction[0, 0].cpu().numpy(),
                                                     self.sample_rate)
                 values["mel_distance"] = float(self.mel_loss(reconstruction, clip))
                 per_clip.append(values)
@@ -669,8 +431,9 @@ class Trainer:
                     original = self.output_dir / "eval" / "original.wav"
                     if not original.exists():
                         save_audio(original, clip[0].cpu(), self.sample_rate)
-                    save_spectrogram_png(folder / "spectrogram.png", clip[0, 0].cpu().numpy(),
-                                         reconstruction[0, 0].cpu().numpy(), self.sample_rate, f"(step {self.step})")
+                    plot_spectrograms({"original": clip[0, 0].cpu().numpy(),
+                                       "reconstruction": reconstruction[0, 0].cpu().numpy()},
+                                      self.sample_rate, folder / "spectrogram.png", f"(step {self.step})")
         finally:
             codec.train(was_training)
         metrics = {}
@@ -680,7 +443,7 @@ class Trainer:
         record = {"type": "eval", "step": self.step, **metrics, "num_clips": len(per_clip), "time": time.time()}
         if errors:
             record["errors"] = errors
-        (folder / "metrics.json").write_text(json.dumps(_json_safe({**record, "per_clip": per_clip}), indent=2))
+        (folder / "metrics.json").write_text(json.dumps(json_safe({**record, "per_clip": per_clip}), indent=2))
         self._log(record)
         self.accelerator.wait_for_everyone()
         return record
@@ -733,17 +496,4 @@ def train(config: TrainingConfig, resume: bool | str = False, max_steps: int | N
     return trainer
 
 
-__all__ = [
-    "CodecTrainingModule",
-    "Trainer",
-    "audio_metrics",
-    "build_codec",
-    "count_parameters",
-    "export_codec",
-    "folded_codec",
-    "has_weight_norm",
-    "load_word_list",
-    "save_spectrogram_png",
-    "train",
-    "weights_without_codebooks",
-]
+__all__ = ["Trainer", "train"]

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from ._audio import pesq_wb_score, speech_scores, stoi_score
+
 METRICS_DIR = Path(__file__).resolve().parent
 
 
@@ -18,3 +20,6 @@ def load_metric(name: str, **kwargs):
     if not path.is_file():
         raise ValueError(f"No shipped metric {name!r}; available: {available_metrics()}.")
     return evaluate.load(str(path), **kwargs)
+
+
+__all__ = ["METRICS_DIR", "available_metrics", "load_metric", "pesq_wb_score", "speech_scores", "stoi_score"]

@@ -1,12 +1,24 @@
-"""Helpers shared by the shipped audio metric modules (`pesq_wb`, `stoi`, `si_sdr`, `mel_distance`).
+"""Helpers shared by the shipped audio metric modules (`pesq_wb`, `stoi`, `si_sdr`, `mel_distance`), and the
+one implementation of per-clip PESQ-WB and STOI that those modules and the trainer's validation both use.
 
 The metric modules are loaded by file path through `evaluate.load` (which copies them into its module cache), so
 they import this file absolutely (`llm_codec.evaluation.metrics._audio`) rather than relatively.
+
+Silence: a clip whose RMS is below `SILENCE_RMS` (about -140 dBFS) is not scored. PESQ-WB is NaN when the
+reference or the prediction is silent, STOI when the reference is (a silent prediction of speech is then scored,
+as unintelligible); both say why in their reason string instead of passing the packages' errors or placeholders
+(pystoi's 1e-5) off as scores.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+from llm_codec.audio_io import resample as _resample_any
+
+PESQ_RATE = 16000
 
 # A signal whose RMS is below this is treated as digital silence (about -140 dBFS).
 SILENCE_RMS = 1e-7
@@ -19,11 +31,75 @@ def is_silent(signal: np.ndarray) -> bool:
 
 def resample(signal: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
     """`signal` (samples,) float64 at `source_rate` -> (samples * target_rate / source_rate,) float64 (soxr HQ)."""
-    if int(source_rate) == int(target_rate) or signal.size == 0:
-        return signal
-    import soxr
+    return _resample_any(signal, source_rate, target_rate).astype(np.float64, copy=False)
 
-    return soxr.resample(signal, int(source_rate), int(target_rate), quality="HQ").astype(np.float64)
+
+def pesq_wb_score(prediction: np.ndarray, reference: np.ndarray) -> float | str:
+    """
+    Wideband PESQ (`pesq` package) of one pair of float64 clips at 16 kHz, or a string saying why there is none
+    (silence, see the module docstring, or PESQ's own error for short or speechless clips).
+    """
+    import pesq  # optional dependency ("eval" / "train" extras)
+
+    if is_silent(reference):
+        return "reference is silent (PESQ needs speech)"
+    if is_silent(prediction):
+        return "prediction is silent (PESQ needs speech)"
+    try:
+        return float(pesq.pesq(PESQ_RATE, reference, prediction, "wb"))
+    except Exception as error:  # noqa: BLE001 - PESQ reports short / speechless clips this way
+        message = error.args[0] if error.args else ""
+        message = message.decode(errors="replace") if isinstance(message, bytes) else str(message)
+        return f"{type(error).__name__}: {message}".strip()[:200]
+
+
+def stoi_score(prediction: np.ndarray, reference: np.ndarray, sampling_rate: int, extended: bool = False) -> float | str:
+    """
+    (Extended) STOI (`pystoi`) of one pair of float64 clips at `sampling_rate`, or a string saying why there is none
+    (a silent reference, or too little speech for one 384 ms segment, where pystoi would return 1e-5).
+    """
+    import pystoi  # optional dependency ("eval" / "train" extras)
+
+    if is_silent(reference):
+        return "reference is silent (STOI needs speech)"
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            score = float(pystoi.stoi(reference, prediction, int(sampling_rate), extended=bool(extended)))
+    except Exception as error:  # noqa: BLE001
+        return f"{type(error).__name__}: {error}".strip()[:200]
+    if any("Not enough STFT frames" in str(w.message) for w in caught):  # pystoi then returns the placeholder 1e-5
+        return "too little non-silent speech for one STOI segment (384 ms)"
+    return score
+
+
+def speech_scores(reference: np.ndarray, estimate: np.ndarray, sampling_rate: int) -> tuple[dict, dict]:
+    """
+    PESQ-WB (at 16 kHz, soxr resampling) and classic STOI of one clip, as the `pesq_wb` and `stoi` metrics score it.
+
+    Args:
+        reference, estimate (`np.ndarray` of shape `(samples,)`): original and decoded audio (trimmed to the shorter).
+        sampling_rate (`int`): their rate.
+
+    Returns:
+        `(values, errors)`: `values` maps "pesq_wb" and "stoi" to floats (NaN where the clip cannot be scored or the
+        package is missing) and `errors` maps the NaN ones to the reason.
+    """
+    values, errors = {}, {}
+    pair = prepare_pairs([estimate], [reference], sampling_rate)[0]
+    for name, score in (("pesq_wb", lambda p, r: pesq_wb_score(resample(p, sampling_rate, PESQ_RATE),
+                                                               resample(r, sampling_rate, PESQ_RATE))),
+                        ("stoi", lambda p, r: stoi_score(p, r, sampling_rate))):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # both packages warn on silence / very short clips
+                result = pair if isinstance(pair, str) else score(*pair)
+        except ImportError as error:
+            result = f"{type(error).__name__}: {error}"[:200]
+        values[name] = float("nan") if isinstance(result, str) else float(result)
+        if isinstance(result, str):
+            errors[name] = result
+    return values, errors
 
 
 def prepare_pairs(predictions, references, sampling_rate, target_rate: int | None = None):

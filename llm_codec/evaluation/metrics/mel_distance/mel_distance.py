@@ -4,6 +4,7 @@ import evaluate
 import torch
 
 from llm_codec.evaluation.metrics._audio import pair_features, prepare_pairs, score_pairs
+from llm_codec.mel import MultiScaleMelLoss
 
 _DESCRIPTION = """
 The multi-scale mel distance is the reconstruction loss LLM-Codec is trained with (the one of DAC,
@@ -60,8 +61,6 @@ class MelDistance(evaluate.Metric):
         )
 
     def _download_and_prepare(self, dl_manager):
-        from llm_codec.training.losses import MultiScaleMelLoss
-
         self.mel_loss = MultiScaleMelLoss(sample_rate=RATE)
 
     def _compute(self, predictions, references, sampling_rate=None):

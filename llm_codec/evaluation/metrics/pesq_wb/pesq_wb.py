@@ -1,9 +1,9 @@
 """Wideband PESQ (ITU-T P.862.2), an `evaluate` metric module shipped with llm-codec; wraps the `pesq` package."""
 
 import evaluate
-import pesq
+import pesq  # noqa: F401 - `evaluate.load` reports a missing package from the module's imports
 
-from llm_codec.evaluation.metrics._audio import is_silent, pair_features, prepare_pairs, score_pairs
+from llm_codec.evaluation.metrics._audio import PESQ_RATE, pair_features, pesq_wb_score, prepare_pairs, score_pairs
 
 _DESCRIPTION = """
 Wideband PESQ predicts the mean opinion score listeners would give a degraded speech recording against its clean
@@ -50,23 +50,6 @@ _CITATION = """
 }
 """
 
-RATE = 16000
-
-
-def _pesq_wb(prediction, reference):
-    """PESQ-WB of one 16 kHz pair, or why there is none."""
-    if is_silent(reference):
-        return "reference is silent (PESQ needs speech)"
-    if is_silent(prediction):
-        return "prediction is silent (PESQ needs speech)"
-    try:
-        return float(pesq.pesq(RATE, reference, prediction, "wb"))
-    except Exception as error:  # noqa: BLE001 - PESQ reports short / speechless clips this way
-        message = error.args[0] if error.args else ""
-        message = message.decode(errors="replace") if isinstance(message, bytes) else str(message)
-        return f"{type(error).__name__}: {message}".strip()[:200]
-
-
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class PesqWb(evaluate.Metric):
     def _info(self):
@@ -79,5 +62,5 @@ class PesqWb(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, sampling_rate=None):
-        pairs = prepare_pairs(predictions, references, sampling_rate, target_rate=RATE)
-        return score_pairs("pesq_wb", pairs, _pesq_wb)
+        pairs = prepare_pairs(predictions, references, sampling_rate, target_rate=PESQ_RATE)
+        return score_pairs("pesq_wb", pairs, pesq_wb_score)

@@ -1,11 +1,9 @@
 """Short-time objective intelligibility (STOI), an `evaluate` metric module shipped with llm-codec (`pystoi`)."""
 
-import warnings
-
 import evaluate
-import pystoi
+import pystoi  # noqa: F401 - `evaluate.load` reports a missing package from the module's imports
 
-from llm_codec.evaluation.metrics._audio import is_silent, pair_features, prepare_pairs, score_pairs
+from llm_codec.evaluation.metrics._audio import pair_features, prepare_pairs, score_pairs, stoi_score
 
 _DESCRIPTION = """
 STOI predicts how intelligible a degraded speech recording is, from 0 to 1 (1: as intelligible as the original).
@@ -57,21 +55,6 @@ _CITATION = """
 """
 
 
-def _stoi(prediction, reference, sampling_rate, extended):
-    """(E)STOI of one pair, or why there is none."""
-    if is_silent(reference):
-        return "reference is silent (STOI needs speech)"
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            score = float(pystoi.stoi(reference, prediction, sampling_rate, extended=extended))
-    except Exception as error:  # noqa: BLE001
-        return f"{type(error).__name__}: {error}".strip()[:200]
-    if any("Not enough STFT frames" in str(w.message) for w in caught):  # pystoi then returns the placeholder 1e-5
-        return "too little non-silent speech for one STOI segment (384 ms)"
-    return score
-
-
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Stoi(evaluate.Metric):
     def _info(self):
@@ -85,4 +68,4 @@ class Stoi(evaluate.Metric):
 
     def _compute(self, predictions, references, sampling_rate=None, extended=False):
         pairs = prepare_pairs(predictions, references, sampling_rate)
-        return score_pairs("stoi", pairs, lambda p, r: _stoi(p, r, int(sampling_rate), bool(extended)))
+        return score_pairs("stoi", pairs, lambda p, r: stoi_score(p, r, int(sampling_rate), bool(extended)))

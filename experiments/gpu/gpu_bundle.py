@@ -16,9 +16,9 @@ and no network, so this script (run here, where `bash scripts/prepare_data.sh` h
   wheels/                 soundfile, soxr, pystoi, cffi, pycparser (downloaded with pip for CPython 3.12)
 
 Usage:
-    python scripts/gpu_bundle.py --out .gpu_bundle --speech-minutes 84 --music-minutes 25
+    python experiments/gpu/gpu_bundle.py --out .gpu_bundle --speech-minutes 84 --music-minutes 25
 
-`scripts/gpu_train.py` is its counterpart on the GPU machine (see docs/training.md).
+`experiments/gpu/gpu_train.py` is its counterpart on the GPU machine (see docs/training.md).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 BLOCK = 32
@@ -71,7 +71,7 @@ def dequantize_rows(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 
 def pack_codec(config, out: Path) -> None:
-    from llm_codec.training.trainer import build_codec
+    from llm_codec.training.build import build_codec
 
     torch.manual_seed(config.seed)
     codec = build_codec(config)
@@ -111,7 +111,7 @@ def pack_teacher(out: Path) -> None:
 
 
 def _load_16k(path: str) -> np.ndarray:
-    from llm_codec.training.data import read_audio
+    from llm_codec.audio_io import read_audio
 
     return read_audio(path, 16000)
 

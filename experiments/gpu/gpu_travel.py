@@ -2,14 +2,14 @@
 Makes the working tree small enough to travel to a lent GPU machine with `.gpu_bundle` (at most 64 MiB together),
 and puts everything back afterwards.
 
-    python scripts/gpu_travel.py hide [--with-discriminator]   # before the device call (carry: .gpu_bundle)
-    python scripts/gpu_travel.py restore                       # right after it
+    python experiments/gpu/gpu_travel.py hide [--with-discriminator]   # before the device call (carry: .gpu_bundle)
+    python experiments/gpu/gpu_travel.py restore                       # right after it
 
 `hide` moves out of the tree (to `--hold`, /tmp/llm_codec_gpu_hold) the tracked files the GPU run does not read: the
-benchmark results and plots, the shipped weights (training continues from `benchmarks/default_codec_training/resume`)
+benchmark results and plots, the experiments' logs and results (their scripts and configs travel), the shipped weights (training continues from `experiments/default_codec/training/resume`)
 and, unless `--with-discriminator`, the resume pack's discriminator. If the tree is still over the limit it also
 moves bundle audio files out: instrument notes and drum hits first (the quality target is speech), then speech, each
-the last in `audio_index.json` first (`scripts/gpu_train.py` skips missing audio).
+the last in `audio_index.json` first (`experiments/gpu/gpu_train.py` skips missing audio).
 `restore` moves every file back and checks with `git status` that no tracked file is missing.
 """
 
@@ -20,9 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NON_SPEECH = ("fluid-soundfont-gm", "hydrogen-drumkits")  # bundle audio of instrument notes and drum hits
-RESUME = "benchmarks/default_codec_training/resume/"
+RESUME = "experiments/default_codec/training/resume/"
 
 
 def git_paths(*args: str) -> list[str]:
@@ -49,7 +49,8 @@ def hide(bundle: Path, hold: Path, limit: float, with_discriminator: bool) -> No
         sys.exit(f"{hold} still holds files of an earlier `hide`: run `restore` first")
     tracked = git_paths("ls-files")
     hidden = [p for p in tracked if (ROOT / p).is_file() and (
-        (p.startswith("benchmarks/") and not p.startswith(RESUME))
+        p.startswith("benchmarks/")
+        or (p.startswith("experiments/") and not p.startswith(RESUME) and not p.endswith((".py", ".sh", ".yaml")))
         or p.endswith("weights_without_codebooks.safetensors")
         or (p == RESUME + "discriminator.safetensors" and not with_discriminator))]
     for p in hidden:
@@ -68,7 +69,7 @@ def hide(bundle: Path, hold: Path, limit: float, with_discriminator: bool) -> No
     print(f"hid {len(hidden)} tracked files; bundle audio left behind: {dropped or 'none'}; "
           f"travelling: {size / 2**20:.1f} MiB")
     if size > limit:
-        sys.exit("still over the limit: make a smaller bundle (scripts/gpu_bundle.py --speech-minutes ...)")
+        sys.exit("still over the limit: make a smaller bundle (experiments/gpu/gpu_bundle.py --speech-minutes ...)")
 
 
 def restore(hold: Path) -> None:

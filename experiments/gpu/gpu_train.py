@@ -1,7 +1,7 @@
 """
-Trains the default codec on a lent GPU machine from the folder `scripts/gpu_bundle.py` packed (run it there).
+Trains the default codec on a lent GPU machine from the folder `experiments/gpu/gpu_bundle.py` packed (run it there).
 
-    python3 scripts/gpu_train.py --bundle .gpu_bundle --minutes 8.5 --out "$OUT" [--resume-from .gpu_resume]
+    python3 experiments/gpu/gpu_train.py --bundle .gpu_bundle --minutes 8.5 --out "$OUT" [--resume-from .gpu_resume]
 
 It decodes the bundled audio to WAV clips under /tmp, rebuilds the codec (codebooks from their int8 blocks) and the
 Whisper teacher, and runs the ordinary `llm_codec.training.Trainer` with the default config (`--config`) plus the
@@ -12,8 +12,8 @@ which a later call continues exactly while the machine is still the same one). W
 codec and discriminator weights + the step). When `--state` holds no checkpoint (a fresh machine) but
 `--resume-from` names such a `resume/` folder, training continues from those weights and that step (optimiser
 moments start afresh); audio files missing from the bundle are skipped, to make room for it. That is 8 files, the
-most a device call returns: write anything else elsewhere (`scripts/gpu_pair.sh` copies two runs' weights and logs).
-Before the call, `scripts/gpu_travel.py hide` makes the working tree and the bundle fit the 64 MiB a call carries.
+most a device call returns: write anything else elsewhere (`experiments/gpu/gpu_pair.sh` copies two runs' weights and logs).
+Before the call, `experiments/gpu/gpu_travel.py hide` makes the working tree and the bundle fit the 64 MiB a call carries.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from gpu_bundle import dequantize_blocks, dequantize_rows  # noqa: E402 - the packing side, beside this script
 
@@ -108,7 +108,8 @@ def rebuild_teacher(bundle: Path):
 
 def main(argv=None) -> None:
     from llm_codec.training.config import TrainingConfig
-    from llm_codec.training.trainer import Trainer, weights_without_codebooks
+    from llm_codec.training.export import weights_without_codebooks
+    from llm_codec.training.trainer import Trainer
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", default=".gpu_bundle")

@@ -1,0 +1,71 @@
+"""The codec a training run starts from: the shipped default codec, a saved one, or a new codec whose codebooks
+are a language model's tables (`TrainingConfig.init_from`, `lm`, `word_list`, `codec`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ..codebooks import load_default_word_list
+from ..default_model import load_default_codec
+from ..modeling_llm_codec import LLMCodecModel
+from .config import TrainingConfig
+
+
+def resolve_word_list(word_list):
+    """
+    The layer-1 word list a training config names (`TrainingConfig.word_list`): `None` -> `None` (the shipped list);
+    10 / 20 -> that SCOWL size of the shipped list; a path -> its non-empty lines; a list -> its words as strings.
+    """
+    if word_list is None:
+        return None
+    if isinstance(word_list, int):
+        return load_default_word_list(word_list)
+    if isinstance(word_list, str):
+        path = Path(word_list)
+        if not path.is_file():
+            raise FileNotFoundError(f"`word_list`: no file at {path}.")
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [str(w) for w in word_list]
+
+
+def build_codec(config: TrainingConfig, lm=None, tokenizer=None) -> LLMCodecModel:
+    """
+    The codec to train: the shipped default codec (`init_from: default`), `LLMCodecModel.from_pretrained(init_from)`,
+    or a new codec whose codebooks come from
+    the LM (`lm` object if given, else `config.lm`: "default" or a local folder) with `config.codec` as the
+    architecture. Returns it in float32, without weight norm.
+    """
+    if config.init_from == "default":
+        codec, trained, _ = load_default_codec(lm, tokenizer)
+        if not trained:
+            raise FileNotFoundError("`init_from: default`: this installation ships no trained default codec.")
+        return codec.float()
+    if config.init_from:
+        return LLMCodecModel.from_pretrained(config.init_from)
+    source = lm if lm is not None else (None if config.lm in (None, "default") else config.lm)
+    return LLMCodecModel.from_language_model(
+        source,
+        tokenizer=tokenizer,
+        word_list=resolve_word_list(config.word_list),
+        max_subwords=config.max_subwords,
+        layer_subset=config.layer_subset,
+        **config.codec,
+    )
+
+
+def has_weight_norm(codec: nn.Module) -> bool:
+    """Whether some convolution of `codec` is already weight-normalised (e.g. by an earlier `Trainer`)."""
+    return any(
+        parametrize.is_parametrized(m, "weight") for m in codec.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))
+    )
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters (frozen codebooks are buffers and do not count)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+__all__ = ["build_codec", "count_parameters", "has_weight_norm", "resolve_word_list"]
