@@ -6,7 +6,7 @@ Method: the default codec architecture (hop 480, decoder_dim 256) with random we
 decoder does not depend on their size); random codes for `--minutes` of audio; each measurement runs in a fresh
 Python process that builds the model, decodes a 1 s warm-up, records ru_maxrss, decodes the long sequence (no
 gradient, seeded generator) and reports the growth of ru_maxrss over the warm-up peak, the wall time and the output
-size. "one piece" sets `decode_chunk_s` above the sequence length. Both outputs are compared sample by sample.
+size. "one piece" sets the model's `decode_chunk_s` above the sequence length. Both outputs are compared sample by sample.
 """
 
 import argparse
@@ -25,8 +25,9 @@ from llm_codec.modeling_llm_codec import LLMCodecModel
 
 minutes, chunk_s, out = {minutes}, {chunk_s}, {out!r}
 torch.manual_seed(0)
-config = LLMCodecConfig(codebook_sizes=[3966, 1000, 1000], codebook_dim=64, decode_chunk_s=chunk_s, **DEFAULT_CODEC_ARCH)
+config = LLMCodecConfig(codebook_sizes=[3966, 1000, 1000], codebook_dim=64, **DEFAULT_CODEC_ARCH)
 model = LLMCodecModel(config).eval()
+model.decode_chunk_s = chunk_s
 def codes(seconds, seed):
     g = torch.Generator().manual_seed(seed)
     frames = int(seconds * config.frame_rate) // 8 * 8

@@ -148,19 +148,38 @@ def _check_wav_complete(path: Path) -> None:
             position += 8 + declared + (declared & 1)
 
 
-def load_audio(path: str | Path, sampling_rate: int | None = None) -> tuple[np.ndarray, int]:
+def load_audio(path: str | Path | bytes, sampling_rate: int | None = None) -> tuple[np.ndarray, int]:
     """
-    Reads an audio file -> `(samples (channels, time) float32, rate)`. With `sampling_rate`, the audio is resampled
-    to that rate (soxr, high quality). Raises `FileNotFoundError` / `ValueError` with the file name on failure.
+    Reads an audio file, given by its path or as the bytes of a whole file (WAV, FLAC, OGG and other libsndfile
+    formats).
+
+    Args:
+        path (`str`, `os.PathLike` or `bytes`): the file's path, or its contents.
+        sampling_rate (`int`, *optional*): resample to this rate (soxr, high quality).
+
+    Returns:
+        `tuple`: `(samples, rate)`, samples a float32 array of shape `(channels, time)`.
+
+    Raises:
+        `FileNotFoundError`: no file at the path. `ValueError`: not an audio file, or a truncated WAV file (the
+        message names the file).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No audio file at {path}.")
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        source, what = io.BytesIO(bytes(path)), f"the given {len(path)} bytes"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"No audio file at {path}.")
+        source, what = str(path), str(path)
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(source, dtype="float32", always_2d=True)
     except Exception as error:
-        raise ValueError(f"Could not read {path} as audio ({error}). Supported: WAV, FLAC, OGG and other libsndfile formats.") from error
-    _check_wav_complete(path)
+        raise ValueError(
+            f"Could not read {what} as audio ({error}). Supported: a whole file in WAV, FLAC, OGG or another "
+            "libsndfile format; pass raw samples as an array with their sampling rate instead."
+        ) from error
+    if isinstance(path, Path):
+        _check_wav_complete(path)
     data = data.T  # (channels, time)
     if sampling_rate is not None and rate != sampling_rate:
         data = resample(data, rate, sampling_rate).astype(np.float32)

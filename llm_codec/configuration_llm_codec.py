@@ -40,10 +40,6 @@ class LLMCodecConfig(PreTrainedConfig):
             entry when the layer uses a subset of the vocabulary (`None`: code == token id).
         commitment_loss_weight (`float`, defaults to 0.25): weight of the commitment loss in `loss`.
         codebook_loss_weight (`float`, defaults to 1.0): weight of the codebook loss in `loss`.
-        encode_chunk_s (`float`, defaults to 30.0): longer inputs are encoded in chunks of about this length.
-        encode_context_s (`float`, defaults to 0.96): context added on each side of a chunk.
-        decode_chunk_s (`float`, defaults to 30.0): without gradient, longer code sequences are decoded in chunks of
-            about this length (with the decoder's receptive field as overlap: same audio, bounded memory).
     """
 
     model_type = "llm_codec"
@@ -70,9 +66,6 @@ class LLMCodecConfig(PreTrainedConfig):
     layer_token_ids: list | None = None
     commitment_loss_weight: float = 0.25
     codebook_loss_weight: float = 1.0
-    encode_chunk_s: float = 30.0
-    encode_context_s: float = 0.96
-    decode_chunk_s: float = 30.0
 
     def __post_init__(self, **kwargs):
         for name in ("encoder_rates", "decoder_rates", "vq_strides", "codebook_sizes"):

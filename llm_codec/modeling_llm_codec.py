@@ -660,7 +660,17 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
     """
     LLM-Codec. Encodes 16 kHz mono audio into one code sequence per VQ layer (layer 1: indices of words, layers 2-3:
     LLM token ids), and decodes codes back into audio.
+
+    Memory settings of an instance (not part of the saved config; the codes and audio do not depend on them beyond
+    float rounding): `encode_chunk_s` (30.0) - longer inputs are encoded in chunks of about this length, with
+    `encode_context_s` (0.96) of context on each side; `decode_chunk_s` (30.0) - without gradient, longer code
+    sequences are decoded in chunks of about this length, with the decoder's receptive field as overlap. Set them on
+    the loaded model, e.g. `model.decode_chunk_s = 10.0`, to bound memory lower.
     """
+
+    encode_chunk_s: float = 30.0
+    encode_context_s: float = 0.96
+    decode_chunk_s: float = 30.0
 
     def __init__(self, config: LLMCodecConfig):
         super().__init__(config)
@@ -755,14 +765,14 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
     def encode_latents(self, input_values: torch.Tensor, progress: bool = False) -> torch.Tensor:
         """
         `input_values`: (batch, 1, samples) -> latent (batch, latent_dim, frames), padding by the original rule.
-        Inputs longer than `config.encode_chunk_s` go through the encoder in windows of that length with
-        `config.encode_context_s` of context on each side, aligned to `pad_multiple`, so memory stays bounded;
+        Inputs longer than `encode_chunk_s` go through the encoder in windows of that length with
+        `encode_context_s` of context on each side, aligned to `pad_multiple`, so memory stays bounded;
         `progress` shows a tqdm bar (on standard error) over those windows.
         """
         input_values = self._pad(input_values)
         unit = self.config.pad_multiple
-        chunk = max(1, round(self.config.encode_chunk_s * self.config.sample_rate / unit)) * unit
-        context = math.ceil(self.config.encode_context_s * self.config.sample_rate / unit) * unit
+        chunk = max(1, round(self.encode_chunk_s * self.config.sample_rate / unit)) * unit
+        context = math.ceil(self.encode_context_s * self.config.sample_rate / unit) * unit
         total = input_values.shape[-1]
         if total <= chunk + 2 * context or self.training:
             return self.encoder(input_values)
@@ -815,7 +825,7 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
                 same codes as when encoded alone.
             return_dict (`bool`, *optional*): return an [`LLMCodecEncoderOutput`] (default) or a tuple.
             progress (`bool`, *optional*, defaults to `False`): show a tqdm bar (on standard error) over the chunks of
-                an input longer than `config.encode_chunk_s` (shorter inputs are one pass, without a bar).
+                an input longer than `encode_chunk_s` (shorter inputs are one pass, without a bar).
 
         Returns:
             [`LLMCodecEncoderOutput`]: `audio_codes`, a tuple with one `(batch, frames / vq_strides[k])` LongTensor per
@@ -902,7 +912,7 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
             generator (`torch.Generator`, *optional*): source of the decoder noise (default: torch's global RNG,
                 which reproduces the original implementation under the same seed).
             progress (`bool`, *optional*, defaults to `False`): show a tqdm bar (on standard error) over the chunks of
-                codes longer than two `config.decode_chunk_s` (shorter codes are one pass, without a bar).
+                codes longer than two `decode_chunk_s` (shorter codes are one pass, without a bar).
 
         Returns:
             [`LLMCodecDecoderOutput`] with `audio_values` `(batch, 1, samples)` and, when trimmed, `padding_mask`.
@@ -920,9 +930,9 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
         return LLMCodecDecoderOutput(audio_values=audio_values, padding_mask=padding_mask)
 
     def _decode_chunk_frames(self) -> int:
-        """`config.decode_chunk_s` in latent frames, rounded to whole attention windows (at least one)."""
+        """`decode_chunk_s` in latent frames, rounded to whole attention windows (at least one)."""
         window = self.config.attn_window_size or 1
-        frames = self.config.decode_chunk_s * self.config.sample_rate / self.config.hop_length
+        frames = self.decode_chunk_s * self.config.sample_rate / self.config.hop_length
         return max(1, round(frames / window)) * window
 
     @staticmethod

@@ -17,7 +17,7 @@ Both follow transformers' `Pipeline` contract, so that `Pipeline.__call__` itera
 * `_sanitize_parameters` checks a call's arguments and builds its *task context* once per call (the demonstrations
   encoded, the prompt prefix and its KV cache, the calibration baseline, the class prototypes, the generation
   prompt), handed to `_forward` and `postprocess` with the other parameters;
-* `preprocess` reads one query (any accepted audio form, see `read_audio`) into the codec feature extractor's
+* `preprocess` reads one query (any accepted audio form, see `read_audio_input`) into the codec feature extractor's
   `input_values` `(1, 1, samples)` / `padding_mask` `(1, samples)` (classification) or its prompt ids (generation);
 * `_forward` runs a whole batch: one codec encode of the right-padded audio, then one LM pass per stage of the
   KV-cached label scoring (`_score_batch`) on top of the shared prefix cache;
@@ -26,7 +26,6 @@ Both follow transformers' `Pipeline` contract, so that `Pipeline.__call__` itera
 
 import collections.abc
 import copy
-import io
 import logging
 import math
 import numbers
@@ -50,6 +49,7 @@ from transformers import (
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
+from .audio_io import load_audio
 from .processing_llm_codec import LLMCodecProcessor
 
 logger = logging.getLogger(__name__)
@@ -131,20 +131,7 @@ def _is_number_list(value) -> bool:
     )
 
 
-def _decode_audio_bytes(data, what: str) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    try:
-        samples, rate = sf.read(io.BytesIO(bytes(data)), dtype="float32", always_2d=True)
-    except Exception as error:
-        raise ValueError(
-            f"Could not decode {what} as an audio file ({error}). Bytes must hold a whole file in a libsndfile format "
-            "(WAV, FLAC, OGG, ...); pass raw samples as an array with `sampling_rate=` instead."
-        ) from error
-    return np.ascontiguousarray(samples.T), rate
-
-
-def read_audio(audio, sampling_rate: int | None = None) -> tuple:
+def read_audio_input(audio, sampling_rate: int | None = None) -> tuple:
     """
     Reads one clip given in any form the pipelines accept.
 
@@ -165,11 +152,9 @@ def read_audio(audio, sampling_rate: int | None = None) -> tuple:
         `FileNotFoundError`: a path without a file.
     """
     if isinstance(audio, (str, os.PathLike)):
-        from .audio_io import load_audio
-
         return load_audio(audio)
     if isinstance(audio, (bytes, bytearray, memoryview)):
-        return _decode_audio_bytes(audio, "the given bytes")
+        return load_audio(audio)
     if isinstance(audio, dict):
         if "array" in audio or "raw" in audio:
             samples = audio["array"] if "array" in audio else audio["raw"]
@@ -181,10 +166,8 @@ def read_audio(audio, sampling_rate: int | None = None) -> tuple:
             return samples, rate
         if "path" in audio or "bytes" in audio:
             if audio.get("bytes") is not None:
-                return _decode_audio_bytes(audio["bytes"], f"the 'bytes' of {audio.get('path') or 'an audio dict'}")
+                return load_audio(audio["bytes"])
             if audio.get("path") is not None:
-                from .audio_io import load_audio
-
                 return load_audio(audio["path"])
             raise ValueError("An audio dict {'path', 'bytes'} has both set to None: give the file's path or bytes.")
         raise ValueError(
@@ -427,7 +410,7 @@ class _LLMCodecPipelineBase(Pipeline):
 
     def _features(self, audio, sampling_rate) -> dict:
         """One clip in any accepted form -> `{"input_values": (1, 1, samples), "padding_mask": (1, samples)}`."""
-        samples, rate = read_audio(audio, sampling_rate)
+        samples, rate = read_audio_input(audio, sampling_rate)
         features = self.feature_extractor(samples, sampling_rate=rate, return_tensors="pt")
         return {"input_values": features["input_values"], "padding_mask": features["padding_mask"]}
 
@@ -436,13 +419,13 @@ class _LLMCodecPipelineBase(Pipeline):
         Clips -> per clip, its codes as a tuple of `(1, T_k)` LongTensors, encoded `batch_size` clips at a time.
 
         Args:
-            clips (`list`): clips in any form `read_audio` accepts.
+            clips (`list`): clips in any form `read_audio_input` accepts.
             sampling_rate (`int`, *optional*): the rate of clips given as arrays.
             batch_size (`int`, defaults to 8): clips per codec pass.
         """
         results = []
         for start in range(0, len(clips), batch_size):
-            group = [read_audio(c, sampling_rate) for c in clips[start : start + batch_size]]
+            group = [read_audio_input(c, sampling_rate) for c in clips[start : start + batch_size]]
             rates = {rate for _, rate in group}
             arrays = [a for a, _ in group]
             if len(rates) > 1:  # resample one by one, then batch at the codec rate
@@ -1167,6 +1150,6 @@ __all__ = [
     "CodecTokenLogitsProcessor",
     "GenerationContext",
     "custom_pipelines",
-    "read_audio",
+    "read_audio_input",
     "register_pipelines",
 ]

@@ -351,9 +351,10 @@ def test_an_unreachable_hub_id_is_a_clear_error(folders, tmp_path, monkeypatch, 
     assert "no such folder, and not a Hugging Face Hub id" in capsys.readouterr().err
 
 
-def test_long_inputs_show_progress_and_quiet_hides_it_with_the_same_outputs(folders, tmp_path, capsys):
+def test_long_inputs_show_progress_and_quiet_hides_it_with_the_same_outputs(folders, tmp_path, capsys, monkeypatch):
+    for name, seconds in (("encode_chunk_s", 0.02), ("encode_context_s", 0.003), ("decode_chunk_s", 0.02)):
+        monkeypatch.setattr(LLMCodecModel, name, seconds)  # many chunks for the tiny clip
     chunked = LLMCodecModel.from_pretrained(folders / "codec")
-    chunked.config.encode_chunk_s, chunked.config.encode_context_s, chunked.config.decode_chunk_s = 0.02, 0.003, 0.02
     chunked.save_pretrained(tmp_path / "chunked")
     common = ["--model", str(tmp_path / "chunked"), "--audio", str(folders / "clip.wav")]
     capsys.readouterr()
@@ -377,7 +378,8 @@ def test_long_inputs_show_progress_and_quiet_hides_it_with_the_same_outputs(fold
     assert cli_main(["reconstruct", *common, "--output", str(tmp_path / "r.wav")]) == 0
     error = capsys.readouterr().err
     assert "Encoding" in error and "Decoding" in error
-    # a short input (one chunk) shows nothing
+    # a short input (one chunk at the default chunk lengths) shows nothing
+    monkeypatch.undo()
     assert cli_main(["reconstruct", "--model", str(folders / "codec"), "--audio", str(folders / "clip.wav"),
                      "--output", str(tmp_path / "short.wav")]) == 0
     assert "Encoding" not in capsys.readouterr().err

@@ -159,9 +159,9 @@ def test_batched_encoding_agrees_with_single_items(tiny_model):
 
 
 def test_long_audio_is_chunked_with_identical_codes(tiny_model):
-    config = tiny_config(encode_chunk_s=0.06, encode_context_s=0.03)
-    chunked = LLMCodecModel(config).eval()
+    chunked = LLMCodecModel(tiny_config()).eval()
     chunked.load_state_dict(tiny_model.state_dict())
+    chunked.encode_chunk_s, chunked.encode_context_s = 0.06, 0.03
     x = torch.randn(1, 1, 16000)  # 1 s = many chunks of 0.06 s
     calls = []
     hook = chunked.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[-1]))
@@ -186,9 +186,10 @@ def test_tiled_decoder_equals_untiled(tiny_model, monkeypatch):
 
 
 def test_long_code_sequences_are_decoded_in_chunks_with_the_same_audio(tiny_model):
-    config = tiny_config(decode_chunk_s=0.01)  # about 26 latent frames per chunk
+    config = tiny_config()
     chunked = LLMCodecModel(config).eval()
     chunked.load_state_dict(tiny_model.state_dict())
+    chunked.decode_chunk_s = 0.01  # about 26 latent frames per chunk
     codes = tiny_model.encode(torch.randn(2, 1, 8000)).audio_codes  # 1334 frames: many chunks, a batch of two
     calls = []
     hook = chunked.decoder.conv_out.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[-1]))
@@ -391,3 +392,13 @@ def test_codes_of_bool_or_uint8_dtype_are_refused(tiny_model):
     for dtype in (torch.bool, torch.uint8):
         with pytest.raises(ValueError, match="must be integers"):
             tiny_model.decode(tuple(c.to(dtype) for c in codes))
+
+
+def test_memory_settings_are_not_saved(tiny_model, tmp_path):
+    """The chunk lengths are settings of an instance, not of the codec: nothing of them goes into config.json."""
+    tiny_model.decode_chunk_s = 5.0
+    tiny_model.save_pretrained(tmp_path)
+    saved = (tmp_path / "config.json").read_text()
+    assert "chunk_s" not in saved and "context_s" not in saved
+    assert LLMCodecModel.from_pretrained(tmp_path).decode_chunk_s == 30.0
+    tiny_model.decode_chunk_s = 30.0

@@ -428,7 +428,7 @@ def test_every_audio_form_gives_the_same_result(setup, tmp_path):
         ([clips(1, 0)[0], object()], TypeError, "Query 1 is a object: a query is a numpy array"),
         ({"audio": [0.1]}, ValueError, "needs 'array' \\(or 'raw'\\) and 'sampling_rate', or 'path'"),
         ({"path": None, "bytes": None}, ValueError, "both set to None"),
-        (b"not audio at all", ValueError, "Could not decode the given bytes as an audio file"),
+        (b"not audio at all", ValueError, "Could not read the given 16 bytes as audio"),
         ({"array": clips(1, 0)[0]}, ValueError, "needs its 'sampling_rate'"),
         ("missing.wav", FileNotFoundError, "missing.wav"),
         (lambda: (q for q in [object()]), TypeError, "Cannot read a object as audio"),  # a fresh generator per run

@@ -27,6 +27,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--teacher", default=None,
                         help="consistency teacher: 'whisper', 'whisper:<ctranslate2 folder>', 'whisper-30s' or 'none'")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    parser.add_argument("--log-with", nargs="+", default=None, metavar="TRACKER",
+                        help="also log to accelerate experiment trackers: tensorboard, wandb, mlflow, comet_ml, aim, "
+                             "clearml, dvclive, swanlab, trackio or all (several allowed; 'none' turns off the "
+                             "config's); log.jsonl is always written")
+    parser.add_argument("--tracker-project", default=None,
+                        help="project name for the trackers (default 'llm_codec'; TensorBoard: <output>/<project>/)")
     return parser
 
 
@@ -49,12 +55,15 @@ def run_train(args: argparse.Namespace) -> int:
         init_from=args.init_from,
         trainable=args.trainable,
         progress=False if args.no_progress else None,
+        log_with=args.log_with,
+        tracker_project=args.tracker_project,
     )
     if teacher is not None:
         config.consistency_teacher = None if teacher.lower() == "none" else teacher
     if config.train_data is None:
         raise ValueError("No training data: pass --data or set `train_data` in the config.")
-    train(config, resume=bool(args.resume))
+    trainer = train(config, resume=bool(args.resume))
+    trainer.accelerator.end_training()  # the end of the run: trackers already finished; frees the process group
     return 0
 
 

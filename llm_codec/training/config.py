@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ DEFAULT_LOSS_WEIGHTS = {
 
 
 TRAINABLE = ("all", "decoder")
+
+# Lists longer than this are summarised ("<N items>") in `TrainingConfig.to_flat_dict` (the full config is in
+# `training_config.yaml`; a 4000-word `word_list` is no hyperparameter to show in a dashboard).
+FLAT_LIST_MAX_ITEMS = 64
 
 
 def _merged(base: dict, override: dict) -> dict:
@@ -121,6 +126,19 @@ class TrainingConfig:
     Bookkeeping:
         output_dir (`str`), log_every, eval_every, save_every (steps; 0 disables), keep_last (checkpoints kept),
         progress (`bool`, tqdm bar).
+
+    Experiment tracking (`log.jsonl` is always written; these add accelerate's trackers):
+        log_with (`list[str]` or `str`, *optional*): accelerate tracker names, e.g. "tensorboard" (or
+            `["tensorboard", "wandb"]`, "all" for every installed one); also "comet_ml", "mlflow", "aim", "clearml",
+            "dvclive", "swanlab", "trackio" or a name registered with `accelerate.tracking.register_tracker_class`.
+            A string may list several names separated by commas; "none" or `None` (default) turns tracking off.
+            The trainer fails at start, before any step, on an unknown name or a tracker whose package is missing.
+            Tracker objects (`accelerate.tracking.GeneralTracker`) go to `Trainer(log_with=...)` instead.
+        tracker_project (`str`, defaults to "llm_codec"): the project name given to `accelerator.init_trackers`
+            (TensorBoard writes under `output_dir/<tracker_project>/`; W&B, MLflow, ...: the project / experiment).
+        tracker_init_kwargs (`dict[str, dict]`): keyword arguments per tracker for its start, as accelerate's
+            `init_trackers(init_kwargs=...)`, e.g. `{"wandb": {"name": "run-1"}}` or
+            `{"tensorboard": {"flush_secs": 30}}`.
     """
 
     # data
@@ -181,6 +199,10 @@ class TrainingConfig:
     save_every: int = 1000
     keep_last: int = 3
     progress: bool = True
+    # experiment tracking (accelerate)
+    log_with: list[str] | str | None = None
+    tracker_project: str = "llm_codec"
+    tracker_init_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self):
         weights = dict(DEFAULT_LOSS_WEIGHTS)
@@ -207,12 +229,34 @@ class TrainingConfig:
         if self.gain_db is not None and len(self.gain_db) != 2:
             raise ValueError(f"`gain_db` must be [low, high] in dB, got {self.gain_db!r}.")
         self.codec = dict(self.codec or {})
+        self.log_with = _tracker_names(self.log_with)
+        if not isinstance(self.tracker_project, str) or not self.tracker_project.strip():
+            raise ValueError(f"`tracker_project` must be a non-empty string, got {self.tracker_project!r}.")
+        init_kwargs = self.tracker_init_kwargs or {}
+        if not isinstance(init_kwargs, dict) or not all(isinstance(v, dict) for v in init_kwargs.values()):
+            raise ValueError("`tracker_init_kwargs` must map tracker names to mappings of keyword arguments, e.g. "
+                             f"{{'wandb': {{'name': 'run-1'}}}}; got {init_kwargs!r}.")
+        self.tracker_init_kwargs = {str(k): dict(v) for k, v in init_kwargs.items()}
 
     # ------------------------------------------------------------------------------------------------ (de)serialise
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON/YAML-ready dict of all fields."""
         return dataclasses.asdict(self)
+
+    def to_flat_dict(self) -> dict[str, str | int | float | bool | None]:
+        """
+        The config as experiment trackers take hyperparameters (`accelerator.init_trackers(config=...)`): one level
+        of keys with `str`, `int`, `float`, `bool` or `None` values. Mappings are flattened with "/"
+        (`loss_weights/mel`, `codec/encoder_dim`; an empty one is the text "{}"), lists are JSON text
+        (`"[0.8, 0.99]"`; over `FLAT_LIST_MAX_ITEMS` entries, `"<N items>"`), non-finite floats are text ("nan").
+
+        Returns:
+            `dict[str, str | int | float | bool | None]`.
+        """
+        flat: dict[str, str | int | float | bool | None] = {}
+        _flatten_into(flat, "", self.to_dict())
+        return flat
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":
@@ -248,6 +292,45 @@ class TrainingConfig:
         else:
             path.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
         return path
+
+
+def _tracker_names(value) -> list[str] | None:
+    """`log_with` as a list of tracker names (`None` for none): a string is split at commas, "none" drops out."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"`log_with` must be a tracker name, a list of names or null, got {value!r}.")
+    names = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(
+                f"`log_with` holds tracker names (str), got {item!r}: pass tracker objects (accelerate "
+                "`GeneralTracker` instances) to `Trainer(config, log_with=[...])`, they cannot be saved in a config."
+            )
+        for name in item.split(","):
+            name = name.strip()
+            if name and name.lower() != "none" and name not in names:
+                names.append(name)
+    return names or None
+
+
+def _flatten_into(flat: dict, prefix: str, value):
+    """Adds `value` to `flat` under `prefix` (see `TrainingConfig.to_flat_dict`)."""
+    if isinstance(value, dict):
+        if not value and prefix:
+            flat[prefix] = "{}"
+        for key, item in value.items():
+            _flatten_into(flat, f"{prefix}/{key}" if prefix else str(key), item)
+    elif isinstance(value, (list, tuple)):
+        flat[prefix] = (f"<{len(value)} items>" if len(value) > FLAT_LIST_MAX_ITEMS
+                        else json.dumps(list(value), default=str))
+    elif isinstance(value, float) and not math.isfinite(value):
+        flat[prefix] = str(value)
+    elif value is None or isinstance(value, (str, bool, int, float)):
+        flat[prefix] = value
+    else:
+        flat[prefix] = str(value)
 
 
 __all__ = ["DEFAULT_LOSS_WEIGHTS", "TrainingConfig"]

@@ -14,12 +14,20 @@ Runs under `accelerate` (`accelerate launch -m llm_codec.training ...` for sever
     checkpoints/latest             name of the newest checkpoint folder
     eval/step_XXXXXXXX/            metrics.json, spectrogram.png, reconstruction.wav (original.wav once)
     model/                         `save_pretrained` of the codec (weight norm folded), refreshed at every checkpoint
+    <tracker_project>/             TensorBoard event files, with `log_with: tensorboard` (other trackers: their own
+                                   place, e.g. W&B's `wandb/`)
+
+Experiment tracking: with `config.log_with` (or `Trainer(log_with=...)`, which also takes `GeneralTracker` objects)
+every record written to `log.jsonl` is also sent, as scalars, to accelerate's trackers (`accelerator.log`; see
+`tracker_scalars`), after `accelerator.init_trackers(config.tracker_project, config.to_flat_dict())`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import numbers
 import shutil
 import time
 import warnings
@@ -50,6 +58,119 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 STATE_FILE = "trainer_state.json"
+
+# What to `pip install` for each of accelerate's built-in trackers.
+TRACKER_PACKAGES = {
+    "tensorboard": "tensorboard (or tensorboardX)",
+    "wandb": "wandb",
+    "comet_ml": "comet-ml",
+    "aim": "'aim<4'",
+    "mlflow": "mlflow",
+    "clearml": "clearml",
+    "dvclive": "dvclive",
+    "swanlab": "swanlab",
+    "trackio": "trackio",
+}
+# Keys of a `log.jsonl` record that are not sent to the trackers: `step` is their step, `type` their prefix,
+# `time` a wall-clock timestamp.
+_NOT_TRACKED = ("type", "step", "time")
+
+
+def check_trackers(log_with) -> list:
+    """
+    Checks the experiment trackers asked for, before anything is built: accelerate's own check
+    (`accelerate.tracking.filter_trackers`) drops a tracker whose package is missing with only a debug message.
+
+    Args:
+        log_with (`str`, `accelerate.tracking.GeneralTracker` or a list of them, *optional*): tracker names (the
+            built-in ones, "all", or names registered with `accelerate.tracking.register_tracker_class`) and/or
+            tracker objects.
+
+    Returns:
+        `list`: the names (built-in ones in lower case) and objects, without repeats; empty for none.
+
+    Raises:
+        `ValueError`: an unknown name (the message lists the known ones), a tracker class instead of an object,
+            a built-in tracker whose package is not installed, or "all" with no tracker installed (the messages say
+            what to `pip install`).
+    """
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker, get_available_trackers
+
+    if log_with is None:
+        return []
+    items = log_with if isinstance(log_with, (list, tuple)) else [log_with]
+    available = {str(getattr(t, "value", t)) for t in get_available_trackers()}
+    known = sorted(LOGGER_TYPE_TO_CLASS)
+    checked = []
+    for item in items:
+        if isinstance(item, GeneralTracker):
+            if item not in checked:
+                checked.append(item)
+            continue
+        if isinstance(item, type) and issubclass(item, GeneralTracker):
+            raise ValueError(f"Pass an instance of the tracker class {item.__name__}, not the class, in `log_with`.")
+        name = str(getattr(item, "value", item)).strip()  # a `LoggerType` too
+        if name not in LOGGER_TYPE_TO_CLASS and name.lower() in (*LOGGER_TYPE_TO_CLASS, "all"):
+            name = name.lower()
+        if name == "all":
+            if not available and not any(isinstance(i, GeneralTracker) for i in items):
+                raise ValueError(
+                    "log_with 'all' asks for every installed experiment tracker, and none is installed: install one, "
+                    "e.g. `pip install tensorboard`.")
+        elif name not in LOGGER_TYPE_TO_CLASS:
+            raise ValueError(f"Unknown experiment tracker {name!r} in log_with; accelerate knows {known} (or 'all', or "
+                             "a `GeneralTracker` object from Python).")
+        elif name in TRACKER_PACKAGES and name not in available:
+            raise ValueError(f"The experiment tracker {name!r} needs a package that is not installed: "
+                             f"pip install {TRACKER_PACKAGES[name]}")
+        if name not in checked:
+            checked.append(name)
+    return checked
+
+
+def _tracker_name(tracker) -> str:
+    """The name of a tracker object (its `name`), a `LoggerType` (its value) or a name."""
+    from accelerate.tracking import GeneralTracker
+
+    return str(tracker.name) if isinstance(tracker, GeneralTracker) else str(getattr(tracker, "value", tracker))
+
+
+def tracker_scalars(record: dict, prefix: str = "") -> dict[str, int | float]:
+    """
+    The numbers of a `log.jsonl` record as tracker scalars: nested mappings flattened with "/" (`{"loss": {"mel":
+    x}}` -> `loss/mel`), `prefix` + "/" before every name when given; `bool` as 0/1, numpy and one-element torch
+    values as Python numbers; NaN, infinities, text, lists and `None` left out. `type`, `step` and `time` (see
+    `_NOT_TRACKED`) are left out at the top level.
+
+    Args:
+        record (`dict`): a record as given to `Trainer._log`.
+        prefix (`str`, *optional*): e.g. the record's type, "train" or "eval".
+
+    Returns:
+        `dict[str, int | float]`.
+    """
+    out: dict[str, int | float] = {}
+
+    def add(name: str, value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                add(f"{name}/{key}", item)
+            return
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                return
+            value = value.item()
+        if isinstance(value, (bool, np.bool_)):
+            value = int(value)
+        if isinstance(value, numbers.Integral):
+            out[name] = int(value)
+        elif isinstance(value, numbers.Real) and math.isfinite(float(value)):
+            out[name] = float(value)
+
+    for key, value in record.items():
+        if key not in _NOT_TRACKED:
+            add(f"{prefix}/{key}" if prefix else str(key), value)
+    return out
 
 
 def _resampled(audio: torch.Tensor, source_rate: int, target_rate: int) -> torch.Tensor:
@@ -92,7 +213,13 @@ class Trainer:
         distill_teacher (*optional*): a `FrameTeacher` object for the semantic distillation into layer 1 (default:
             `load_teacher(config.distill_teacher)`, the consistency teacher itself when both name the same one).
         lm, tokenizer (*optional*): a loaded LM and tokenizer for `build_codec`.
-        accelerator (*optional*): an `accelerate.Accelerator` (default: one with `config.mixed_precision`).
+        accelerator (*optional*): an `accelerate.Accelerator` (default: one with `config.mixed_precision`, the
+            trackers of `log_with` and `project_dir=config.output_dir`). A given accelerator's own trackers are used:
+            started ones (its `init_trackers` already called) as they are (and left running at the end), else the
+            trainer starts those of its `log_with` and finishes them; `log_with` / `config.log_with` are then
+            ignored (with a warning when they differ), and it is an error to ask for trackers it was built without.
+        log_with (`str`, `accelerate.tracking.GeneralTracker` or a list of them, *optional*): overrides
+            `config.log_with`: tracker names and/or tracker objects (see `check_trackers`).
 
     Attributes:
         step (`int`): completed training steps.
@@ -100,13 +227,20 @@ class Trainer:
 
     def __init__(self, config: TrainingConfig, codec: LLMCodecModel | None = None, train_data=None, val_data=None,
                  consistency_teacher=None, semantic_teacher=None, lm=None, tokenizer=None, accelerator=None,
-                 distill_teacher=None):
+                 distill_teacher=None, log_with=None):
         from accelerate import Accelerator  # optional dependency (the "train" extra)
         from accelerate.utils import set_seed
 
         self.config = config
         self.output_dir = Path(config.output_dir)
-        self.accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision)
+        trackers = check_trackers(log_with if log_with is not None else config.log_with)  # fail before any work
+        if accelerator is None:
+            accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=trackers or None,
+                                      project_dir=str(self.output_dir))
+        else:
+            self._check_accelerator_trackers(accelerator, trackers)
+        self.accelerator = accelerator
+        self._started_trackers = False  # whether `train` started the accelerator's trackers (and must finish them)
         self.device = self.accelerator.device
         set_seed(config.seed)
         self.step = 0
@@ -118,6 +252,20 @@ class Trainer:
                           if config.loss_weights["stft"] > 0 else None)
         self._prepare_models_and_optimizers(codec)
         self._load_data(train_data, val_data, codec.config.pad_multiple)
+
+    @staticmethod
+    def _check_accelerator_trackers(accelerator, trackers: list):
+        """For an accelerator given by the caller: it must have trackers when `trackers` (those asked for by
+        `log_with`) is not empty; a warning when they are others than its own."""
+        own = [_tracker_name(t) for t in (accelerator.trackers or accelerator.log_with or [])]
+        asked = [_tracker_name(t) for t in trackers]
+        if asked and not own:
+            raise ValueError(
+                f"Experiment trackers {asked} were asked for (log_with), but the accelerator passed to the Trainer has "
+                "none: build it with `Accelerator(log_with=..., project_dir=...)`, or leave log_with empty.")
+        if asked and sorted(asked) != sorted(own):
+            warnings.warn(f"The Trainer logs to the trackers of the accelerator passed to it ({own}); log_with "
+                          f"{asked} is ignored.")
 
     @staticmethod
     def _prepare_codec(codec: LLMCodecModel) -> LLMCodecModel:
@@ -234,11 +382,46 @@ class Trainer:
         return self.accelerator.is_main_process
 
     def _log(self, record: dict):
+        """Appends `record` to `log.jsonl` and sends its numbers (`tracker_scalars`, names prefixed by its `type`:
+        `train/mel`, `eval/pesq_wb`) at its `step` to the accelerator's trackers; main process only."""
         if not self.is_main:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with open(self.output_dir / "log.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(json_safe(record)) + "\n")
+        if self.accelerator.trackers:
+            scalars = tracker_scalars(record, prefix=str(record.get("type", "")))
+            if scalars:
+                self.accelerator.log(scalars, step=record.get("step", self.step))
+
+    # ---------------------------------------------------------------------------------------- experiment tracking
+
+    def _start_tracking(self):
+        """Starts the accelerator's trackers (`init_trackers(config.tracker_project, config.to_flat_dict(),
+        config.tracker_init_kwargs)`) unless there are none or they were started by the caller; again at every
+        `train` call, so a resumed run logs to the same project (TensorBoard: the same folder)."""
+        accelerator = self.accelerator
+        if accelerator.trackers or not accelerator.log_with:
+            return
+        accelerator.init_trackers(self.config.tracker_project, config=self.config.to_flat_dict(),
+                                  init_kwargs=self.config.tracker_init_kwargs)
+        self._started_trackers = True
+
+    def _end_tracking(self):
+        """Finishes the trackers `_start_tracking` started (what `accelerator.end_training()` does for them, without
+        destroying the process group, which `evaluate`, `save_checkpoint` or a next `train` still need; the CLI
+        calls `end_training()` when it is done). A tracker that fails to finish is reported with a warning, so it
+        cannot hide an error of the run."""
+        if not self._started_trackers:
+            return
+        self._started_trackers = False
+        trackers, self.accelerator.trackers = list(self.accelerator.trackers), []
+        for tracker in trackers:
+            try:
+                tracker.finish()
+            except Exception as error:  # noqa: BLE001 - a tracker's own failure
+                warnings.warn(f"The experiment tracker {getattr(tracker, 'name', tracker)!r} failed to finish: "
+                              f"{type(error).__name__}: {error}")
 
     # --------------------------------------------------------------------------------------------------- a step
 
@@ -338,7 +521,16 @@ class Trainer:
         """
         Trains until `max_steps` (default `config.max_steps`) steps are done, logging, evaluating and saving as the
         config says; with `resume` (True: the `latest` checkpoint of `output_dir`, or a checkpoint folder) it first
-        restores that state and continues exactly. Returns the last logged training record.
+        restores that state and continues exactly. The experiment trackers (`config.log_with`) are started before
+        the first step and finished at the end, also when the time limit stops the run or an error does.
+
+        Args:
+            max_steps (`int`, *optional*): total steps to reach (default `config.max_steps`).
+            resume (`bool` or `str`, *optional*, defaults to `False`): `True` for the `latest` checkpoint of
+                `output_dir`, or a checkpoint folder.
+
+        Returns:
+            `dict`: the last logged training record (`{}` when there was nothing to do).
         """
         config = self.config
         max_steps = int(max_steps if max_steps is not None else config.max_steps)
@@ -354,6 +546,15 @@ class Trainer:
         if self.step >= max_steps:
             logger.info("Already at step %d >= max_steps %d: nothing to do.", self.step, max_steps)
             return {}
+        self._start_tracking()
+        try:
+            return self._train_loop(max_steps)
+        finally:
+            self._end_tracking()
+
+    def _train_loop(self, max_steps: int) -> dict:
+        """The steps of `train` from `self.step` to `max_steps`; returns the last logged training record."""
+        config = self.config
         loader = make_dataloader(
             self.train_dataset, config.batch_size, seed=config.seed, start_step=self.step, end_step=max_steps,
             num_workers=config.num_workers, num_processes=self.accelerator.num_processes,
@@ -496,4 +697,4 @@ def train(config: TrainingConfig, resume: bool | str = False, max_steps: int | N
     return trainer
 
 
-__all__ = ["Trainer", "train"]
+__all__ = ["TRACKER_PACKAGES", "Trainer", "check_trackers", "tracker_scalars", "train"]
