@@ -900,3 +900,145 @@ def test_whisper_teacher_matches_ctranslate2():
         theirs = np.array(reference.encode(ctranslate2.StorageView.from_array(mel.numpy().copy()), to_cpu=True))
         assert ours.shape == theirs.shape
         assert float((ours - torch.from_numpy(theirs)).abs().max()) < 1e-3
+
+
+# ------------------------------------------------------------------------------------ Resemblyzer speaker teacher
+
+
+def _resemblyzer_installed() -> bool:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("Resemblyzer")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+needs_resemblyzer = pytest.mark.skipif(
+    not _resemblyzer_installed(), reason="the Resemblyzer weights are not installed (pip install --no-deps Resemblyzer==0.1.4)"
+)
+
+
+@pytest.fixture(scope="module")
+def speaker_teacher():
+    from llm_codec.training.teachers import ResemblyzerSpeakerTeacher
+
+    return ResemblyzerSpeakerTeacher.from_pretrained()
+
+
+def synthetic_voice(f0: float, formants, seconds: float = 2.0, seed: int = 0) -> torch.Tensor:
+    """A vowel-like voice: harmonics of a wavering f0 through parallel formant resonators, syllable-rate envelope."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    t = np.arange(n) / 16000
+    drift = np.cumsum(rng.normal(0, 1, n))
+    drift /= np.abs(drift).max()
+    freq = f0 * (1 + 0.03 * np.sin(2 * np.pi * rng.uniform(4, 6) * t + rng.uniform(0, 6)) + 0.05 * drift)
+    phase = 2 * np.pi * np.cumsum(freq) / 16000
+    source = sum(np.sin(h * phase) / h for h in range(1, int(7000 / f0)))
+    out = np.zeros(n)
+    for centre, bandwidth in formants:
+        r = np.exp(-np.pi * bandwidth / 16000)
+        out += lfilter([1 - r], [1, -2 * r * np.cos(2 * np.pi * centre / 16000), r * r], source)
+    out *= 0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(3, 5) * t + rng.uniform(0, 6)) ** 2
+    return torch.from_numpy((0.1 * out / np.abs(out).max()).astype(np.float32))
+
+
+def test_resemblyzer_partial_slices_follow_the_packages_rule():
+    from llm_codec.training.teachers import resemblyzer_partial_slices
+
+    assert resemblyzer_partial_slices(4000) == [(0, 160)]  # shorter than one partial: one, zero-padded
+    assert resemblyzer_partial_slices(48000) == [(0, 160), (77, 237), (154, 314)]  # a step of 77 frames (1.3 / s)
+    # the last partial stays when at least 75 % of its samples are audio: (31520 - 77 * 160) / 25600 = 0.75
+    assert resemblyzer_partial_slices(31520) == [(0, 160), (77, 237)]
+    assert resemblyzer_partial_slices(31500) == [(0, 160)]
+    assert len(resemblyzer_partial_slices(160000)) == 12
+
+
+def test_missing_resemblyzer_names_the_pip_command(monkeypatch):
+    import importlib.metadata
+
+    from llm_codec.training import teachers
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(teachers.importlib.metadata, "distribution", missing)
+    with pytest.raises(teachers.TeacherUnavailable, match=r"pip install --no-deps Resemblyzer==0\.1\.4"):
+        teachers.load_teacher("resemblyzer")
+
+
+@needs_resemblyzer
+def test_resemblyzer_weights_are_pinned_and_load_strictly(tmp_path):
+    import shutil
+
+    from llm_codec.training.teachers import (
+        RESEMBLYZER_SHA256,
+        ResemblyzerSpeakerTeacher,
+        ResemblyzerVoiceEncoder,
+        file_sha256,
+        find_resemblyzer_weights,
+        load_resemblyzer_state_dict,
+        load_teacher,
+    )
+
+    path = find_resemblyzer_weights()
+    assert file_sha256(path) == RESEMBLYZER_SHA256
+    state = load_resemblyzer_state_dict(path)
+    assert set(state) == set(ResemblyzerVoiceEncoder().state_dict())  # every encoder weight, nothing else
+    teacher = load_teacher("resemblyzer")
+    assert isinstance(teacher, ResemblyzerSpeakerTeacher) and teacher.dim == 256 and teacher.sample_rate == 16000
+    tampered = tmp_path / "pretrained.pt"
+    shutil.copyfile(path, tampered)
+    with open(tampered, "r+b") as stream:
+        stream.seek(1_000_000)
+        byte = stream.read(1)
+        stream.seek(1_000_000)
+        stream.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(ValueError, match="sha256"):
+        ResemblyzerSpeakerTeacher.from_pretrained(tampered)
+    with pytest.raises(ValueError, match="sha256"):
+        load_teacher(f"resemblyzer:{tampered}")
+
+
+@needs_resemblyzer
+def test_resemblyzer_teacher_outputs(speaker_teacher):
+    from llm_codec.training import ClipTeacher, FrameTeacher
+
+    teacher = speaker_teacher
+    assert isinstance(teacher, ClipTeacher) and isinstance(teacher, FrameTeacher)
+    teacher.train()
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    generator = torch.Generator().manual_seed(0)
+    clips = torch.randn(3, 1, 48000, generator=generator) * torch.tensor([0.01, 0.05, 0.2])[:, None, None]
+    embeddings = teacher.embed(clips)
+    assert embeddings.shape == (3, 256) and not embeddings.requires_grad
+    assert torch.allclose(embeddings.norm(dim=-1), torch.ones(3), atol=1e-5) and (embeddings >= 0).all()
+    partials, spans = teacher(clips[:, 0])
+    assert partials.shape == (3, 3, 256) and spans == [(0, 25600), (12320, 37920), (24640, 50240)]
+    assert torch.equal(teacher.features(clips), partials)
+    # a clip embeds the same in a batch and alone
+    alone = teacher.embed(clips[1:2])
+    assert torch.allclose(alone, embeddings[1:2], atol=1e-5)
+    # quieter copies are raised to -30 dBFS, so they embed like the clip (the package's increase-only rule)
+    quiet = clips[0:1] * torch.tensor([1.0, 0.1, 0.01])[:, None, None]
+    quiet_embeddings = teacher.embed(quiet)
+    assert torch.allclose(quiet_embeddings, quiet_embeddings[0:1].expand(3, -1), atol=1e-4)
+    short = teacher.embed(torch.randn(2, 4000, generator=generator) * 0.05)  # a drum hit: one zero-padded partial
+    assert short.shape == (2, 256) and torch.isfinite(short).all()
+
+
+@needs_resemblyzer
+def test_resemblyzer_tells_synthetic_voices_apart(speaker_teacher):
+    low = [(600, 80), (1100, 100), (2450, 150)]  # formants of a larger vocal tract
+    high = [(850, 100), (1900, 120), (3100, 180)]
+    clips = torch.stack([synthetic_voice(110, low, seed=0), synthetic_voice(110, low, seed=1),
+                         synthetic_voice(220, high, seed=2), synthetic_voice(220, high, seed=3)])
+    embeddings = speaker_teacher.embed(clips)
+    similarity = embeddings @ embeddings.T
+    same = torch.stack([similarity[0, 1], similarity[2, 3]])
+    different = similarity[:2, 2:].flatten()
+    assert same.min() > different.max() + 0.2, similarity
