@@ -4,6 +4,8 @@ Importing the package registers the config, model, feature extractor and process
 classes, and marks them for `trust_remote_code` export: `save_pretrained` writes the code next to the weights.
 """
 
+from importlib.resources import files
+
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
 
 from .configuration_llm_codec import LLMCodecConfig
@@ -28,8 +30,6 @@ __version__ = "0.1.0"
 
 def example_audio_path() -> str:
     """Path of the bundled 5.6 s English speech clip (16 kHz mono FLAC; see `assets/ATTRIBUTION.md`)."""
-    from importlib.resources import files
-
     return str(files(__name__) / "assets" / "example_speech.flac")
 
 

@@ -5,7 +5,22 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from huggingface_hub.errors import StrictDataclassError
+from transformers import AutoTokenizer
+
+from . import __version__
+from .audio_io import atomic_write, check_output, check_output_folder, load_audio, save_audio
+from .conversion.convert_llm_codec_checkpoint import build_parser as convert_parser
+from .conversion.convert_llm_codec_checkpoint import main as convert_main
+from .demo import run_demo
+from .evaluation.codec_cli import MODEL_HELP, REFINE_STEPS_HELP, load_codec, non_negative_int
+from .evaluation.codec_cli import add_parsers as add_codec_parsers
+from .evaluation.fewshot_cli import add_parsers as add_fewshot_parsers
+from .feature_extraction_llm_codec import LLMCodecFeatureExtractor
+from .language_model import DEFAULT_LM_NAME, load_language_model
+from .processing_llm_codec import LLMCodecProcessor
+from .refinement import refine_codes
 
 
 def _load_model(path: str | None):
@@ -13,8 +28,6 @@ def _load_model(path: str | None):
     `(codec, tokenizer or None)`: the codec of a save_pretrained folder or Hugging Face Hub id, or (`path=None`) the
     embedded default codec with the tokenizer of the LM it was loaded with.
     """
-    from .evaluation.codec_cli import load_codec
-
     codec, _, tokenizer = load_codec(path)
     return codec, tokenizer
 
@@ -25,17 +38,10 @@ def _load_processor(model, lm_path: str | None, required: bool = True, separator
     loaded with the codec), else that of the offline default LM when the codec was built for it; otherwise an
     error (`required`) or `None`.
     """
-    from .language_model import DEFAULT_LM_NAME
-    from .processing_llm_codec import LLMCodecProcessor
-
     if lm_path is not None:
-        from transformers import AutoTokenizer
-
         tokenizer = AutoTokenizer.from_pretrained(lm_path)
     elif tokenizer is None:
         if model.config.llm_name_or_path == DEFAULT_LM_NAME:
-            from .language_model import load_language_model
-
             tokenizer = load_language_model()[1]
         elif required:
             raise ValueError(f"LLM tokens need the tokenizer of {model.config.llm_name_or_path}: pass --lm FOLDER.")
@@ -46,22 +52,15 @@ def _load_processor(model, lm_path: str | None, required: bool = True, separator
 
 def _encode_file(model, audio_path: str, refine_steps: int = 0, progress: bool = True):
     """Codes of an audio file (any rate and channels); `progress`: tqdm bars on standard error for long inputs."""
-    from .audio_io import load_audio
-    from .feature_extraction_llm_codec import LLMCodecFeatureExtractor
-
     samples, rate = load_audio(audio_path)
     features = LLMCodecFeatureExtractor(sampling_rate=model.config.sample_rate)
     inputs = features(samples, sampling_rate=rate, return_tensors="pt")
     if refine_steps:
-        from .refinement import refine_codes
-
         return refine_codes(model, **inputs, steps=refine_steps, progress=progress)
     return model.encode(**inputs, progress=progress)
 
 
 def cmd_convert(args) -> int:
-    from .conversion.convert_llm_codec_checkpoint import main as convert_main
-
     argv = ["--checkpoint", args.checkpoint, "--config", args.config, "--output", args.output]
     for flag, value in (("--layer1-words", args.layer1_words), ("--tokenizer", args.tokenizer), ("--llm-name", args.llm_name)):
         if value is not None:
@@ -70,8 +69,6 @@ def cmd_convert(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    from .audio_io import atomic_write, check_output
-
     if args.output:
         check_output(args.output, inputs=[args.audio], overwrite=args.overwrite, suffixes=(".json", ".txt"))
     model, tokenizer = _load_model(args.model)
@@ -143,10 +140,6 @@ def _read_codes_json(path: str) -> dict:
 
 
 def cmd_decode(args) -> int:
-    import torch
-
-    from .audio_io import check_output, save_audio
-
     check_output(args.output, inputs=[args.codes], overwrite=args.overwrite)
     data = _read_codes_json(args.codes)  # before loading anything: a bad file fails at once
     model, tokenizer = _load_model(args.model)
@@ -170,8 +163,6 @@ def cmd_decode(args) -> int:
 
 
 def cmd_reconstruct(args) -> int:
-    from .audio_io import check_output, save_audio
-
     check_output(args.output, inputs=[args.audio], overwrite=args.overwrite)
     model, _ = _load_model(args.model)
     encoded = _encode_file(model, args.audio, args.refine_steps, progress=not args.quiet)
@@ -182,9 +173,6 @@ def cmd_reconstruct(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .audio_io import check_output_folder
-    from .demo import run_demo
-
     check_output_folder(args.output)
     run_demo(args.output, args.clips, args.audio)
     return 0
@@ -194,11 +182,6 @@ QUIET_HELP = "no progress bars (shown on standard error when the audio is longer
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .conversion.convert_llm_codec_checkpoint import build_parser as convert_parser
-    from .evaluation.codec_cli import MODEL_HELP, REFINE_STEPS_HELP, non_negative_int
-
-    from . import __version__
-
     parser = argparse.ArgumentParser(prog="llm-codec", description=__doc__)
     parser.add_argument("--version", action="version", version=f"llm-codec {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of a failure")
@@ -246,20 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     reconstruct.set_defaults(func=cmd_reconstruct)
 
-    from .training.cli import add_train_subparser
+    from .training.cli import add_train_subparser  # lazy: training (the "train" extra, accelerate) is its own layer
 
     add_train_subparser(sub)
 
     evaluate = sub.add_parser("evaluate", help="measure: few-shot classification episodes, codec quality")
     evaluate_sub = evaluate.add_subparsers(dest="evaluation", required=True)
     # few-shot commands (classify, generate, evaluate fewshot): llm_codec/evaluation/fewshot_cli.py
-    from .evaluation.fewshot_cli import add_parsers as add_fewshot_parsers
-
     add_fewshot_parsers(sub, evaluate_sub)
 
     # codec commands (bench, evaluate codec): llm_codec/evaluation/codec_cli.py
-    from .evaluation.codec_cli import add_parsers as add_codec_parsers
-
     add_codec_parsers(sub, evaluate_sub)
 
     demo = sub.add_parser("demo", help="the main job: few-shot classification of bundled drum hits by the frozen LM, "
@@ -272,8 +251,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    import torch
-
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer, PreTrainedModel
 
 from .configuration_llm_codec import LLMCodecConfig
+from .language_model import load_language_model
 from .vocabulary import vocabulary_fingerprint
 
 WORD_LIST_SIZES = (10, 20)
@@ -314,19 +317,11 @@ def build_codec_from_language_model(
         `model.quantizer.layers[k].codebook` `(codebook_sizes[k], D)` equal to the LM tables (cast to the codec's
         dtype), and the LM's identity in `model.config`.
     """
-    from transformers import PreTrainedModel
-
-    from .language_model import load_language_model
-
     if isinstance(lm_or_path, PreTrainedModel) or (
         hasattr(lm_or_path, "get_input_embeddings") and not isinstance(lm_or_path, (str, tuple, list))
     ):
         lm = lm_or_path
         if tokenizer is None:
-            from pathlib import Path
-
-            from transformers import AutoTokenizer
-
             source = getattr(lm.config, "_name_or_path", None)
             if not source or not Path(source).is_dir():
                 raise ValueError("Pass the language model's `tokenizer` (it cannot be found from the model alone).")
@@ -338,7 +333,7 @@ def build_codec_from_language_model(
         lm, tokenizer, words=word_list, max_subwords=max_subwords, layer_subset=layer_subset, **config_kwargs
     )
     if model_class is None:
-        from .modeling_llm_codec import LLMCodecModel
+        from .modeling_llm_codec import LLMCodecModel  # lazy: an import cycle (modeling imports this module)
 
         model_class = LLMCodecModel
     model = model_class(config)

@@ -12,6 +12,11 @@ from importlib.resources import files
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
+
+from .configuration_llm_codec import LLMCodecConfig
+from .language_model import load_language_model
+from .modeling_llm_codec import LLMCodecModel
 
 logger = logging.getLogger(__name__)
 
@@ -45,19 +50,12 @@ def load_default_codec(language_model=None, tokenizer=None):
     The codebooks are built from the offline default LM (loaded if not given); trained weights are read from
     `default_codec_dir()` when present, else the encoder/decoder are random (seeded, so runs are reproducible).
     """
-    from safetensors.torch import load_file
-
-    from .language_model import load_language_model
-    from .modeling_llm_codec import LLMCodecModel
-
     if language_model is None:
         language_model, tokenizer = load_language_model()
     folder = default_codec_dir()
     weights = folder / WEIGHTS_NAME
     torch.manual_seed(0)
     if weights.is_file():
-        from .configuration_llm_codec import LLMCodecConfig
-
         config = LLMCodecConfig.from_pretrained(folder)
         arch = {k: getattr(config, k) for k in DEFAULT_CODEC_ARCH}
         codec = LLMCodecModel.from_language_model(language_model, tokenizer, **arch)

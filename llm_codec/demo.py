@@ -15,9 +15,18 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
+import numpy as np
 import torch
+from transformers import pipeline
 
-from .audio_io import AUDIO_EXTENSIONS
+from . import example_audio_path
+from .audio_io import AUDIO_EXTENSIONS, load_audio, save_audio
+from .default_model import load_default_codec
+from .evaluation.fewshot import prototype_scores
+from .evaluation.reference import REFERENCE_SAMPLE_RATE, logmel_statistics
+from .pipeline_llm_codec import rank_labels
+from .plotting import plot_spectrograms
+from .processing_llm_codec import LLMCodecProcessor
 
 METHODS = {"icl": dict(method="icl"), "calibrated": dict(method="icl", calibrate=True), "embedding": dict(method="embedding")}
 REFERENCE = "logmel"  # the no-learning reference, scored without the codec or the LM
@@ -73,18 +82,9 @@ def run_demo(output_dir: str = "outputs", clips_dir: str | Path | None = None, a
 
 
 def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenizer, max_words) -> DemoResult:
-    from transformers import pipeline
-
-    from . import example_audio_path
-    from .audio_io import load_audio, save_audio
-    from .plotting import plot_spectrograms
-    from .processing_llm_codec import LLMCodecProcessor
-
     timings, start = {}, time.perf_counter()
     trained = True
     if codec is None:
-        from .default_model import load_default_codec
-
         print("Loading the default LM (SmolLM2-135M-Instruct, offline; converted once per machine) and the codec ...")
         codec, trained, (language_model, tokenizer) = load_default_codec()
     config = codec.config
@@ -181,13 +181,6 @@ def logmel_rankings(demos: list[tuple[Path, str]], queries: list[Path], labels: 
     Returns:
         One ranking (`[{"label", "score"}]`, best first) per query.
     """
-    import numpy as np
-
-    from .audio_io import load_audio
-    from .evaluation.fewshot import prototype_scores
-    from .evaluation.reference import REFERENCE_SAMPLE_RATE, logmel_statistics
-    from .pipeline_llm_codec import rank_labels
-
     def features(paths):
         clips = [load_audio(path, REFERENCE_SAMPLE_RATE)[0].mean(0) for path in paths]
         vectors = np.stack([logmel_statistics(clip, REFERENCE_SAMPLE_RATE) for clip in clips])

@@ -4,6 +4,7 @@ import logging
 import numbers
 
 import numpy as np
+import torch
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import PaddingStrategy, TensorType, is_torch_tensor
@@ -30,8 +31,6 @@ _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64
 def _as_numpy(clip) -> np.ndarray:
     """numpy array / torch tensor / Python list -> numpy array (no dtype conversion except for Python lists)."""
     if is_torch_tensor(clip):
-        import torch
-
         clip = clip.detach().cpu()
         if clip.dtype == torch.bfloat16:  # numpy has no bfloat16
             clip = clip.float()

@@ -37,7 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +134,6 @@ def is_complete_cache(path: str | os.PathLike) -> bool:
 
 
 def _file_lock(path: Path):
-    from filelock import FileLock  # a dependency of huggingface_hub, hence of transformers
-
     return FileLock(str(path))
 
 
@@ -191,8 +191,6 @@ def populate_cache(target: str | os.PathLike, write: Callable[[Path], dict | Non
 
 
 def _load_gguf_with_transformers(gguf_dir: Path, gguf_file: str, dtype: torch.dtype = torch.float32) -> tuple:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if importlib.util.find_spec("gguf") is None:
         raise DefaultLanguageModelUnavailable(f"Reading GGUF files needs the `gguf` package: {INSTALL_HINT}")
     model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_file, dtype=dtype)
@@ -580,7 +578,7 @@ def available_memory_bytes() -> int | None:
         pass
     if available is None:
         try:
-            import psutil
+            import psutil  # lazy: optional, in no extra (a fallback where /proc/meminfo is missing)
 
             available = int(psutil.virtual_memory().available)
         except Exception:  # not installed, or no support on this platform
@@ -759,8 +757,6 @@ def load_language_model(
         if len(name_or_path) != 2:
             raise ValueError("Pass an already loaded language model as a (model, tokenizer) pair.")
         return tuple(name_or_path)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     is_default = _is_default_name(name_or_path)
     offline = None if is_default else find_offline_language_model(name_or_path)
     if offline is not None:

@@ -5,6 +5,15 @@ import math
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from .language_model import (
+    CACHE_MARKER,
+    DEFAULT_LM_CACHE_NAME,
+    DEFAULT_LM_NAME,
+    OFFLINE_LANGUAGE_MODELS,
+    find_offline_language_model,
+)
 
 
 PAPER_URL = "https://arxiv.org/abs/2406.10056"
@@ -60,16 +69,6 @@ def hub_model_id(name_or_path) -> str | None:
       is a cache name such as `smollm2-135m-instruct`) -> that Hub id;
     - anything else shaped like a Hub id (`owner/name`, not an existing folder) -> itself; other paths -> `None`.
     """
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    from .language_model import (
-        CACHE_MARKER,
-        DEFAULT_LM_CACHE_NAME,
-        DEFAULT_LM_NAME,
-        OFFLINE_LANGUAGE_MODELS,
-        find_offline_language_model,
-    )
-
     if not name_or_path:
         return None
     text = str(name_or_path).strip()

@@ -24,9 +24,11 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .codebooks import build_codec_from_language_model
 from .configuration_llm_codec import LLMCodecConfig
 from .feature_extraction_llm_codec import LLMCodecFeatureExtractor
 from .model_card import build_model_card
+from .pipeline_llm_codec import custom_pipelines  # relative, so save_pretrained copies the pipeline code too
 
 
 @dataclass
@@ -571,8 +573,6 @@ class LLMCodecPreTrainedModel(PreTrainedModel):
         """
         hub = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "token", "revision", "create_pr")
                if key in kwargs}
-        from .pipeline_llm_codec import custom_pipelines  # a relative import: the pipeline code is saved too
-
         # config.json names the few-shot pipelines, for pipeline(task, model=folder, trust_remote_code=True)
         pipelines, self.config.custom_pipelines = getattr(self.config, "custom_pipelines", None), custom_pipelines()
         try:
@@ -690,8 +690,6 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
         each the mean of its sub-word embeddings. `lm_or_path`: a loaded LM (with `tokenizer`), a local folder, or
         `None` for the offline default LM. The LM's name and vocabulary fingerprint are recorded in the config.
         """
-        from .codebooks import build_codec_from_language_model
-
         return build_codec_from_language_model(
             lm_or_path,
             tokenizer=tokenizer,

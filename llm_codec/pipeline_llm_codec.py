@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 from transformers import (
     AutoModel,
     AutoTokenizer,
@@ -50,13 +51,10 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
 from .audio_io import load_audio
+from .language_model import adds_bos_token, load_language_model
 from .processing_llm_codec import LLMCodecProcessor
 
 logger = logging.getLogger(__name__)
-def _adds_bos_token(tokenizer) -> bool:
-    from .language_model import adds_bos_token
-
-    return adds_bos_token(tokenizer)
 
 
 @dataclass
@@ -202,8 +200,6 @@ class _Progress:
 
     def advance(self):
         if self.bar is None:
-            from tqdm.auto import tqdm
-
             enabled = self.enabled if self.enabled is not None else (self.total or 0) >= 16
             self.bar = tqdm(total=self.total, desc=self.description, disable=not enabled)
         self.bar.update(1)
@@ -239,8 +235,6 @@ class _LLMCodecPipelineBase(Pipeline):
         batch_size=8,
         **kwargs,
     ):
-        from .language_model import load_language_model
-
         misplaced = sorted(set(kwargs) & set(self._call_parameters))
         if misplaced:
             raise ValueError(
@@ -275,14 +269,12 @@ class _LLMCodecPipelineBase(Pipeline):
         if audio_format == "text":
             self.codec_processor.check_words()  # fail now, naming the word, not at the first query
         self.feature_extractor = self.codec_processor.feature_extractor
-        self.bos_ids = [tokenizer.bos_token_id] if _adds_bos_token(tokenizer) else []
+        self.bos_ids = [tokenizer.bos_token_id] if adds_bos_token(tokenizer) else []
         self._lock = threading.Lock()  # the codec's projection cache is shared; encode under a lock
 
     @staticmethod
     def _configured_language_model(codec) -> tuple:
         """`language_model=None`: the LM named by the codec's config (`llm_name_or_path`) -> `(model, tokenizer)`."""
-        from .language_model import load_language_model
-
         name = getattr(codec.config, "llm_name_or_path", None)
         if not name:
             raise ValueError(
@@ -446,8 +438,6 @@ class _LLMCodecPipelineBase(Pipeline):
             )
 
     def _progress(self, total, enabled, description):
-        from tqdm.auto import tqdm
-
         if enabled is None:
             enabled = total >= 16
         return tqdm(total=total, desc=description, disable=not enabled)

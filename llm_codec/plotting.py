@@ -3,12 +3,13 @@
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from .extras import missing_extra
 
 
 def log_spectrogram(audio: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
     """`audio` (samples,) -> log-magnitude spectrogram in dB, (n_fft // 2 + 1, frames)."""
-    import torch
-
     signal = torch.as_tensor(np.asarray(audio, dtype=np.float32))
     if signal.numel() < n_fft:
         signal = torch.nn.functional.pad(signal, (0, n_fft - signal.numel()))
@@ -21,8 +22,11 @@ def plot_spectrograms(clips: dict[str, np.ndarray], sampling_rate: int, path: st
     Writes a PNG with one spectrogram per entry of `clips` (name -> (samples,) array), stacked with a shared
     time axis and colour scale; returns the path.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure  # no pyplot: no global state, safe in threads and headless
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: optional (the "plots" extra)
+        from matplotlib.figure import Figure  # no pyplot: no global state, safe in threads and headless
+    except ImportError as error:
+        raise missing_extra(error, "matplotlib", "plots", "Plotting spectrograms") from None
 
     specs = {name: log_spectrogram(audio) for name, audio in clips.items()}
     top = max(float(s.max()) for s in specs.values())

@@ -25,8 +25,10 @@ import numpy as np
 import torch
 from transformers import ProcessorMixin
 from transformers.feature_extraction_utils import BatchFeature
+from transformers.utils import PROCESSOR_NAME, cached_file
 
 from .codebooks import word_token_ids
+from .feature_extraction_llm_codec import LLMCodecFeatureExtractor
 from .vocabulary import check_vocabulary
 
 
@@ -104,8 +106,6 @@ class LLMCodecProcessor(ProcessorMixin):
         Builds the processor for a codec (an `LLMCodecModel` or its config) and the LLM's tokenizer. Raises
         `VocabularyMismatchError` if the tokenizer's vocabulary is not the codec's.
         """
-        from .feature_extraction_llm_codec import LLMCodecFeatureExtractor
-
         config = getattr(codec, "config", codec)
         feature_extractor = feature_extractor or LLMCodecFeatureExtractor(sampling_rate=config.sample_rate)
         return cls(
@@ -133,8 +133,6 @@ class LLMCodecProcessor(ProcessorMixin):
         [`LLMCodecFeatureExtractor`], as transformers does for codecs such as DAC; called on this class directly, a
         `ValueError` says how to build the processor instead.
         """
-        from transformers.utils import PROCESSOR_NAME, cached_file
-
         hub_keys = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
         lookup = {key: kwargs[key] for key in hub_keys if key in kwargs}
         lookup.update(_raise_exceptions_for_gated_repo=False, _raise_exceptions_for_missing_entries=False,
@@ -143,8 +141,6 @@ class LLMCodecProcessor(ProcessorMixin):
                for name in (PROCESSOR_NAME, "tokenizer_config.json", "tokenizer.json")):
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         if kwargs.pop("_from_auto", False):
-            from .feature_extraction_llm_codec import LLMCodecFeatureExtractor
-
             kwargs.pop("trust_remote_code", None)
             return LLMCodecFeatureExtractor.from_pretrained(pretrained_model_name_or_path, **kwargs)
         raise ValueError(

@@ -17,8 +17,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
+import yaml
+from transformers import AutoTokenizer
 
+from .. import vocabulary
 from ..configuration_llm_codec import LLMCodecConfig
 from ..modeling_llm_codec import LLMCodecModel
 
@@ -175,8 +179,6 @@ def load_original_config(path: str | Path) -> dict:
     text = path.read_text()
     try:
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
             data = yaml.safe_load(text)  # safe: a `!!python` tag is refused, never run
         else:
             data = json.loads(text)
@@ -200,8 +202,6 @@ def load_word_list(path: str | Path) -> list[str]:
     """Layer-1 words from a `.npy` array (as released) or a JSON list / {index: word} mapping."""
     path = Path(path)
     if path.suffix == ".npy":
-        import numpy as np
-
         words = np.load(path, allow_pickle=False)
         return [str(w) for w in words.tolist()]
     data = json.loads(path.read_text())
@@ -238,10 +238,6 @@ def convert_checkpoint(
     if layer1_words_path is not None:
         arguments["layer1_words"] = load_word_list(layer1_words_path)
     if tokenizer_path is not None:
-        from transformers import AutoTokenizer
-
-        from .. import vocabulary
-
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
         arguments["llm_name_or_path"] = llm_name_or_path or str(tokenizer_path)
         arguments["llm_vocab_size"] = len(tokenizer)

@@ -5,7 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
+
+import torch
+from huggingface_hub.errors import (
+    HFValidationError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
+
+from ..audio_io import atomic_write, check_output, check_output_folder
+from ..default_model import load_default_codec
+from ..modeling_llm_codec import LLMCodecModel
+from .baselines import DEFAULT_BASELINES, Baseline
+from .codec_quality import evaluate_codec
+from .report import save_results
+from .timing import benchmark_codec, peak_rss_mb
 
 
 def load_codec(model: str | None):
@@ -19,8 +37,6 @@ def load_codec(model: str | None):
             (`load_default_codec`, which also loads the offline default LM, whose tokenizer is returned).
     """
     if model is None:
-        from ..default_model import load_default_codec
-
         codec, trained, (_, tokenizer) = load_default_codec()
         description = "the shipped default codec" + ("" if trained else " (UNTRAINED: random weights)")
         return codec.eval(), description, tokenizer
@@ -36,11 +52,6 @@ def load_pretrained_codec(model: str, flag: str = "--model"):
     to `from_pretrained` (downloaded, or read from the Hub cache). Raises `FileNotFoundError` / `OSError` saying that
     `model` is neither a local folder nor reachable on the Hub, with the Hub client's own reason.
     """
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    from ..modeling_llm_codec import LLMCodecModel
-
     path = Path(model)
     if path.is_file():
         raise FileNotFoundError(f"{flag} {model} is a file: give a codec folder (save_pretrained / `llm-codec "
@@ -66,8 +77,6 @@ def load_pretrained_codec(model: str, flag: str = "--model"):
 
 def _unreachable(error: BaseException) -> bool:
     """Whether a `from_pretrained` error means the Hub repository could not be reached or does not exist."""
-    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError
-
     seen = error
     while seen is not None:
         if isinstance(seen, (LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError)):
@@ -78,8 +87,6 @@ def _unreachable(error: BaseException) -> bool:
 
 
 def _baselines(text: str) -> list[str]:
-    from .baselines import Baseline
-
     if text.strip().lower() in ("", "none"):
         return []
     names = [name.strip() for name in text.split(",") if name.strip()]
@@ -100,8 +107,6 @@ def _filters(items: list[str] | None) -> dict[str, str]:
 
 def _with_threads(threads: int | None, run):
     """Runs `run()` with `threads` torch threads (when given), restoring the previous count afterwards."""
-    import torch
-
     if threads is None:
         return run()
     if threads < 1:
@@ -119,11 +124,6 @@ def cmd_evaluate_codec(args) -> int:
 
 
 def _evaluate_codec(args) -> int:
-    from .codec_quality import evaluate_codec
-    from .report import save_results
-
-    from ..audio_io import check_output_folder
-
     baselines = _baselines(args.baselines)
     filters = _filters(args.where)
     out = check_output_folder(args.output)  # before loading the codec or reading a clip
@@ -153,9 +153,6 @@ def cmd_bench(args) -> int:
 
 
 def _bench(args) -> int:
-    from .timing import benchmark_codec, peak_rss_mb
-    from ..audio_io import check_output
-
     if args.output:
         check_output(args.output, overwrite=args.overwrite, suffixes=(".json",))
 
@@ -178,10 +175,6 @@ def _bench(args) -> int:
     print(f"  peak RSS                  {result.peak_rss_mb:8.0f} MB  (before loading {rss_before:.0f} MB, after "
           f"loading {rss_loaded:.0f} MB)")
     if args.output:
-        from dataclasses import asdict
-
-        from ..audio_io import atomic_write
-
         text = json.dumps({**asdict(result), "model": description, "rss_before_load_mb": rss_before,
                            "rss_after_load_mb": rss_loaded}, indent=2)
         path = atomic_write(args.output, lambda tmp: tmp.write_text(text))
@@ -229,8 +222,6 @@ def add_parsers(sub, evaluate_sub) -> None:
         sub (`argparse._SubParsersAction`): subparsers of `llm-codec`.
         evaluate_sub (`argparse._SubParsersAction`): subparsers of `llm-codec evaluate`.
     """
-    from .baselines import DEFAULT_BASELINES
-
     codec = evaluate_sub.add_parser(
         "codec",
         help="reconstruction quality (PESQ-WB, STOI, mel distance, SI-SDR) against codec2 / Opus baselines",

@@ -31,8 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..audio_io import AUDIO_EXTENSIONS, HFAudioColumn, audio_files_under, read_audio
+from ..extras import missing_extra
+from ..pipeline_llm_codec import Prompt
+from .metrics import load_metric
 from .reference import REFERENCE_SAMPLE_RATE, logmel_statistics
 
 logger = logging.getLogger(__name__)
@@ -409,8 +413,6 @@ class FewShotEvaluator:
         their layer-1 codes (batched through the codec); with `embeddings`, also their LM embeddings (implies
         `encode`); with `logmel`, their logmel feature vectors (no model involved). Clips already cached are skipped.
         """
-        from tqdm.auto import tqdm
-
         if logmel:
             self._prepare_logmel(indices)
         if not (encode or embeddings):
@@ -447,8 +449,6 @@ class FewShotEvaluator:
 
     def _prepare_logmel(self, indices) -> None:
         """Caches the L2-normalised logmel vector `(2 * 40,)` of each clip of `indices` not yet cached."""
-        from tqdm.auto import tqdm
-
         began = time.perf_counter()
         todo = sorted({int(i) for i in indices} - set(self._logmel))
         for index in tqdm(todo, desc="logmel features", disable=not todo or self._quiet(len(todo))):
@@ -475,8 +475,6 @@ class FewShotEvaluator:
         for "codes", `prototype_scores` of the clips' layer-1 code histograms (the codec alone); for "logmel", of
         their logmel vectors (no model).
         """
-        from ..pipeline_llm_codec import Prompt
-
         methods = check_methods(methods)
         check_classifier(self.classifier, methods)
         pipe = self.classifier
@@ -638,10 +636,6 @@ def evaluate_fewshot(
     Raises:
         `ValueError`: an unknown method, a codec or LM method with `classifier=None`, or an impossible setting.
     """
-    from tqdm.auto import tqdm
-
-    from .metrics import load_metric
-
     methods = check_methods(methods)
     check_classifier(classifier, methods)
     pool = load_pool(data)
@@ -719,8 +713,11 @@ def _confusion(predictions, references, labels) -> list[list[int]]:
 
 def plot_confusion(result: FewShotResult, path: str | Path) -> Path:
     """Writes the confusion matrix of `result` (counts; rows true, columns predicted) as a PNG; returns the path."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure  # no pyplot: no global state, safe in threads and headless
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: optional (the "plots" extra)
+        from matplotlib.figure import Figure  # no pyplot: no global state, safe in threads and headless
+    except ImportError as error:
+        raise missing_extra(error, "matplotlib", "plots", "Plotting the confusion matrix") from None
 
     matrix = np.asarray(result.confusion)
     size = len(result.confusion_labels)

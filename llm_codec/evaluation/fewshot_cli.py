@@ -14,7 +14,32 @@ import json
 import logging
 from pathlib import Path
 
-from ..audio_io import AUDIO_EXTENSIONS, audio_files_under, read_audio
+import torch
+from transformers import pipeline
+
+from ..audio_io import (
+    AUDIO_EXTENSIONS,
+    atomic_write,
+    audio_files_under,
+    check_output,
+    check_output_folder,
+    read_audio,
+    save_audio,
+)
+from ..default_model import load_default_codec
+from ..language_model import find_offline_language_model, load_language_model
+from .codec_cli import load_pretrained_codec
+from .fewshot import (
+    LM_METHODS,
+    ClipPool,
+    check_methods,
+    check_setting,
+    evaluate_fewshot,
+    load_pool,
+    parse_settings,
+    results_table,
+    save_results,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +61,6 @@ def load_models(codec: str | None = None, lm: str | None = None, device: str | N
     the codec's own needs `audio_format="text"` (the pipeline checks the vocabulary otherwise). Everything in eval
     mode on `device` (default: CUDA when available, else CPU).
     """
-    import torch
-
-    from ..language_model import find_offline_language_model, load_language_model
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if codec is None and lm is not None and audio_format != "text":
         raise ValueError("--lm without --model needs --audio-format text: the default codec speaks SmolLM2's vocabulary, "
@@ -48,14 +69,10 @@ def load_models(codec: str | None = None, lm: str | None = None, device: str | N
         raise FileNotFoundError(f"--lm: {lm} is neither a local LM folder nor an offline LM name "
                                 "(see `llm_codec.language_model.OFFLINE_LANGUAGE_MODELS`).")
     if codec is None:
-        from ..default_model import load_default_codec
-
         model, trained, (language_model, tokenizer) = load_default_codec()
         if not trained:
             logger.warning("The default codec is untrained (random encoder): results are not meaningful.")
     else:
-        from .codec_cli import load_pretrained_codec
-
         model = load_pretrained_codec(codec)
         language_model = tokenizer = None
     if lm is not None or language_model is None:
@@ -64,8 +81,6 @@ def load_models(codec: str | None = None, lm: str | None = None, device: str | N
 
 
 def _pipeline(task: str, args, **kwargs):
-    from transformers import pipeline
-
     audio_format = getattr(args, "audio_format", "ids")
     codec, lm, tokenizer = load_models(args.model, args.lm, args.device, audio_format)
     if audio_format != "ids":
@@ -113,9 +128,6 @@ def _queries(items: list[str]) -> list[tuple[str, str | None]]:
 
 
 def cmd_classify(args) -> int:
-    from ..audio_io import atomic_write, check_output
-    from .fewshot import LM_METHODS, ClipPool, check_methods
-
     if args.output:
         check_output(args.output, overwrite=args.overwrite, suffixes=(".json",))
     method = check_methods(args.method)[0]
@@ -228,8 +240,6 @@ def read_generation_demos(source: str | Path) -> list[tuple[str, str]]:
 
 
 def cmd_generate(args) -> int:
-    from ..audio_io import check_output, save_audio
-
     pairs = read_generation_demos(args.demos)
     query = _side(args.query, None)
     check_output(args.output, inputs=[query, *(side for pair in pairs for side in pair)], overwrite=args.overwrite)
@@ -255,18 +265,6 @@ def cmd_generate(args) -> int:
 
 
 def cmd_evaluate_fewshot(args) -> int:
-    from .fewshot import (
-        check_methods,
-        check_setting,
-        evaluate_fewshot,
-        load_pool,
-        parse_settings,
-        results_table,
-        save_results,
-    )
-
-    from ..audio_io import check_output_folder
-
     methods = check_methods(args.methods)
     settings = parse_settings(args.settings) if args.settings else [(args.ways, args.shots)]
     check_output_folder(args.output)

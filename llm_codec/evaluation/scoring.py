@@ -6,6 +6,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..extras import missing_extra
 from .metrics import load_metric
 from .report import METRICS
 
@@ -43,7 +44,10 @@ def align_to_reference(prediction: np.ndarray, reference: np.ndarray, sampling_r
     Returns:
         `(aligned (len(reference),) float32, lag)`: `lag` > 0 when the prediction was late by that many samples.
     """
-    from scipy.signal import correlate, correlation_lags  # optional dependency (the "eval" extra)
+    try:
+        from scipy.signal import correlate, correlation_lags  # lazy: optional (the "eval" extra)
+    except ImportError as error:
+        raise missing_extra(error, "scipy", "eval", "Aligning a reconstruction to its reference") from None
 
     prediction = np.asarray(prediction, dtype=np.float32)
     reference = np.asarray(reference, dtype=np.float32)

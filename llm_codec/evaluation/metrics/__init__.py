@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from ...extras import missing_extra
 from ._audio import pesq_wb_score, speech_scores, stoi_score
 
 METRICS_DIR = Path(__file__).resolve().parent
@@ -14,7 +15,10 @@ def available_metrics() -> list[str]:
 
 def load_metric(name: str, **kwargs):
     """`evaluate.load` of the shipped module `name` (e.g. "accuracy", "pesq_wb") by its path; kwargs go to it."""
-    import evaluate
+    try:
+        import evaluate  # lazy: optional (the "eval" extra)
+    except ImportError as error:
+        raise missing_extra(error, "evaluate", "eval", "Loading a metric module") from None
 
     path = METRICS_DIR / name / f"{name}.py"
     if not path.is_file():

@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 
 from llm_codec.audio_io import resample as _resample_any
+from llm_codec.extras import missing_extra
 
 PESQ_RATE = 16000
 
@@ -39,7 +40,10 @@ def pesq_wb_score(prediction: np.ndarray, reference: np.ndarray) -> float | str:
     Wideband PESQ (`pesq` package) of one pair of float64 clips at 16 kHz, or a string saying why there is none
     (silence, see the module docstring, or PESQ's own error for short or speechless clips).
     """
-    import pesq  # optional dependency ("eval" / "train" extras)
+    try:
+        import pesq  # lazy: optional ("eval" / "train" extras)
+    except ImportError as error:
+        raise missing_extra(error, "pesq", "eval", "PESQ-WB") from None
 
     if is_silent(reference):
         return "reference is silent (PESQ needs speech)"
@@ -58,7 +62,10 @@ def stoi_score(prediction: np.ndarray, reference: np.ndarray, sampling_rate: int
     (Extended) STOI (`pystoi`) of one pair of float64 clips at `sampling_rate`, or a string saying why there is none
     (a silent reference, or too little speech for one 384 ms segment, where pystoi would return 1e-5).
     """
-    import pystoi  # optional dependency ("eval" / "train" extras)
+    try:
+        import pystoi  # lazy: optional ("eval" / "train" extras)
+    except ImportError as error:
+        raise missing_extra(error, "pystoi", "eval", "STOI") from None
 
     if is_silent(reference):
         return "reference is silent (STOI needs speech)"
@@ -145,7 +152,10 @@ def prepare_pairs(predictions, references, sampling_rate, target_rate: int | Non
 
 def pair_features():
     """The `datasets.Features` every audio metric takes: `predictions` and `references`, lists of float32 samples."""
-    import datasets
+    try:
+        import datasets  # lazy: optional ("eval" / "train" extras)
+    except ImportError as error:
+        raise missing_extra(error, "datasets", "eval", "Building an audio metric's features") from None
 
     clip = datasets.Sequence(datasets.Value("float32"))
     return datasets.Features({"predictions": clip, "references": clip})
