@@ -50,8 +50,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 from tqdm import tqdm
+
+from llm_codec.audio_io import resample
 
 SR = 16000
 REPO = Path(__file__).resolve().parents[1]
@@ -209,7 +210,7 @@ def decode(path: Path, decoder: str = "auto", predecoded: Path | None = None) ->
 
 def to_16k(mono: np.ndarray, rate: int) -> np.ndarray:
     if rate != SR:
-        mono = soxr.resample(mono, rate, SR, quality="HQ").astype(np.float32)
+        mono = resample(mono, rate, SR).astype(np.float32)
     return mono
 
 
