@@ -9,6 +9,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, pipeline
 
 from llm_codec import LLMCodecModel
+from llm_codec.pipeline_llm_codec import AudioFewShotClassificationPipeline
 from llm_codec.processing_llm_codec import LLMCodecProcessor
 from llm_codec.vocabulary import VocabularyMismatchError
 
@@ -491,3 +492,15 @@ def test_generation_batches_and_streams_like_single_calls(setup):
         gen(query, demonstrations=[(source, "w70")], sampling_rate=16000)
     with pytest.raises(TypeError, match="a query is text \\(a str\\) or audio"):
         gen([query, 7], **arguments)
+
+
+def test_a_codec_loaded_from_a_folder_runs_the_installed_pipeline(setup, tmp_path):
+    """A saved folder names its pipelines (`custom_pipelines`, for remote code); the model loaded from it by the
+    installed package runs the installed pipeline classes, without `trust_remote_code`."""
+    kind, lm, tokenizer, codec = setup
+    codec.save_pretrained(tmp_path / "codec")
+    loaded = LLMCodecModel.from_pretrained(tmp_path / "codec")
+    pipe = pipeline("audio-few-shot-classification", model=loaded, language_model=lm, tokenizer=tokenizer)
+    assert type(pipe) is AudioFewShotClassificationPipeline
+    demos = list(zip(clips(2, 0), ["w50", "w60"]))
+    assert {r["label"] for r in pipe(clips(1, 3)[0], demonstrations=demos, sampling_rate=16000)} == {"w50", "w60"}
