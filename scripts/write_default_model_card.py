@@ -112,7 +112,7 @@ from that: PESQ-WB {ours['pesq_wb']:.2f}, STOI {ours['stoi']:.2f}.
   `docs/results.md`); do not use it where listening quality matters. The decoder follows the speaker's pitch only
   partly (F0 within a semitone on {100 * pitch['tracking']['within_1_semitone']:.0f} % of voiced frames) and adds a fixed
   buzz at the multiples of {pitch['comb']['stage_rate_hz']:.1f} Hz ({pitch['comb']['mean_peak_db']['reconstruction']:.0f} dB over its surroundings,
-  `benchmarks/probe_pitch.py`); its codes keep coarse pitch, which a longer adversarial training phase would need
+  the llm-codec repository's pitch probe); its codes keep coarse pitch, which a longer adversarial training phase would need
   to recover.
 - Trained on a small set of voices, languages and instruments; expect worse results on other material (music,
   noisy recordings, far-field speech).
