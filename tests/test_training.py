@@ -1042,3 +1042,24 @@ def test_resemblyzer_tells_synthetic_voices_apart(speaker_teacher):
     same = torch.stack([similarity[0, 1], similarity[2, 3]])
     different = similarity[:2, 2:].flatten()
     assert same.min() > different.max() + 0.2, similarity
+
+
+@needs_resemblyzer
+def test_training_distils_the_speaker_teacher_named_in_the_config(tmp_path):
+    """`distill_teacher: resemblyzer` from a config: a real training run distils the speaker encoder into layer 1."""
+    pytest.importorskip("accelerate")
+    write_clips(tmp_path / "data", np.random.default_rng(7))
+    config = run_config(tmp_path / "out", tmp_path / "data", max_steps=2, save_every=0, eval_every=0,
+                        distill_teacher="resemblyzer",
+                        loss_weights={"distill": 10.0, "adversarial": 0.0, "feature_matching": 0.0})
+    codec = LLMCodecModel.from_language_model(tiny_lm(), tiny_tokenizer(VOCAB), word_list=WORDS, **TINY_ARCH)
+    trainer = Trainer(config, codec=codec)
+    module = trainer.accelerator.unwrap_model(trainer.generator)
+    assert type(trainer.distill_teacher).__name__ == "ResemblyzerSpeakerTeacher"
+    assert module.distill_head.out_features == 256  # projected codes are compared with 256-d speaker embeddings
+    head_before = module.distill_head.weight.detach().clone()
+    trainer.train()
+    train = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in train if r["type"] == "train"] and all(
+        math.isfinite(r["distill"]) and 0 <= r["distill"] <= 2 for r in train if r["type"] == "train")
+    assert not torch.equal(head_before, module.distill_head.weight.detach())
