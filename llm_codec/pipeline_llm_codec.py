@@ -456,6 +456,7 @@ class ClassificationContext:
     labels: list[str]
     layers: tuple
     method: str
+    collapse_repeats: bool
     length_normalize: bool
     top_k: int | None
     progress: _Progress
@@ -477,7 +478,7 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
 
     _call_parameters = (
         "demonstrations", "candidate_labels", "sampling_rate", "method", "calibrate", "n_repeats", "instruction",
-        "layers", "length_normalize", "progress", "top_k",
+        "layers", "collapse_repeats", "length_normalize", "progress", "top_k",
     )
     _empty_inputs_message = "Give at least one query clip (an empty list was given)."
 
@@ -500,6 +501,10 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
             instruction: start the prompt with a line listing the labels.
             layers: codec layers written into the prompt (default layer 1, as in the paper; with the pipeline's
                 `audio_format="text"`, layer 1 only).
+            collapse_repeats: write each run of consecutive equal layer-1 words once (`a b b b c c` -> `a b c`), in
+                the demonstrations and the queries alike (and in what `method="embedding"` embeds). Needs
+                `layers=(0,)`. It helps a codec whose layer 1 holds few, slowly varying words per clip: the prompt
+                is shorter and a word held over many codes counts once. Default `False` (every word written).
             length_normalize: score labels by mean (True) or summed (False) token log-probability.
             batch_size: queries per codec and LM pass (default: the pipeline's, 8); also the demonstrations per codec
                 pass.
@@ -543,6 +548,7 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
         progress=None,
         num_queries=None,
         batch_size=8,
+        collapse_repeats=False,
     ) -> ClassificationContext:
         """
         Checks a call's arguments (before any work), then does the work all its queries share: encodes the
@@ -569,6 +575,13 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
             raise ValueError(f"Demonstration labels {sorted(unknown)} are not among candidate_labels {labels}.")
         if method not in ("icl", "embedding"):
             raise ValueError(f"method must be 'icl' or 'embedding', got {method!r}.")
+        if not isinstance(collapse_repeats, (bool, np.bool_)):
+            raise ValueError(f"collapse_repeats must be True or False, got {collapse_repeats!r}.")
+        if collapse_repeats and tuple(layers) != (0,):
+            raise ValueError(
+                f"collapse_repeats=True needs layers=(0,) (layer 1 alone), got layers={tuple(layers)}: the codes of "
+                "layers 2-3 are aligned to layer 1's, which collapsing would break."
+            )
         demo_labels = [l for _, l in demonstrations]
         if method == "embedding":
             missing = [label for label in labels if label not in demo_labels]
@@ -578,9 +591,13 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
                 )
 
         demo_codes = self.encode_audio([a for a, _ in demonstrations], sampling_rate, batch_size)
-        demo_ids = [self.codec_processor.codes_to_ids(c, layers=layers)[0] for c in demo_codes]
+        demo_ids = [
+            self.codec_processor.codes_to_ids(c, layers=layers, collapse_repeats=bool(collapse_repeats))[0]
+            for c in demo_codes
+        ]
         context = ClassificationContext(
-            labels=labels, layers=layers, method=method, length_normalize=length_normalize, top_k=top_k,
+            labels=labels, layers=layers, method=method, collapse_repeats=bool(collapse_repeats),
+            length_normalize=length_normalize, top_k=top_k,
             progress=_Progress(num_queries, progress, "classifying queries"),
         )
         if method == "embedding":
@@ -613,7 +630,10 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
         suffixes, one for the labels), minus the calibration baseline, or cosine similarity with the prototypes.
         """
         codes = self._encode(model_inputs["input_values"], model_inputs["padding_mask"])
-        query_ids = [self.codec_processor.codes_to_ids(c, layers=context.layers)[0] for c in codes]
+        query_ids = [
+            self.codec_processor.codes_to_ids(c, layers=context.layers, collapse_repeats=context.collapse_repeats)[0]
+            for c in codes
+        ]
         if context.method == "embedding":
             return {"scores": self._prototype_scores(query_ids, context.prototypes)}
         longest = max(len(q) for q in query_ids) + 8 + max(len(l) for l in context.label_ids)

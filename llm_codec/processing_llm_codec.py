@@ -286,7 +286,9 @@ class LLMCodecProcessor(ProcessorMixin):
             items.append(layers)
         return items
 
-    def codes_to_ids(self, audio_codes, audio_codes_lengths=None, layers=(0,), format="understanding") -> list[list[int]]:
+    def codes_to_ids(
+        self, audio_codes, audio_codes_lengths=None, layers=(0,), format="understanding", collapse_repeats=False
+    ) -> list[list[int]]:
         """
         Codec codes -> LLM token ids, one list per batch item.
 
@@ -296,10 +298,25 @@ class LLMCodecProcessor(ProcessorMixin):
             layers: layers to serialise for `format="understanding"` (0-based; default layer 1 only).
             format: `"understanding"` (chosen layers back to back) or `"generation"` (all layers with the separator,
                 invertible by `ids_to_codes`).
+            collapse_repeats: write each run of consecutive equal layer-1 codes once (`a b b b c c` -> `a b c`): a
+                shorter prompt of the distinct words in order. Only for `format="understanding"` with `layers=(0,)`
+                (layer 1 alone): the codes of layers 2-3 are aligned to layer 1's, and the generation serialisation
+                must stay invertible by `ids_to_codes`. Default `False` (every code written).
         """
         tables = self.tables()
         if format not in ("understanding", "generation"):
             raise ValueError(f"format must be 'understanding' or 'generation', got {format!r}.")
+        if collapse_repeats:
+            if format != "understanding":
+                raise ValueError(
+                    "collapse_repeats=True is only for format='understanding': the generation serialisation must stay "
+                    "invertible by ids_to_codes (collapsed repeats cannot be restored)."
+                )
+            if tuple(layers) != (0,):
+                raise ValueError(
+                    f"collapse_repeats=True needs layers=(0,) (layer 1 alone), got layers={tuple(layers)}: the codes "
+                    "of layers 2-3 are aligned to layer 1's, which collapsing would break."
+                )
         self._check_text_format(format, layers)
         if format == "generation":
             layers = tuple(range(len(self.vq_strides)))
@@ -311,7 +328,10 @@ class LLMCodecProcessor(ProcessorMixin):
             ids = []
             for k in layers:
                 if k == 0:
-                    for c in item[0]:
+                    codes = item[0]
+                    if collapse_repeats:
+                        codes = [c for position, c in enumerate(codes) if position == 0 or c != codes[position - 1]]
+                    for c in codes:
                         if not 0 <= c < len(tables["word_ids"]):
                             raise CodeSequenceError(f"Layer-1 code {c} is outside the word list (0..{len(tables['word_ids']) - 1}).")
                         ids.extend(tables["word_ids"][c])
@@ -322,9 +342,10 @@ class LLMCodecProcessor(ProcessorMixin):
             result.append(ids)
         return result
 
-    def codes_to_text(self, audio_codes, audio_codes_lengths=None, layers=(0,)) -> list[str]:
-        """Codec codes -> the text the LLM reads (the tokenizer's decoding of `codes_to_ids`), one string per item."""
-        ids = self.codes_to_ids(audio_codes, audio_codes_lengths, layers=layers)
+    def codes_to_text(self, audio_codes, audio_codes_lengths=None, layers=(0,), collapse_repeats=False) -> list[str]:
+        """Codec codes -> the text the LLM reads (the tokenizer's decoding of `codes_to_ids`, `collapse_repeats` as
+        there), one string per item."""
+        ids = self.codes_to_ids(audio_codes, audio_codes_lengths, layers=layers, collapse_repeats=collapse_repeats)
         return [self._require_tokenizer().decode(i) for i in ids]
 
     def codes_to_words(self, layer1_codes) -> list[list[str]]:

@@ -230,6 +230,42 @@ def test_harness_scores_equal_the_public_pipeline(classifier, tone_data):
     assert set(evaluator._ids) == {i for e in episodes for i in e.demos + e.queries}
 
 
+def test_collapse_repeats_in_the_harness_cache_scores_and_results(classifier, tone_data, tmp_path):
+    pool = load_pool(tone_data["task"])
+    evaluator = FewShotEvaluator(classifier, pool, progress=False, collapse_repeats=True)
+    plain = FewShotEvaluator(classifier, pool, progress=False)
+    episode = sample_episodes(pool, 3, 2, 1, 1, seed=1)[0]
+    scores = evaluator.episode_scores(episode, ("icl", "embedding"), 2, True)
+    processor = classifier.codec_processor
+    shorter = 0
+    for i in episode.demos + episode.queries:  # the cache holds the collapsed ids
+        codes = classifier.encode_audio([pool.audio(i, RATE)], RATE)[0]
+        assert evaluator.clip_ids(i) == processor.codes_to_ids(codes, collapse_repeats=True)[0]
+        shorter += len(evaluator.clip_ids(i)) < len(plain.clip_ids(i))
+    assert shorter  # some tone clips repeat layer-1 codes
+    demonstrations = [(pool.audio(i, RATE), label) for i, label in zip(episode.demos, episode.demo_labels)]
+    queries = [pool.audio(i, RATE) for i in episode.queries]
+    for method in ("icl", "embedding"):
+        public = classifier(queries, demonstrations=demonstrations, candidate_labels=episode.labels,
+                            sampling_rate=RATE, n_repeats=2, method=method, collapse_repeats=True)
+        ours = torch.softmax(torch.as_tensor(scores[method], dtype=torch.float64), dim=1).numpy()
+        for row, ranking in zip(ours, public):
+            expected = {r["label"]: r["score"] for r in ranking}
+            np.testing.assert_allclose(row, [expected[l] for l in episode.labels], atol=1e-5)
+    with pytest.raises(ValueError, match="collapse_repeats=True needs layers=\\(0,\\)"):
+        FewShotEvaluator(classifier, pool, layers=(0, 1), collapse_repeats=True)
+    results = evaluate_fewshot(classifier, pool, settings=[(2, 1)], methods="icl", n_queries=1, n_episodes=2,
+                               progress=False, collapse_repeats=True)
+    assert all(r.collapse_repeats for r in results)
+    default = evaluate_fewshot(classifier, pool, settings=[(2, 1)], methods="icl", n_queries=1, n_episodes=2,
+                               progress=False)
+    assert not any(r.collapse_repeats for r in default)
+    paths = save_results(results, tmp_path / "collapsed")
+    assert json.loads(paths["json"].read_text())["results"][0]["collapse_repeats"] is True
+    assert "repeated layer-1 words collapsed" in paths["markdown"].read_text()
+    assert "collapsed" not in save_results(default, tmp_path / "default")["markdown"].read_text()
+
+
 def test_accuracy_metric_module(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_EVALUATE_OFFLINE", "1")
@@ -405,6 +441,35 @@ def test_cli_evaluate_fewshot(saved_models, tone_data, tmp_path, capsys):
                                                             (3, "calibrated"), (3, "embedding")]
     assert all(r["group_key"] == "kit" and r["n"] == r["n_way"] * 2 for r in results)
     assert (out / "results.md").is_file() and "| tones | 3 | 1 | embedding |" in capsys.readouterr().out
+
+
+def test_cli_collapse_repeats_reaches_the_prompts_and_the_results(saved_models, tone_data, tmp_path, capsys,
+                                                                  monkeypatch):
+    from llm_codec.evaluation import fewshot_cli
+    from llm_codec.pipeline_llm_codec import AudioFewShotClassificationPipeline
+
+    codec, lm = saved_models
+    seen = {"evaluate": [], "context": []}
+    evaluate = fewshot_cli.evaluate_fewshot
+    monkeypatch.setattr(fewshot_cli, "evaluate_fewshot",
+                        lambda *a, **k: seen["evaluate"].append(k["collapse_repeats"]) or evaluate(*a, **k))
+    build = AudioFewShotClassificationPipeline.build_context
+    monkeypatch.setattr(AudioFewShotClassificationPipeline, "build_context",
+                        lambda self, *a, **k: seen["context"].append(k["collapse_repeats"]) or build(self, *a, **k))
+    models = ["--model", str(codec), "--lm", str(lm), "--device", "cpu"]
+    for flag in ([], ["--collapse-repeats"]):
+        out = tmp_path / f"fewshot{len(flag)}"
+        assert cli_main(["evaluate", "fewshot", "--data", str(tone_data["task"]), "--episodes", "2", "--methods",
+                         "icl", "--output", str(out), "--no-progress", *models, *flag]) == 0
+        rows = json.loads((out / "results.json").read_text())["results"]
+        assert [r["collapse_repeats"] for r in rows] == [bool(flag)]
+        assert ("repeated layer-1 words collapsed" in (out / "results.md").read_text()) == bool(flag)
+        report = tmp_path / f"classify{len(flag)}.json"
+        assert cli_main(["classify", "--demos", str(tone_data["plain"]), "--queries", str(tone_data["queries"]),
+                         "--output", str(report), *models, *flag]) == 0
+        assert json.loads(report.read_text())["collapse_repeats"] is bool(flag)
+    assert seen["evaluate"] == [False, True]
+    assert seen["context"] == [False, True]  # classify's call of the pipeline (evaluate scores through the harness)
 
 
 def test_cli_evaluate_fewshot_logmel_loads_no_model(tone_data, tmp_path, capsys, monkeypatch):

@@ -268,6 +268,53 @@ def test_text_format_refuses_what_it_cannot_write(setup):
         LLMCodecProcessor.from_codec(codec, tokenizer, audio_format="words")
 
 
+# ------------------------------------------------------------------------------ collapse_repeats
+
+
+def with_layer1(pipe, transform):
+    """Replaces the pipeline's codec codes (demonstrations and queries alike) by ones whose layer 1 is transformed."""
+    encode = type(pipe)._encode.__get__(pipe)
+    pipe._encode = lambda *a: [(transform(c[0]), *c[1:]) for c in encode(*a)]
+    return pipe
+
+
+@pytest.mark.parametrize("audio_format", ["ids", "text"])
+def test_collapse_repeats_prompts_each_run_of_layer1_words_once(setup, audio_format):
+    kind, lm, tokenizer, codec = setup
+    if audio_format == "text":
+        tokenizer = foreign_tokenizer(VOCAB)
+        lm = foreign_llama(tokenizer)
+    pipe = pipeline("audio-few-shot-classification", model=codec, language_model=lm, tokenizer=tokenizer,
+                    device="cpu", audio_format=audio_format)
+    labels = ["w50", "w60", "w50"]
+    demos, queries = list(zip(clips(3, 0), labels)), clips(3, 1)
+    processor = pipe.codec_processor
+    # the codes as the codec gives them, every layer-1 code written three times over: runs of repeats
+    repeated = with_layer1(pipe, lambda c: c.repeat_interleave(3, dim=1))
+    codes = repeated.encode_audio([a for a, _ in demos], 16000)
+    collapsed_ids = [processor.codes_to_ids(c, collapse_repeats=True)[0] for c in codes]
+    assert collapsed_ids == [processor.codes_to_ids((torch.unique_consecutive(c[0], dim=1),))[0] for c in codes]
+    on = repeated.build_context(demos, sampling_rate=16000, collapse_repeats=True)
+    off = repeated.build_context(demos, sampling_rate=16000)
+    assert on.prefix_ids == repeated.build_prefix(collapsed_ids, labels, ["w50", "w60"])
+    assert len(on.prefix_ids) < len(off.prefix_ids)
+    runs = {method: repeated(queries, demonstrations=demos, sampling_rate=16000, method=method, collapse_repeats=True)
+            for method in ("icl", "embedding")}
+    # the same scores as a pipeline fed codes without repeats (each run already written once), collapse off
+    distinct = pipeline("audio-few-shot-classification", model=codec, language_model=lm, tokenizer=tokenizer,
+                        device="cpu", audio_format=audio_format)
+    distinct = with_layer1(distinct, lambda c: torch.unique_consecutive(c, dim=1))
+    for method, rankings in runs.items():
+        expected = distinct(queries, demonstrations=demos, sampling_rate=16000, method=method)
+        uncollapsed = repeated(queries, demonstrations=demos, sampling_rate=16000, method=method)
+        for ours, theirs, other in zip(rankings, expected, uncollapsed):
+            assert [r["label"] for r in ours] == [r["label"] for r in theirs]
+            np.testing.assert_allclose([r["score"] for r in ours], [r["score"] for r in theirs], atol=1e-5)
+            assert {r["label"]: r["score"] for r in ours} != {r["label"]: r["score"] for r in other}
+    with pytest.raises(ValueError, match="belong to each call"):
+        classify_pipe(setup, collapse_repeats=True)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -282,6 +329,8 @@ def test_text_format_refuses_what_it_cannot_write(setup):
         (dict(n_repeats=-3), "n_repeats must be an integer >= 1"),
         (dict(n_repeats=1.5), "n_repeats must be an integer >= 1"),
         (dict(batch_size=0), "batch_size must be an integer >= 1"),
+        (dict(collapse_repeats=True, layers=(0, 1)), "collapse_repeats=True needs layers=\\(0,\\)"),
+        (dict(collapse_repeats="yes"), "collapse_repeats must be True or False"),
     ],
 )
 def test_classification_arguments_are_checked_before_any_work(setup, kwargs, message):

@@ -47,6 +47,47 @@ def test_understanding_format_is_word_ids_of_chosen_layers(codec_and_processor):
     assert both == ids + codes[2][0].tolist()
 
 
+
+def _with_layer1(codec, layer1, batch=1):
+    """Codes whose layer 1 is `layer1` (a list of codes), the other layers random and aligned to it."""
+    codes = list(random_codes(codec, len(layer1) // 2, batch=batch))
+    codes[0] = torch.tensor([layer1] * batch)
+    return tuple(codes)
+
+
+@pytest.mark.parametrize("audio_format", ["ids", "text"])
+def test_collapse_repeats_writes_each_run_of_layer1_codes_once(codec_and_processor, audio_format):
+    codec, _, tokenizer = codec_and_processor
+    processor = LLMCodecProcessor.from_codec(codec, tokenizer, separator="<sep>", audio_format=audio_format)
+    a, b, c = 3, 7, 1  # "a b b b c c a a" -> "a b c a" (a later run of a is kept: only neighbours collapse)
+    codes = _with_layer1(codec, [a, b, b, b, c, c, a, a])
+    collapsed = processor.codes_to_ids(codes, collapse_repeats=True)[0]
+    words = [WORDS[i] for i in (a, b, c, a)]
+    assert collapsed == tokenizer(" " + " ".join(words), add_special_tokens=False)["input_ids"]
+    assert collapsed == processor.codes_to_ids((torch.tensor([[a, b, c, a]]),))[0]
+    assert processor.codes_to_text(codes, collapse_repeats=True)[0].split() == words
+    assert len(processor.codes_to_ids(codes)[0]) > len(collapsed)  # off (the default): every code written
+    assert processor.codes_to_text(codes)[0].split() == [WORDS[i] for i in (a, b, b, b, c, c, a, a)]
+    # a sequence without repeats is unchanged; padding is dropped before collapsing; every item of a batch
+    distinct = _with_layer1(codec, [a, b, c, a], batch=2)
+    assert processor.codes_to_ids(distinct, collapse_repeats=True) == processor.codes_to_ids(distinct)
+    padded = (torch.tensor([[a, a, b, b], [c, c, c, c]]),)
+    assert processor.codes_to_ids(padded, torch.tensor([[3], [4]]), collapse_repeats=True) == [
+        processor.codes_to_ids((torch.tensor([a, b]),))[0], processor.codes_to_ids((torch.tensor([c]),))[0]
+    ]
+
+
+def test_collapse_repeats_is_refused_where_layers_are_aligned_or_inverted(codec_and_processor):
+    codec, processor, _ = codec_and_processor
+    codes = random_codes(codec, 2)
+    with pytest.raises(ValueError, match="layers=\\(0,\\).*aligned to layer 1"):
+        processor.codes_to_ids(codes, layers=(0, 1), collapse_repeats=True)
+    with pytest.raises(ValueError, match="aligned to layer 1"):
+        processor.codes_to_text(codes, layers=(1,), collapse_repeats=True)
+    with pytest.raises(ValueError, match="invertible"):
+        processor.codes_to_ids(codes, format="generation", collapse_repeats=True)
+
+
 def test_generation_round_trip_from_audio(codec_and_processor):
     codec, processor, _ = codec_and_processor
     encoded = codec.encode(torch.randn(2, 1, 3000), padding_mask=torch.tensor([[1] * 3000, [1] * 2000 + [0] * 1000]))

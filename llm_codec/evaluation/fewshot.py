@@ -379,7 +379,8 @@ class FewShotEvaluator:
     """
     Scores episodes with an `AudioFewShotClassificationPipeline`, encoding every clip of `pool` once.
 
-    Per clip it caches the prompt ids (`codes_to_ids` of its codes for `layers`), when the embedding method is
+    Per clip it caches the prompt ids (`codes_to_ids` of its codes for `layers`, with each run of equal layer-1
+    codes written once when `collapse_repeats`: the cache holds the ids the prompt uses), when the embedding method is
     used the LM embedding (`embed_ids`), and for the logmel method the L2-normalised `logmel_statistics` of the clip
     at 16 kHz (whatever the codec's rate, so that the reference does not depend on the model). An episode then costs
     one prefix (`build_prefix` + `score_labels`, whose KV cache serves every query) and, for calibration, one
@@ -387,10 +388,16 @@ class FewShotEvaluator:
     """
 
     def __init__(self, classifier, pool: ClipPool, layers=(0,), length_normalize: bool = True, batch_size: int = 8,
-                 progress: bool | None = None):
+                 progress: bool | None = None, collapse_repeats: bool = False):
         self.classifier = classifier
         self.pool = pool
         self.layers = tuple(layers)
+        if collapse_repeats and self.layers != (0,):
+            raise ValueError(
+                f"collapse_repeats=True needs layers=(0,) (layer 1 alone), got layers={self.layers}: the codes of "
+                "layers 2-3 are aligned to layer 1's, which collapsing would break."
+            )
+        self.collapse_repeats = bool(collapse_repeats)  # fixed for the evaluator's life: `_ids` caches its ids
         self.length_normalize = length_normalize
         self.batch_size = batch_size
         self.progress = progress
@@ -431,7 +438,9 @@ class FewShotEvaluator:
             codes = self.classifier.encode_audio(arrays, self.sample_rate, self.batch_size)
             size = self.classifier.model.config.codebook_sizes[0]
             for index, clip_codes in zip(group, codes):
-                self._ids[index] = self.classifier.codec_processor.codes_to_ids(clip_codes, layers=self.layers)[0]
+                self._ids[index] = self.classifier.codec_processor.codes_to_ids(
+                    clip_codes, layers=self.layers, collapse_repeats=self.collapse_repeats
+                )[0]
                 histogram = torch.bincount(clip_codes[0].flatten(), minlength=size).float()
                 self._code_histograms[index] = torch.nn.functional.normalize(histogram, dim=-1)
             bar.update(len(group))
@@ -471,7 +480,8 @@ class FewShotEvaluator:
         """
         Scores of every query of `episode` for each method: `{method: (num_queries, N) float array}`, columns in
         `episode.labels` order. For the LM methods, the same numbers as the pipeline's `__call__` (before its
-        softmax) would give for `demonstrations=[(clip, label) of episode.demos]`, `candidate_labels=episode.labels`;
+        softmax) would give for `demonstrations=[(clip, label) of episode.demos]`, `candidate_labels=episode.labels`
+        (and `layers` / `collapse_repeats` as the evaluator's);
         for "codes", `prototype_scores` of the clips' layer-1 code histograms (the codec alone); for "logmel", of
         their logmel vectors (no model).
         """
@@ -554,7 +564,8 @@ class FewShotResult:
     label scoring it shares with icl; embedding includes embedding every clip of the run once, logmel reading every
     clip of the run and computing its features once, both shared by the run's settings); `encode_seconds` the time
     spent encoding the run's clips with the codec (shared by every result of the run; 0 when only logmel is
-    scored); `excluded_classes` (label -> reason).
+    scored); `excluded_classes` (label -> reason); `collapse_repeats` whether the prompts wrote each run of equal
+    layer-1 words once.
     """
 
     task: str
@@ -580,6 +591,7 @@ class FewShotResult:
     encode_seconds: float
     excluded_classes: dict[str, str] = field(default_factory=dict)
     confusion_png: str | None = None
+    collapse_repeats: bool = False
 
     @property
     def setting(self) -> str:
@@ -612,6 +624,7 @@ def evaluate_fewshot(
     layers=(0,),
     batch_size: int = 8,
     progress: bool | None = True,
+    collapse_repeats: bool = False,
 ) -> list[FewShotResult]:
     """
     Few-shot classification accuracy of a codec + LM pair on a labelled clip pool.
@@ -629,6 +642,9 @@ def evaluate_fewshot(
         n_repeats, instruction: prompt options (see the pipeline). group_key: see `sample_episodes`.
         task: name in the results (default: the pool's name). layers: codec layers in the prompt (default layer 1).
         progress: a tqdm bar over the episodes of each setting.
+        collapse_repeats: write each run of consecutive equal layer-1 words once in the prompts (demonstrations and
+            queries, and what the embedding method embeds; needs `layers=(0,)`; see the pipeline). Recorded in each
+            result and in `results.md`. The "codes" method keeps the histograms of all codes.
 
     Returns:
         `list[FewShotResult]`, one per (setting, method), in that order.
@@ -645,7 +661,8 @@ def evaluate_fewshot(
     for n_way, k_shot in settings:
         episodes = sample_episodes(pool, n_way, k_shot, n_queries, n_episodes, seed, group_key)
         plans.append((n_way, k_shot, episodes, eligible_classes(pool, k_shot, n_queries, group_key)[1]))
-    evaluator = FewShotEvaluator(classifier, pool, layers, batch_size=batch_size, progress=progress)
+    evaluator = FewShotEvaluator(classifier, pool, layers, batch_size=batch_size, progress=progress,
+                                 collapse_repeats=collapse_repeats)
     needed = sorted({i for *_, episodes, _ in plans for e in episodes for i in e.demos + e.queries})
     evaluator.prepare(needed, embeddings="embedding" in methods, logmel="logmel" in methods,
                       encode=any(m in CODEC_METHODS for m in methods))
@@ -683,7 +700,7 @@ def evaluate_fewshot(
                     per_class_accuracy=_per_class(predictions[method], references, labels),
                     confusion_labels=labels, confusion=_confusion(predictions[method], references, labels),
                     episode_accuracy=per_episode[method], seconds=seconds[method], encode_seconds=encode_seconds,
-                    excluded_classes=dict(excluded),
+                    excluded_classes=dict(excluded), collapse_repeats=bool(collapse_repeats),
                 )
             )
     return results
@@ -779,6 +796,8 @@ def save_results(results: Sequence[FewShotResult], out_dir: str | Path) -> dict[
         note = (f"- {r.task}: {r.episodes} episodes per setting, {r.n_queries} queries per class, {r.n_repeats} "
                 f"repeat(s), instruction {'on' if r.instruction else 'off'}, seed {r.seed}, group key "
                 f"{r.group_key or 'none'}")
+        if r.collapse_repeats:
+            note += ", repeated layer-1 words collapsed in the prompts"
         if r.excluded_classes:
             note += f"; left out: {', '.join(sorted(r.excluded_classes))}"
         if note not in notes:

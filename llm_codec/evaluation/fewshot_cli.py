@@ -49,6 +49,11 @@ _MODEL_HELP = (
     "--audio-format text lets any causal LM (e.g. the offline Qwen/Qwen2.5-Coder-0.5B-Instruct) read the layer-1 words."
 )
 
+_COLLAPSE_HELP = (
+    "write each run of consecutive equal layer-1 words once in the prompt (a b b b c c -> a b c), demonstrations "
+    "and queries alike: for codecs whose layer 1 holds few, slowly varying words per clip"
+)
+
 
 # ------------------------------------------------------------------------------------------------ models
 
@@ -154,6 +159,7 @@ def cmd_classify(args) -> int:
         [read_audio(path, rate) for path, _ in queries], demonstrations=demonstrations, sampling_rate=rate,
         method="icl" if method == "calibrated" else method, calibrate=method == "calibrated",
         n_repeats=args.repeats, instruction=not args.no_instruction, top_k=args.top_k,
+        collapse_repeats=args.collapse_repeats,
     )
     print(f"queries ({len(queries)}, method {method}):")
     report, correct = [], 0
@@ -163,7 +169,8 @@ def cmd_classify(args) -> int:
         print(f"  {path}: {ranked}{mark}")
         correct += truth is not None and ranking[0]["label"] == truth
         report.append({"path": path, "label": truth, "ranking": ranking})
-    summary = {"method": method, "demonstrations": [{"path": demos.describe(i), "label": l} for i, l in chosen],
+    summary = {"method": method, "collapse_repeats": args.collapse_repeats,
+               "demonstrations": [{"path": demos.describe(i), "label": l} for i, l in chosen],
                "labels": labels, "queries": report}
     known = [truth for _, truth in queries if truth is not None]
     if known:
@@ -282,6 +289,7 @@ def cmd_evaluate_fewshot(args) -> int:
         classify, pool, settings=settings, methods=methods, n_queries=args.queries_per_class,
         n_episodes=args.episodes, n_repeats=args.repeats, instruction=not args.no_instruction,
         group_key=args.group_key, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
+        collapse_repeats=args.collapse_repeats,
     )
     paths = save_results(results, args.output)
     print(results_table(results), end="")
@@ -313,6 +321,7 @@ def add_parsers(sub, evaluate_sub) -> None:
                           "(the first K by file name; default: all)")
     classify.add_argument("--repeats", type=int, default=1, metavar="R", help="repeat the demonstrations R times in the prompt (default 1)")
     classify.add_argument("--no-instruction", action="store_true", help="leave out the instruction line listing the labels")
+    classify.add_argument("--collapse-repeats", action="store_true", help=_COLLAPSE_HELP)
     classify.add_argument("--top-k", type=int, default=None, help="print only the best k labels per query")
     classify.add_argument("--output", default=None, metavar="JSON", help="also write the rankings to this JSON file")
     classify.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
@@ -368,6 +377,7 @@ def add_parsers(sub, evaluate_sub) -> None:
     fewshot.add_argument("--episodes", type=int, default=20, help="episodes per setting (default 20)")
     fewshot.add_argument("--repeats", type=int, default=1, metavar="R", help="repeat the demonstrations R times (default 1)")
     fewshot.add_argument("--no-instruction", action="store_true", help="leave out the instruction line")
+    fewshot.add_argument("--collapse-repeats", action="store_true", help=_COLLAPSE_HELP + "; recorded in the results")
     fewshot.add_argument("--group-key", default=None, help="manifest field (e.g. kit, speaker) whose groups must not "
                          "feed both demonstrations and queries of an episode")
     fewshot.add_argument("--methods", default="icl,calibrated,embedding,codes,logmel",
