@@ -52,7 +52,7 @@ from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
 from .audio_io import load_audio
 from .language_model import adds_bos_token, load_language_model
-from .processing_llm_codec import LLMCodecProcessor
+from .processing_llm_codec import LLMCodecProcessor, check_collapse_repeats
 
 logger = logging.getLogger(__name__)
 
@@ -577,11 +577,7 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
             raise ValueError(f"method must be 'icl' or 'embedding', got {method!r}.")
         if not isinstance(collapse_repeats, (bool, np.bool_)):
             raise ValueError(f"collapse_repeats must be True or False, got {collapse_repeats!r}.")
-        if collapse_repeats and tuple(layers) != (0,):
-            raise ValueError(
-                f"collapse_repeats=True needs layers=(0,) (layer 1 alone), got layers={tuple(layers)}: the codes of "
-                "layers 2-3 are aligned to layer 1's, which collapsing would break."
-            )
+        check_collapse_repeats(collapse_repeats, layers)
         demo_labels = [l for _, l in demonstrations]
         if method == "embedding":
             missing = [label for label in labels if label not in demo_labels]

@@ -44,6 +44,26 @@ class UntokenizableWordError(ValueError):
     """A layer-1 word does not survive the tokenizer of the LLM that is to read it as text."""
 
 
+def check_collapse_repeats(collapse_repeats: bool, layers=(0,), format: str = "understanding") -> None:
+    """
+    Raises `ValueError` when `collapse_repeats=True` cannot apply: it is only for the understanding serialisation
+    of layer 1 alone (`layers=(0,)`), since the codes of layers 2-3 are aligned to layer 1's and the generation
+    serialisation must stay invertible by `ids_to_codes`.
+    """
+    if not collapse_repeats:
+        return
+    if format != "understanding":
+        raise ValueError(
+            "collapse_repeats=True is only for format='understanding': the generation serialisation must stay "
+            "invertible by ids_to_codes (collapsed repeats cannot be restored)."
+        )
+    if tuple(layers) != (0,):
+        raise ValueError(
+            f"collapse_repeats=True needs layers=(0,) (layer 1 alone), got layers={tuple(layers)}: the codes "
+            "of layers 2-3 are aligned to layer 1's, which collapsing would break."
+        )
+
+
 class LLMCodecProcessor(ProcessorMixin):
     """
     Wraps an [`LLMCodecFeatureExtractor`] (audio -> `input_values`, `padding_mask`) and the tokenizer of the LLM
@@ -306,17 +326,7 @@ class LLMCodecProcessor(ProcessorMixin):
         tables = self.tables()
         if format not in ("understanding", "generation"):
             raise ValueError(f"format must be 'understanding' or 'generation', got {format!r}.")
-        if collapse_repeats:
-            if format != "understanding":
-                raise ValueError(
-                    "collapse_repeats=True is only for format='understanding': the generation serialisation must stay "
-                    "invertible by ids_to_codes (collapsed repeats cannot be restored)."
-                )
-            if tuple(layers) != (0,):
-                raise ValueError(
-                    f"collapse_repeats=True needs layers=(0,) (layer 1 alone), got layers={tuple(layers)}: the codes "
-                    "of layers 2-3 are aligned to layer 1's, which collapsing would break."
-                )
+        check_collapse_repeats(collapse_repeats, layers, format)
         self._check_text_format(format, layers)
         if format == "generation":
             layers = tuple(range(len(self.vq_strides)))
@@ -463,4 +473,4 @@ class LLMCodecProcessor(ProcessorMixin):
         return tuple(codes)
 
 
-__all__ = ["AUDIO_FORMATS", "CodeSequenceError", "LLMCodecProcessor", "UntokenizableWordError"]
+__all__ = ["AUDIO_FORMATS", "CodeSequenceError", "LLMCodecProcessor", "UntokenizableWordError", "check_collapse_repeats"]

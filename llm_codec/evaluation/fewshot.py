@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from ..audio_io import AUDIO_EXTENSIONS, HFAudioColumn, audio_files_under, read_audio
 from ..extras import missing_extra
 from ..pipeline_llm_codec import Prompt
+from ..processing_llm_codec import check_collapse_repeats
 from .metrics import load_metric
 from .reference import REFERENCE_SAMPLE_RATE, logmel_statistics
 
@@ -392,11 +393,7 @@ class FewShotEvaluator:
         self.classifier = classifier
         self.pool = pool
         self.layers = tuple(layers)
-        if collapse_repeats and self.layers != (0,):
-            raise ValueError(
-                f"collapse_repeats=True needs layers=(0,) (layer 1 alone), got layers={self.layers}: the codes of "
-                "layers 2-3 are aligned to layer 1's, which collapsing would break."
-            )
+        check_collapse_repeats(collapse_repeats, self.layers)
         self.collapse_repeats = bool(collapse_repeats)  # fixed for the evaluator's life: `_ids` caches its ids
         self.length_normalize = length_normalize
         self.batch_size = batch_size
