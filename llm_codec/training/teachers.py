@@ -40,7 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.audio_utils import mel_filter_bank
+
+from ..mel import mel_filterbank, stft
 
 WHISPER_SAMPLE_RATE = 16000
 WHISPER_N_FFT = 400
@@ -288,14 +289,10 @@ def whisper_sinusoids(length: int, channels: int, max_timescale: float = 10000.0
 def load_whisper_mel_filters(n_mels: int = 80) -> torch.Tensor:
     """
     The Whisper mel filterbank `(n_mels, 201)` (80 or 128 bands), float32: Slaney-scale, Slaney-normalised filters
-    over the 201 bins of a 400-point FFT at 16 kHz, 0-8000 Hz (`transformers.audio_utils.mel_filter_bank`, as in
+    over the 201 bins of a 400-point FFT at 16 kHz, 0-8000 Hz (`llm_codec.mel.mel_filterbank`, as in
     `WhisperFeatureExtractor` and `openai-whisper`'s `mel_filters.npz`).
     """
-    filters = mel_filter_bank(
-        num_frequency_bins=WHISPER_N_FFT // 2 + 1, num_mel_filters=n_mels, min_frequency=0.0,
-        max_frequency=WHISPER_SAMPLE_RATE / 2, sampling_rate=WHISPER_SAMPLE_RATE, norm="slaney", mel_scale="slaney",
-    )
-    return torch.from_numpy(filters.T.astype(np.float32))
+    return mel_filterbank(WHISPER_SAMPLE_RATE, WHISPER_N_FFT, n_mels)
 
 
 class WhisperLogMel(nn.Module):
@@ -314,7 +311,7 @@ class WhisperLogMel(nn.Module):
         """`audio`: (batch, samples) or (batch, 1, samples) at 16 kHz -> `(batch, n_mels, samples // 160)`."""
         if audio.dim() == 3:
             audio = audio[:, 0]
-        spec = torch.stft(audio.float(), WHISPER_N_FFT, WHISPER_HOP_LENGTH, window=self.window, return_complex=True)
+        spec = stft(audio, WHISPER_N_FFT, WHISPER_HOP_LENGTH, self.window)
         power = spec[..., :-1].abs() ** 2
         log_spec = torch.clamp(self.filters @ power, min=1e-10).log10()
         peak = log_spec.amax(dim=(1, 2), keepdim=True)
@@ -632,17 +629,6 @@ def normalize_volume(audio: torch.Tensor, target_dbfs: float = RESEMBLYZER_TARGE
     return audio * gain
 
 
-def load_resemblyzer_mel_filters() -> torch.Tensor:
-    """The 40-band mel filterbank `(40, 201)` of the voice encoder: librosa's default (Slaney scale, Slaney norm),
-    0-8000 Hz over the bins of a 400-point FFT at 16 kHz, via `transformers.audio_utils.mel_filter_bank`."""
-    filters = mel_filter_bank(
-        num_frequency_bins=RESEMBLYZER_N_FFT // 2 + 1, num_mel_filters=RESEMBLYZER_N_MELS, min_frequency=0.0,
-        max_frequency=RESEMBLYZER_SAMPLE_RATE / 2, sampling_rate=RESEMBLYZER_SAMPLE_RATE, norm="slaney",
-        mel_scale="slaney",
-    )
-    return torch.from_numpy(filters.T.astype(np.float32))
-
-
 class ResemblyzerMel(nn.Module):
     """
     The voice encoder's input: mel *power* spectrogram (not log), 400-point periodic Hann STFT, hop 160, centred
@@ -652,13 +638,14 @@ class ResemblyzerMel(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.register_buffer("filters", load_resemblyzer_mel_filters(), persistent=False)
+        self.register_buffer(
+            "filters", mel_filterbank(RESEMBLYZER_SAMPLE_RATE, RESEMBLYZER_N_FFT, RESEMBLYZER_N_MELS), persistent=False
+        )
         self.register_buffer("window", torch.hann_window(RESEMBLYZER_N_FFT), persistent=False)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """`audio`: (batch, samples) at 16 kHz, more than 200 samples -> `(batch, 1 + samples // 160, 40)`."""
-        spec = torch.stft(audio.float(), RESEMBLYZER_N_FFT, RESEMBLYZER_HOP_LENGTH, window=self.window, center=True,
-                          pad_mode="reflect", return_complex=True)
+        spec = stft(audio, RESEMBLYZER_N_FFT, RESEMBLYZER_HOP_LENGTH, self.window)
         power = spec.real.square() + spec.imag.square()
         return (self.filters @ power).transpose(1, 2)
 
