@@ -188,6 +188,13 @@ def _is_clip(value) -> bool:
     )
 
 
+def _progress_bar(total: int | None, enabled: bool | None, description: str) -> tqdm:
+    """A tqdm bar over `total` items; `enabled=None` shows it for 16 items or more."""
+    if enabled is None:
+        enabled = (total or 0) >= 16
+    return tqdm(total=total, desc=description, disable=not enabled)
+
+
 @dataclass
 class _Progress:
     """A per-call progress bar over the queries, advanced by `postprocess` (which sees every query once)."""
@@ -200,8 +207,7 @@ class _Progress:
 
     def advance(self):
         if self.bar is None:
-            enabled = self.enabled if self.enabled is not None else (self.total or 0) >= 16
-            self.bar = tqdm(total=self.total, desc=self.description, disable=not enabled)
+            self.bar = _progress_bar(self.total, self.enabled, self.description)
         self.bar.update(1)
         self.done += 1
         if self.total is not None and self.done >= self.total:
@@ -436,11 +442,6 @@ class _LLMCodecPipelineBase(Pipeline):
                 f"The {what} needs {length} tokens but the LM's context is {limit}: use shorter or fewer clips, fewer "
                 "demonstrations or repeats, or a smaller `max_audio_seconds`."
             )
-
-    def _progress(self, total, enabled, description):
-        if enabled is None:
-            enabled = total >= 16
-        return tqdm(total=total, desc=description, disable=not enabled)
 
 
 @dataclass
@@ -696,7 +697,7 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
         prefix_cache, _ = self.prefix_cache(prefix_ids)
         prefix_len = len(prefix_ids)
         scores = np.zeros((len(query_ids), len(labels)))
-        bar = self._progress(len(query_ids), progress, "scoring queries")
+        bar = _progress_bar(len(query_ids), progress, "scoring queries")
         for start in range(0, len(query_ids), batch_size):
             suffixes = [self.query_suffix(q) for q in query_ids[start : start + batch_size]]
             scores[start : start + len(suffixes)] = self._score_batch(
@@ -776,7 +777,7 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
     def embed_ids(self, id_lists, batch_size=8, progress=None) -> torch.Tensor:
         """Mean last-layer hidden state of each id list (the clip's audio tokens alone), `(n, hidden)` float32."""
         embeddings = []
-        bar = self._progress(len(id_lists), progress, "embedding clips")
+        bar = _progress_bar(len(id_lists), progress, "embedding clips")
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         for start in range(0, len(id_lists), batch_size):
             group = [self.bos_ids + list(ids) for ids in id_lists[start : start + batch_size]]
