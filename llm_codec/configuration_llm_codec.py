@@ -5,6 +5,8 @@ import math
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+SEMANTIC_TEACHERS = ("resemblyzer",)
+
 
 @strict
 class LLMCodecConfig(PreTrainedConfig):
@@ -40,6 +42,13 @@ class LLMCodecConfig(PreTrainedConfig):
             entry when the layer uses a subset of the vocabulary (`None`: code == token id).
         commitment_loss_weight (`float`, defaults to 0.25): weight of the commitment loss in `loss`.
         codebook_loss_weight (`float`, defaults to 1.0): weight of the codebook loss in `loss`.
+        semantic_teacher (`str`, *optional*): compute the layer-1 codes from a frozen teacher instead of the
+            latent (SemantiCodec's way of making the first tokens semantic): `"resemblyzer"` embeds a 1.6 s window
+            of audio at every layer-1 position with the Resemblyzer voice encoder (`llm_codec.voice_encoder`) and
+            writes the nearest of `semantic_clusters` centroids as its word. Layers 2-3 then quantize what that
+            layer leaves of the latent, and the decoder is unchanged. `None` (default): the paper's layer 1.
+        semantic_clusters (`int`, defaults to 16): number of teacher centroids, each written as one layer-1 word
+            (centroids and words are fitted by `llm_codec.training.fit_semantic_layer1`).
     """
 
     model_type = "llm_codec"
@@ -66,6 +75,8 @@ class LLMCodecConfig(PreTrainedConfig):
     layer_token_ids: list | None = None
     commitment_loss_weight: float = 0.25
     codebook_loss_weight: float = 1.0
+    semantic_teacher: str | None = None
+    semantic_clusters: int = 16
 
     def __post_init__(self, **kwargs):
         for name in ("encoder_rates", "decoder_rates", "vq_strides", "codebook_sizes"):
@@ -100,6 +111,23 @@ class LLMCodecConfig(PreTrainedConfig):
                     raise ValueError(
                         f"The {name} attention width ({dim}) is not a multiple of `attn_head_dim` ({self.attn_head_dim})."
                     )
+        if self.semantic_teacher is not None:
+            if self.semantic_teacher not in SEMANTIC_TEACHERS:
+                raise ValueError(
+                    f"Unknown `semantic_teacher` {self.semantic_teacher!r}: use one of {SEMANTIC_TEACHERS} or None."
+                )
+            if not 2 <= self.semantic_clusters <= self.codebook_sizes[0]:
+                raise ValueError(
+                    f"`semantic_clusters` ({self.semantic_clusters}) must be between 2 and the layer-1 codebook size "
+                    f"({self.codebook_sizes[0]}): each centroid is written as one layer-1 word."
+                )
+            step = self.hop_length * self.vq_strides[0]
+            if self.sample_rate != 16000 or step % 160:
+                raise ValueError(
+                    f"`semantic_teacher` {self.semantic_teacher!r} reads 16 kHz audio in 10 ms frames: it needs "
+                    f"sample_rate 16000 (got {self.sample_rate}) and a layer-1 step (hop_length * vq_strides[0] = "
+                    f"{step} samples) that is a multiple of 160."
+                )
         if self.layer1_words is not None and len(self.layer1_words) != self.codebook_sizes[0]:
             raise ValueError(
                 f"`layer1_words` has {len(self.layer1_words)} words but the layer-1 codebook has "

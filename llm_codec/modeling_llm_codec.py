@@ -29,6 +29,17 @@ from .configuration_llm_codec import LLMCodecConfig
 from .feature_extraction_llm_codec import LLMCodecFeatureExtractor
 from .model_card import build_model_card
 from .pipeline_llm_codec import custom_pipelines  # relative, so save_pretrained copies the pipeline code too
+from .voice_encoder import (
+    RESEMBLYZER_HOP_LENGTH,
+    RESEMBLYZER_MIN_COVERAGE,
+    RESEMBLYZER_SAMPLE_RATE,
+    RESEMBLYZER_TARGET_DBFS,
+    ResemblyzerMel,
+    ResemblyzerVoiceEncoder,
+    load_resemblyzer_state_dict,
+    normalize_volume,
+    resemblyzer_partial_slices,
+)
 
 
 @dataclass
@@ -473,15 +484,21 @@ class LLMCodecVectorQuantize(nn.Module):
             return self.codebook_proj(rows).transpose(1, 2)
         return self.out_proj(rows.transpose(1, 2))
 
-    def forward(self, residual: torch.Tensor):
+    def forward(self, residual: torch.Tensor, codes: torch.LongTensor | None = None):
         """
         `residual`: (batch, latent_dim, frames), frames a multiple of `stride` ->
         `(quantized (batch, latent_dim, frames), codes (batch, frames / stride), commitment_loss, codebook_loss)`.
         The quantized output carries the straight-through gradient; the losses are per item, shape (batch,).
+        `codes` (batch, frames / stride), *optional*: use these entries instead of the nearest ones (a
+        teacher-computed layer); the losses then train the projection and the encoder towards them.
         """
         pooled = F.avg_pool1d(residual, self.stride, self.stride) if self.stride > 1 else residual
         search_input = pooled if self.use_cblinear else self.in_proj(pooled)
-        codes = self.lookup(search_input)
+        if codes is None:
+            codes = self.lookup(search_input)
+        elif tuple(codes.shape) != (pooled.shape[0], pooled.shape[-1]):
+            raise ValueError(f"Given codes of shape {tuple(codes.shape)} for {pooled.shape[-1]} pooled frames of a "
+                             f"batch of {pooled.shape[0]}.")
         if self.use_cblinear:
             quantized = self.codebook_proj(F.embedding(codes, self.codebook).to(pooled.dtype)).transpose(1, 2)
         else:
@@ -505,18 +522,20 @@ class LLMCodecResidualVectorQuantizer(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(LLMCodecVectorQuantize(config, k) for k in range(len(config.vq_strides)))
 
-    def forward(self, latents: torch.Tensor):
+    def forward(self, latents: torch.Tensor, first_codes: torch.LongTensor | None = None):
         """
         `latents`: (batch, latent_dim, frames) -> `(quantized (batch, latent_dim, frames), codes (tuple of
         (batch, frames / stride_k)), commitment_loss, codebook_loss, per_layer_quantized)`; the per-layer quantized
         tensors (a list, each (batch, latent_dim, frames)) are returned in training mode only, else an empty list.
+        `first_codes` (batch, frames / stride_1), *optional*: layer-1 codes computed elsewhere (a semantic
+        teacher); the other layers quantize what those leave.
         """
         quantized = torch.zeros_like(latents)
         residual = latents
         codes, per_layer = [], []
         commitment_loss = codebook_loss = None
-        for layer in self.layers:
-            layer_quantized, layer_codes, commit, cb = layer(residual)
+        for k, layer in enumerate(self.layers):
+            layer_quantized, layer_codes, commit, cb = layer(residual, first_codes if k == 0 else None)
             quantized = quantized + layer_quantized
             residual = residual - layer_quantized
             codes.append(layer_codes)
@@ -534,6 +553,89 @@ class LLMCodecResidualVectorQuantizer(nn.Module):
             vectors = layer.embed(layer_codes, dtype=dtype).repeat_interleave(layer.stride, dim=-1)
             quantized = vectors if quantized is None else quantized + vectors
         return quantized
+
+
+class LLMCodecSemanticLayer1(nn.Module):
+    """
+    Layer-1 codes computed from a frozen teacher (`config.semantic_teacher="resemblyzer"`): at every layer-1
+    position t (one per `hop_length * vq_strides[0]` samples, 120 ms by default) the Resemblyzer voice encoder embeds
+    the 1.6 s window of audio that starts there (Resemblyzer's partial-utterance rule with that step: a clip shorter
+    than 1.6 s is one zero-padded window, positions past the last window that fits reuse it), the nearest of
+    `semantic_clusters` centroids (cosine) is chosen, and its layer-1 word is the code. The words therefore vary
+    slowly, with who or what is heard rather than with the waveform, and a frozen LM can match them in context.
+
+    The clip is first raised to -30 dBFS if quieter (the package's rule), over its own samples only, so an item of a
+    padded batch gets the codes it gets alone. Everything here is frozen: `voice_encoder` (the network of
+    `Resemblyzer` 0.1.4, loaded by `load_teacher_weights`), `centroids` `(clusters, 256)` and `word_codes`
+    `(clusters,)` (indices into the layer-1 codebook), fitted by `llm_codec.training.fit_semantic_layer1`.
+    """
+
+    def __init__(self, config: LLMCodecConfig):
+        super().__init__()
+        self.step_frames = config.hop_length * config.vq_strides[0] // RESEMBLYZER_HOP_LENGTH
+        self.rate = RESEMBLYZER_SAMPLE_RATE / (RESEMBLYZER_HOP_LENGTH * self.step_frames)  # windows per second
+        self.mel = ResemblyzerMel()
+        self.voice_encoder = ResemblyzerVoiceEncoder()
+        dim = self.voice_encoder.linear.out_features
+        self.register_buffer("centroids", torch.zeros(config.semantic_clusters, dim))
+        self.register_buffer("word_codes", torch.zeros(config.semantic_clusters, dtype=torch.long))
+        self.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        """The teacher stays in eval mode."""
+        return super().train(False)
+
+    def load_teacher_weights(self, path: str | os.PathLike | None = None):
+        """Loads the voice encoder's weights from the installed `Resemblyzer` 0.1.4 package (or a `pretrained.pt` path; sha256-checked)."""
+        state = load_resemblyzer_state_dict(path)
+        device = self.centroids.device
+        self.voice_encoder.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)
+        self.requires_grad_(False)
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether centroids have been fitted (an unfitted layer has all-zero centroids)."""
+        return bool(self.centroids.abs().sum() > 0)
+
+    @torch.no_grad()
+    def window_embeddings(self, audio: torch.Tensor, positions: int | None = None) -> torch.Tensor:
+        """
+        `audio`: (samples,) one clip at 16 kHz, without padding -> `(positions, dim)` unit vectors: the embedding of
+        the window starting at each layer-1 position (the last window that fits for later positions); without
+        `positions`, `(windows, dim)`: each window once.
+        """
+        with torch.autocast(audio.device.type, enabled=False):
+            dtype = self.voice_encoder.linear.weight.dtype
+            audio = normalize_volume(audio.float()[None], RESEMBLYZER_TARGET_DBFS, "increase")
+            slices = resemblyzer_partial_slices(audio.shape[-1], self.rate, RESEMBLYZER_MIN_COVERAGE)
+            end = slices[-1][1] * RESEMBLYZER_HOP_LENGTH
+            audio = F.pad(audio, (0, max(0, end - audio.shape[-1])))
+            mel = self.mel(audio)[0]  # (frames, 40)
+            windows = torch.stack([mel[start:stop] for start, stop in slices]).to(dtype)
+            embeddings = self.voice_encoder(windows).float()  # (windows, dim)
+        if positions is None:
+            return embeddings
+        index = torch.arange(positions, device=embeddings.device).clamp(max=len(slices) - 1)
+        return embeddings[index]
+
+    @torch.no_grad()
+    def forward(self, input_values: torch.Tensor, audio_lengths: torch.LongTensor, positions: int) -> torch.LongTensor:
+        """
+        `input_values` (batch, 1, samples), `audio_lengths` (batch,) real samples per item, `positions` layer-1
+        codes per item -> layer-1 codes `(batch, positions)`.
+        """
+        if not self.is_fitted:
+            raise RuntimeError(
+                "This codec computes layer 1 with a semantic teacher whose centroids were never fitted (all zero). "
+                "Fit them with llm_codec.training.fit_semantic_layer1(codec, clips), or train with a config that "
+                "sets `semantic_teacher` (the trainer fits them first)."
+            )
+        codes = torch.empty(input_values.shape[0], positions, dtype=torch.long, device=input_values.device)
+        centroids = F.normalize(self.centroids.float(), dim=-1)
+        for b, length in enumerate(audio_lengths.tolist()):
+            embeddings = self.window_embeddings(input_values[b, 0, :length], positions)
+            codes[b] = self.word_codes[(embeddings @ centroids.T).argmax(dim=1)]
+        return codes
 
 
 class LLMCodecPreTrainedModel(PreTrainedModel):
@@ -560,6 +662,10 @@ class LLMCodecPreTrainedModel(PreTrainedModel):
             init.ones_(module.alpha)
         elif isinstance(module, LLMCodecVectorQuantize):
             init.normal_(module.codebook, std=0.02)
+        elif isinstance(module, ResemblyzerMel):  # constant, not saved: refilled after a meta-device load
+            filters, window = module.constant_buffers()
+            init.copy_(module.filters, filters)
+            init.copy_(module.window, window)
 
     def save_pretrained(self, save_directory, *args, model_card_sections: dict[str, str] | None = None,
                         push_to_hub: bool = False, **kwargs):
@@ -621,6 +727,8 @@ class LLMCodecPreTrainedModel(PreTrainedModel):
         naming the tensors, instead of loading a codec that silently decodes noise.
         """
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        if getattr(model, "semantic", None) is not None:
+            model.semantic.requires_grad_(False)  # the loader makes loaded tensors trainable; the teacher is frozen
         problems = []
         if info.get("missing_keys"):
             problems.append(f"missing weights {sorted(info['missing_keys'])[:5]}")
@@ -677,6 +785,7 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
         self.encoder = LLMCodecEncoder(config)
         self.quantizer = LLMCodecResidualVectorQuantizer(config)
         self.decoder = LLMCodecDecoder(config)
+        self.semantic = LLMCodecSemanticLayer1(config) if config.semantic_teacher else None
         self.post_init()
 
     @classmethod
@@ -690,7 +799,7 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
         each the mean of its sub-word embeddings. `lm_or_path`: a loaded LM (with `tokenizer`), a local folder, or
         `None` for the offline default LM. The LM's name and vocabulary fingerprint are recorded in the config.
         """
-        return build_codec_from_language_model(
+        codec = build_codec_from_language_model(
             lm_or_path,
             tokenizer=tokenizer,
             word_list=word_list,
@@ -699,6 +808,9 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
             model_class=cls,
             **config_kwargs,
         )
+        if codec.semantic is not None:
+            codec.semantic.load_teacher_weights()
+        return codec
 
     # ----------------------------------------------------------------------------------------------------- helpers
 
@@ -806,6 +918,27 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
 
     # ------------------------------------------------------------------------------------------------ public API
 
+    def semantic_codes(self, input_values: torch.Tensor, audio_lengths: torch.LongTensor | None = None,
+                       frames: int | None = None) -> torch.LongTensor | None:
+        """
+        The teacher-computed layer-1 codes of a codec with `config.semantic_teacher`, else `None`.
+
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch, 1, samples)`): 16 kHz audio.
+            audio_lengths (`torch.LongTensor` of shape `(batch,)`, *optional*): real samples per item (default: all).
+            frames (`int`, *optional*): latent frames to cover (default: those of the padded input).
+
+        Returns:
+            `torch.LongTensor` of shape `(batch, frames / vq_strides[0])`, or `None` for the paper's layer 1.
+        """
+        if self.semantic is None:
+            return None
+        if audio_lengths is None:
+            audio_lengths = torch.full((input_values.shape[0],), input_values.shape[-1], dtype=torch.long)
+        if frames is None:
+            frames = int(self._padded_lengths(audio_lengths).max()) // self.config.hop_length
+        return self.semantic(input_values, audio_lengths, frames // self.config.vq_strides[0])
+
     def encode(
         self,
         input_values: torch.Tensor,
@@ -837,7 +970,8 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
             input_values = input_values * padding_mask[:, None, :].to(input_values.dtype)
         input_values = input_values.to(self.dtype)
         latents = self._encode_batch_latents(input_values, audio_lengths, progress=progress)
-        quantized, codes, commitment_loss, codebook_loss, _ = self.quantizer(latents)
+        first_codes = self.semantic_codes(input_values, audio_lengths, latents.shape[-1])
+        quantized, codes, commitment_loss, codebook_loss, _ = self.quantizer(latents, first_codes=first_codes)
         codes_lengths = self._codes_lengths(audio_lengths)
         if not return_dict:
             return (codes, codes_lengths, audio_lengths, quantized, commitment_loss, codebook_loss)

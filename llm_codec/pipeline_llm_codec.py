@@ -52,7 +52,7 @@ from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
 from .audio_io import load_audio
 from .language_model import adds_bos_token, load_language_model
-from .processing_llm_codec import LLMCodecProcessor, check_collapse_repeats
+from .processing_llm_codec import LLMCodecProcessor, resolve_collapse_repeats
 
 logger = logging.getLogger(__name__)
 
@@ -505,7 +505,8 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
             collapse_repeats: write each run of consecutive equal layer-1 words once (`a b b b c c` -> `a b c`), in
                 the demonstrations and the queries alike (and in what `method="embedding"` embeds). Needs
                 `layers=(0,)`. It helps a codec whose layer 1 holds few, slowly varying words per clip: the prompt
-                is shorter and a word held over many codes counts once. Default `False` (every word written).
+                is shorter and a word held over many codes counts once. Default `None`: `True` for a codec whose
+                layer 1 is teacher-computed (`config.semantic_teacher`) and `layers=(0,)`, else `False`.
             length_normalize: score labels by mean (True) or summed (False) token log-probability.
             batch_size: queries per codec and LM pass (default: the pipeline's, 8); also the demonstrations per codec
                 pass.
@@ -549,7 +550,7 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
         progress=None,
         num_queries=None,
         batch_size=8,
-        collapse_repeats=False,
+        collapse_repeats=None,
     ) -> ClassificationContext:
         """
         Checks a call's arguments (before any work), then does the work all its queries share: encodes the
@@ -576,9 +577,7 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
             raise ValueError(f"Demonstration labels {sorted(unknown)} are not among candidate_labels {labels}.")
         if method not in ("icl", "embedding"):
             raise ValueError(f"method must be 'icl' or 'embedding', got {method!r}.")
-        if not isinstance(collapse_repeats, (bool, np.bool_)):
-            raise ValueError(f"collapse_repeats must be True or False, got {collapse_repeats!r}.")
-        check_collapse_repeats(collapse_repeats, layers)
+        collapse_repeats = resolve_collapse_repeats(collapse_repeats, self.model.config, layers)
         demo_labels = [l for _, l in demonstrations]
         if method == "embedding":
             missing = [label for label in labels if label not in demo_labels]
@@ -589,11 +588,11 @@ class AudioFewShotClassificationPipeline(_LLMCodecPipelineBase):
 
         demo_codes = self.encode_audio([a for a, _ in demonstrations], sampling_rate, batch_size)
         demo_ids = [
-            self.codec_processor.codes_to_ids(c, layers=layers, collapse_repeats=bool(collapse_repeats))[0]
+            self.codec_processor.codes_to_ids(c, layers=layers, collapse_repeats=collapse_repeats)[0]
             for c in demo_codes
         ]
         context = ClassificationContext(
-            labels=labels, layers=layers, method=method, collapse_repeats=bool(collapse_repeats),
+            labels=labels, layers=layers, method=method, collapse_repeats=collapse_repeats,
             length_normalize=length_normalize, top_k=top_k,
             progress=_Progress(num_queries, progress, "classifying queries"),
         )

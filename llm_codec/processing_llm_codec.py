@@ -64,6 +64,20 @@ def check_collapse_repeats(collapse_repeats: bool, layers=(0,), format: str = "u
         )
 
 
+def resolve_collapse_repeats(collapse_repeats: bool | None, config=None, layers=(0,)) -> bool:
+    """
+    The `collapse_repeats` a few-shot prompt uses: `None` (the default) means `True` for a codec whose layer 1 is
+    computed by a teacher (`config.semantic_teacher`: its words repeat for as long as the sound stays the same) when
+    layer 1 alone is written, else `False`; `True` / `False` are checked (`check_collapse_repeats`) and kept.
+    """
+    if collapse_repeats is None:
+        return getattr(config, "semantic_teacher", None) is not None and tuple(layers) == (0,)
+    if not isinstance(collapse_repeats, (bool, np.bool_)):
+        raise ValueError(f"collapse_repeats must be True, False or None (automatic), got {collapse_repeats!r}.")
+    check_collapse_repeats(bool(collapse_repeats), layers)
+    return bool(collapse_repeats)
+
+
 class LLMCodecProcessor(ProcessorMixin):
     """
     Wraps an [`LLMCodecFeatureExtractor`] (audio -> `input_values`, `padding_mask`) and the tokenizer of the LLM
@@ -473,4 +487,11 @@ class LLMCodecProcessor(ProcessorMixin):
         return tuple(codes)
 
 
-__all__ = ["AUDIO_FORMATS", "CodeSequenceError", "LLMCodecProcessor", "UntokenizableWordError", "check_collapse_repeats"]
+__all__ = [
+    "AUDIO_FORMATS",
+    "CodeSequenceError",
+    "LLMCodecProcessor",
+    "UntokenizableWordError",
+    "check_collapse_repeats",
+    "resolve_collapse_repeats",
+]

@@ -77,6 +77,11 @@ def refine_codes(
             f"`frozen_layers` must be an integer in 0..{num_layers - 1} (at least one layer must be refined), "
             f"got {frozen_layers!r}."
         )
+    if frozen_layers == 0 and codec.semantic is not None:
+        raise ValueError(
+            "This codec computes layer 1 with a semantic teacher (`config.semantic_teacher`): its codes are the "
+            "teacher's words, not a fit to the audio, so they cannot be refined. Use frozen_layers >= 1."
+        )
     if chunk_s is not None and (isinstance(chunk_s, bool) or not isinstance(chunk_s, (int, float)) or not chunk_s > 0):
         raise ValueError(f"`chunk_s` must be a positive number of seconds or None, got {chunk_s!r}.")
     if torch.is_inference_mode_enabled():

@@ -457,19 +457,19 @@ def test_cli_collapse_repeats_reaches_the_prompts_and_the_results(saved_models, 
     monkeypatch.setattr(AudioFewShotClassificationPipeline, "build_context",
                         lambda self, *a, **k: seen["context"].append(k["collapse_repeats"]) or build(self, *a, **k))
     models = ["--model", str(codec), "--lm", str(lm), "--device", "cpu"]
-    for flag in ([], ["--collapse-repeats"]):
-        out = tmp_path / f"fewshot{len(flag)}"
+    for flag, expected in (([], False), (["--collapse-repeats"], True), (["--no-collapse-repeats"], False)):
+        out = tmp_path / f"fewshot{len(flag[0]) if flag else 0}"
         assert cli_main(["evaluate", "fewshot", "--data", str(tone_data["task"]), "--episodes", "2", "--methods",
                          "icl", "--output", str(out), "--no-progress", *models, *flag]) == 0
         rows = json.loads((out / "results.json").read_text())["results"]
-        assert [r["collapse_repeats"] for r in rows] == [bool(flag)]
-        assert ("repeated layer-1 words collapsed" in (out / "results.md").read_text()) == bool(flag)
-        report = tmp_path / f"classify{len(flag)}.json"
+        assert [r["collapse_repeats"] for r in rows] == [expected]  # the default resolves to off for this codec
+        assert ("repeated layer-1 words collapsed" in (out / "results.md").read_text()) == expected
+        report = tmp_path / f"classify{len(flag[0]) if flag else 0}.json"
         assert cli_main(["classify", "--demos", str(tone_data["plain"]), "--queries", str(tone_data["queries"]),
                          "--output", str(report), *models, *flag]) == 0
-        assert json.loads(report.read_text())["collapse_repeats"] is bool(flag)
-    assert seen["evaluate"] == [False, True]
-    assert seen["context"] == [False, True]  # classify's call of the pipeline (evaluate scores through the harness)
+        assert json.loads(report.read_text())["collapse_repeats"] is expected
+    assert seen["evaluate"] == [None, True, False]  # None: automatic (on only for a teacher-computed layer 1)
+    assert seen["context"] == [None, True, False]  # classify's call of the pipeline (evaluate scores through the harness)
 
 
 def test_cli_evaluate_fewshot_logmel_loads_no_model(tone_data, tmp_path, capsys, monkeypatch):

@@ -402,3 +402,27 @@ def test_memory_settings_are_not_saved(tiny_model, tmp_path):
     assert "chunk_s" not in saved and "context_s" not in saved
     assert LLMCodecModel.from_pretrained(tmp_path).decode_chunk_s == 30.0
     tiny_model.decode_chunk_s = 30.0
+
+
+def test_a_reloaded_semantic_codec_refills_the_teachers_constant_buffers(tmp_path):
+    """The voice encoder's mel filters and window are not saved (non-persistent); transformers' loader builds the
+    model on the meta device, so `_init_weights` must refill them, or every window embeds garbage (NaN)."""
+    from llm_codec.voice_encoder import ResemblyzerMel
+
+    torch.manual_seed(0)
+    config = LLMCodecConfig(encoder_dim=8, latent_dim=None, decoder_dim=64, codebook_sizes=[50, 40, 40],
+                            codebook_dim=16, attn_head_dim=16, semantic_teacher="resemblyzer", semantic_clusters=4)
+    model = LLMCodecModel(config).eval()
+    model.semantic.centroids.copy_(F.normalize(torch.randn(4, 256), dim=-1))
+    model.semantic.word_codes.copy_(torch.tensor([3, 7, 11, 13]))
+    model.save_pretrained(tmp_path)
+    loaded = LLMCodecModel.from_pretrained(tmp_path).eval()
+    reference = ResemblyzerMel()
+    assert torch.equal(loaded.semantic.mel.filters, reference.filters)
+    assert torch.equal(loaded.semantic.mel.window, reference.window)
+    audio = torch.from_numpy(np.random.default_rng(0).standard_normal(40000).astype(np.float32) * 0.1)
+    expected = model.semantic.window_embeddings(audio)
+    assert torch.isfinite(expected).all()
+    torch.testing.assert_close(loaded.semantic.window_embeddings(audio), expected)
+    assert torch.equal(loaded.encode(audio[None, None]).audio_codes[0], model.encode(audio[None, None]).audio_codes[0])
+    assert not any(p.requires_grad for p in loaded.semantic.parameters())

@@ -315,6 +315,32 @@ def test_collapse_repeats_prompts_each_run_of_layer1_words_once(setup, audio_for
         classify_pipe(setup, collapse_repeats=True)
 
 
+def test_collapse_repeats_is_on_by_default_for_a_teacher_computed_layer1(setup, monkeypatch):
+    from llm_codec.modeling_llm_codec import LLMCodecSemanticLayer1
+    from llm_codec.training import fit_semantic_layer1
+
+    _, lm, tokenizer, _ = setup
+    # hop 160 and layer-1 stride 4: one teacher window step (4 mel frames) per layer-1 code; random teacher weights
+    monkeypatch.setattr(LLMCodecSemanticLayer1, "load_teacher_weights", lambda self, path=None: None)
+    torch.manual_seed(1)
+    codec = LLMCodecModel.from_language_model(
+        lm, tokenizer, word_list=WORDS, encoder_dim=8, encoder_rates=[4, 5, 8], latent_dim=None, decoder_dim=64,
+        decoder_rates=[8, 5, 4], attn_window_size=2, attn_head_dim=16, semantic_teacher="resemblyzer",
+        semantic_clusters=3,
+    ).eval()
+    fit_semantic_layer1(codec, clips(6, 5, length=16000), progress=False)
+    pipe = pipeline("audio-few-shot-classification", model=codec, language_model=lm, tokenizer=tokenizer, device="cpu")
+    demos = list(zip(clips(2, 0, length=8000), ["w50", "w60"]))
+    words = pipe.encode_audio([demos[0][0]], 16000)[0][0]
+    assert words.shape[1] > len(torch.unique_consecutive(words[0]))  # slowly varying words: runs of repeats
+    default = pipe.build_context(demos, sampling_rate=16000)
+    assert default.collapse_repeats is True
+    assert default.prefix_ids == pipe.build_context(demos, sampling_rate=16000, collapse_repeats=True).prefix_ids
+    assert pipe.build_context(demos, sampling_rate=16000, collapse_repeats=False).collapse_repeats is False
+    assert pipe.build_context(demos, sampling_rate=16000, layers=(0, 1)).collapse_repeats is False
+    assert classify_pipe(setup).build_context(demos, sampling_rate=16000).collapse_repeats is False  # paper's layer 1
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -330,7 +356,7 @@ def test_collapse_repeats_prompts_each_run_of_layer1_words_once(setup, audio_for
         (dict(n_repeats=1.5), "n_repeats must be an integer >= 1"),
         (dict(batch_size=0), "batch_size must be an integer >= 1"),
         (dict(collapse_repeats=True, layers=(0, 1)), "collapse_repeats=True needs layers=\\(0,\\)"),
-        (dict(collapse_repeats="yes"), "collapse_repeats must be True or False"),
+        (dict(collapse_repeats="yes"), "collapse_repeats must be True, False or None"),
     ],
 )
 def test_classification_arguments_are_checked_before_any_work(setup, kwargs, message):

@@ -948,7 +948,7 @@ def synthetic_voice(f0: float, formants, seconds: float = 2.0, seed: int = 0) ->
 
 
 def test_resemblyzer_partial_slices_follow_the_packages_rule():
-    from llm_codec.training.teachers import resemblyzer_partial_slices
+    from llm_codec.voice_encoder import resemblyzer_partial_slices
 
     assert resemblyzer_partial_slices(4000) == [(0, 160)]  # shorter than one partial: one, zero-padded
     assert resemblyzer_partial_slices(48000) == [(0, 160), (77, 237), (154, 314)]  # a step of 77 frames (1.3 / s)
@@ -961,12 +961,13 @@ def test_resemblyzer_partial_slices_follow_the_packages_rule():
 def test_missing_resemblyzer_names_the_pip_command(monkeypatch):
     import importlib.metadata
 
+    from llm_codec import voice_encoder
     from llm_codec.training import teachers
 
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(teachers.importlib.metadata, "distribution", missing)
+    monkeypatch.setattr(voice_encoder.importlib.metadata, "distribution", missing)
     with pytest.raises(teachers.TeacherUnavailable, match=r"pip install --no-deps Resemblyzer==0\.1\.4"):
         teachers.load_teacher("resemblyzer")
 
@@ -975,14 +976,13 @@ def test_missing_resemblyzer_names_the_pip_command(monkeypatch):
 def test_resemblyzer_weights_are_pinned_and_load_strictly(tmp_path):
     import shutil
 
-    from llm_codec.training.teachers import (
+    from llm_codec.training.teachers import ResemblyzerSpeakerTeacher, load_teacher
+    from llm_codec.voice_encoder import (
         RESEMBLYZER_SHA256,
-        ResemblyzerSpeakerTeacher,
         ResemblyzerVoiceEncoder,
         file_sha256,
         find_resemblyzer_weights,
         load_resemblyzer_state_dict,
-        load_teacher,
     )
 
     path = find_resemblyzer_weights()

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from llm_codec.evaluation.fewshot import ClipPool, load_pool, prototype_scores, sample_episodes
 from llm_codec.evaluation.metrics import load_metric
 from llm_codec.evaluation.reference import logmel_statistics
-from llm_codec.training.teachers import RESEMBLYZER_SHA256, ResemblyzerSpeakerTeacher, WhisperTeacher
+from llm_codec.training.teachers import ResemblyzerSpeakerTeacher, WhisperTeacher
+from llm_codec.voice_encoder import RESEMBLYZER_SHA256
 
 TASKS = {"instrument": None, "drum_type": "kit", "language_id": None, "speaker_id": None}  # task -> group key
 METHODS = ("resemblyzer", "resemblyzer, both ways to -30 dBFS", "whisper mean", "whisper mean + resemblyzer", "logmel")

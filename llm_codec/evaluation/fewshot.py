@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from ..audio_io import AUDIO_EXTENSIONS, HFAudioColumn, audio_files_under, read_audio
 from ..extras import missing_extra
 from ..pipeline_llm_codec import Prompt
-from ..processing_llm_codec import check_collapse_repeats
+from ..processing_llm_codec import resolve_collapse_repeats
 from .metrics import load_metric
 from .reference import REFERENCE_SAMPLE_RATE, logmel_statistics
 
@@ -389,12 +389,13 @@ class FewShotEvaluator:
     """
 
     def __init__(self, classifier, pool: ClipPool, layers=(0,), length_normalize: bool = True, batch_size: int = 8,
-                 progress: bool | None = None, collapse_repeats: bool = False):
+                 progress: bool | None = None, collapse_repeats: bool | None = None):
         self.classifier = classifier
         self.pool = pool
         self.layers = tuple(layers)
-        check_collapse_repeats(collapse_repeats, self.layers)
-        self.collapse_repeats = bool(collapse_repeats)  # fixed for the evaluator's life: `_ids` caches its ids
+        config = getattr(getattr(classifier, "model", None), "config", None)
+        # fixed for the evaluator's life: `_ids` caches its ids
+        self.collapse_repeats = resolve_collapse_repeats(collapse_repeats, config, self.layers)
         self.length_normalize = length_normalize
         self.batch_size = batch_size
         self.progress = progress
@@ -621,7 +622,7 @@ def evaluate_fewshot(
     layers=(0,),
     batch_size: int = 8,
     progress: bool | None = True,
-    collapse_repeats: bool = False,
+    collapse_repeats: bool | None = None,
 ) -> list[FewShotResult]:
     """
     Few-shot classification accuracy of a codec + LM pair on a labelled clip pool.
@@ -640,8 +641,9 @@ def evaluate_fewshot(
         task: name in the results (default: the pool's name). layers: codec layers in the prompt (default layer 1).
         progress: a tqdm bar over the episodes of each setting.
         collapse_repeats: write each run of consecutive equal layer-1 words once in the prompts (demonstrations and
-            queries, and what the embedding method embeds; needs `layers=(0,)`; see the pipeline). Recorded in each
-            result and in `results.md`. The "codes" method keeps the histograms of all codes.
+            queries, and what the embedding method embeds; needs `layers=(0,)`; see the pipeline). `None`
+            (default): `True` for a codec whose layer 1 is teacher-computed, else `False`. Recorded in each result
+            and in `results.md`. The "codes" method keeps the histograms of all codes.
 
     Returns:
         `list[FewShotResult]`, one per (setting, method), in that order.
@@ -697,7 +699,7 @@ def evaluate_fewshot(
                     per_class_accuracy=_per_class(predictions[method], references, labels),
                     confusion_labels=labels, confusion=_confusion(predictions[method], references, labels),
                     episode_accuracy=per_episode[method], seconds=seconds[method], encode_seconds=encode_seconds,
-                    excluded_classes=dict(excluded), collapse_repeats=bool(collapse_repeats),
+                    excluded_classes=dict(excluded), collapse_repeats=evaluator.collapse_repeats,
                 )
             )
     return results

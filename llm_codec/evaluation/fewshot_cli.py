@@ -28,6 +28,7 @@ from ..audio_io import (
 )
 from ..default_model import load_default_codec
 from ..language_model import find_offline_language_model, load_language_model
+from ..processing_llm_codec import resolve_collapse_repeats
 from .codec_cli import load_pretrained_codec
 from .fewshot import (
     LM_METHODS,
@@ -51,7 +52,8 @@ _MODEL_HELP = (
 
 _COLLAPSE_HELP = (
     "write each run of consecutive equal layer-1 words once in the prompt (a b b b c c -> a b c), demonstrations "
-    "and queries alike: for codecs whose layer 1 holds few, slowly varying words per clip"
+    "and queries alike: for codecs whose layer 1 holds few, slowly varying words per clip (default: on for a codec "
+    "whose layer 1 is teacher-computed, off otherwise)"
 )
 
 
@@ -169,7 +171,8 @@ def cmd_classify(args) -> int:
         print(f"  {path}: {ranked}{mark}")
         correct += truth is not None and ranking[0]["label"] == truth
         report.append({"path": path, "label": truth, "ranking": ranking})
-    summary = {"method": method, "collapse_repeats": args.collapse_repeats,
+    collapse = resolve_collapse_repeats(args.collapse_repeats, classify.model.config)
+    summary = {"method": method, "collapse_repeats": collapse,
                "demonstrations": [{"path": demos.describe(i), "label": l} for i, l in chosen],
                "labels": labels, "queries": report}
     known = [truth for _, truth in queries if truth is not None]
@@ -321,7 +324,7 @@ def add_parsers(sub, evaluate_sub) -> None:
                           "(the first K by file name; default: all)")
     classify.add_argument("--repeats", type=int, default=1, metavar="R", help="repeat the demonstrations R times in the prompt (default 1)")
     classify.add_argument("--no-instruction", action="store_true", help="leave out the instruction line listing the labels")
-    classify.add_argument("--collapse-repeats", action="store_true", help=_COLLAPSE_HELP)
+    classify.add_argument("--collapse-repeats", action=argparse.BooleanOptionalAction, default=None, help=_COLLAPSE_HELP)
     classify.add_argument("--top-k", type=int, default=None, help="print only the best k labels per query")
     classify.add_argument("--output", default=None, metavar="JSON", help="also write the rankings to this JSON file")
     classify.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
@@ -377,7 +380,8 @@ def add_parsers(sub, evaluate_sub) -> None:
     fewshot.add_argument("--episodes", type=int, default=20, help="episodes per setting (default 20)")
     fewshot.add_argument("--repeats", type=int, default=1, metavar="R", help="repeat the demonstrations R times (default 1)")
     fewshot.add_argument("--no-instruction", action="store_true", help="leave out the instruction line")
-    fewshot.add_argument("--collapse-repeats", action="store_true", help=_COLLAPSE_HELP + "; recorded in the results")
+    fewshot.add_argument("--collapse-repeats", action=argparse.BooleanOptionalAction, default=None,
+                         help=_COLLAPSE_HELP + "; recorded in the results")
     fewshot.add_argument("--group-key", default=None, help="manifest field (e.g. kit, speaker) whose groups must not "
                          "feed both demonstrations and queries of an episode")
     fewshot.add_argument("--methods", default="icl,calibrated,embedding,codes,logmel",

@@ -23,6 +23,7 @@ from .losses import (
     feature_matching_loss,
     generator_adversarial_loss,
 )
+from .semantic_layer1 import add_semantic_layer1, choose_layer1_words, fit_semantic_layer1, spherical_kmeans
 from .teachers import (
     CallableClipTeacher,
     ClipTeacher,
@@ -61,18 +62,22 @@ __all__ = [
     "TrainingConfig",
     "WhisperEncoder",
     "WhisperTeacher",
+    "add_semantic_layer1",
     "build_codec",
+    "choose_layer1_words",
     "consistency_loss",
     "count_parameters",
     "discriminator_loss",
     "example_config_path",
     "export_codec",
     "feature_matching_loss",
+    "fit_semantic_layer1",
     "generator_adversarial_loss",
     "load_teacher",
     "make_dataloader",
     "read_ctranslate2_model",
     "resolve_sources",
     "semantic_loss",
+    "spherical_kmeans",
     "train",
 ]

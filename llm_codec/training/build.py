@@ -12,6 +12,7 @@ from ..codebooks import load_default_word_list
 from ..default_model import load_default_codec
 from ..modeling_llm_codec import LLMCodecModel
 from .config import TrainingConfig
+from .semantic_layer1 import add_semantic_layer1
 
 
 def resolve_word_list(word_list):
@@ -42,18 +43,32 @@ def build_codec(config: TrainingConfig, lm=None, tokenizer=None) -> LLMCodecMode
         codec, trained, _ = load_default_codec(lm, tokenizer)
         if not trained:
             raise FileNotFoundError("`init_from: default`: this installation ships no trained default codec.")
-        return codec.float()
-    if config.init_from:
-        return LLMCodecModel.from_pretrained(config.init_from)
-    source = lm if lm is not None else (None if config.lm in (None, "default") else config.lm)
-    return LLMCodecModel.from_language_model(
-        source,
-        tokenizer=tokenizer,
-        word_list=resolve_word_list(config.word_list),
-        max_subwords=config.max_subwords,
-        layer_subset=config.layer_subset,
-        **config.codec,
-    )
+        codec = codec.float()
+    elif config.init_from:
+        codec = LLMCodecModel.from_pretrained(config.init_from)
+    else:
+        source = lm if lm is not None else (None if config.lm in (None, "default") else config.lm)
+        semantic = dict(semantic_teacher=config.semantic_teacher, semantic_clusters=config.semantic_clusters)
+        return LLMCodecModel.from_language_model(
+            source,
+            tokenizer=tokenizer,
+            word_list=resolve_word_list(config.word_list),
+            max_subwords=config.max_subwords,
+            layer_subset=config.layer_subset,
+            **(semantic if config.semantic_teacher else {}),
+            **config.codec,
+        )
+    if config.semantic_teacher and codec.semantic is None:
+        return add_semantic_layer1(codec, config.semantic_teacher, config.semantic_clusters)
+    if config.semantic_teacher and (codec.config.semantic_teacher, codec.config.semantic_clusters) != (
+        config.semantic_teacher, config.semantic_clusters
+    ):
+        raise ValueError(
+            f"`semantic_teacher: {config.semantic_teacher}` with {config.semantic_clusters} clusters, but the codec of "
+            f"`init_from` computes layer 1 with {codec.config.semantic_teacher!r} and "
+            f"{codec.config.semantic_clusters} clusters: change the config or start from another codec."
+        )
+    return codec
 
 
 def has_weight_norm(codec: nn.Module) -> bool:

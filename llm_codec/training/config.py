@@ -91,6 +91,13 @@ class TrainingConfig:
             `llm_codec.codebooks`.
         init_from (`str`, *optional*): start from a saved codec folder instead, or "default" for the shipped default
             codec (`codec`/`lm` are then ignored).
+        semantic_teacher (`str`, *optional*): make layer 1 teacher-computed (`LLMCodecConfig.semantic_teacher`,
+            "resemblyzer"); a starting codec without it keeps all its weights (`training.add_semantic_layer1`).
+            Before the first step the centroids are fitted, if they are not yet, on `semantic_fit_clips` training
+            clips (`training.fit_semantic_layer1`); layers 2-3 and the decoder then learn around the new layer 1.
+        semantic_clusters (`int`, defaults to 16): the teacher's centroids, one layer-1 word each.
+        semantic_fit_clips (`int`, defaults to 900): training clips (first 8 s of each, drawn with `seed`) the
+            centroids are fitted on.
         trainable (`str`, defaults to "all"): "all" trains encoder, VQ projections and decoder; "decoder" fine-tunes
             only the decoder: the encoder and quantizer are frozen and run without gradient, so every clip keeps
             exactly the codes of the initial codec (codes already stored or emitted by an LM stay valid); the VQ,
@@ -160,6 +167,9 @@ class TrainingConfig:
     max_subwords: int = 2
     layer_subset: Any = None
     init_from: str | None = None
+    semantic_teacher: str | None = None
+    semantic_clusters: int = 16
+    semantic_fit_clips: int = 900
     trainable: str = "all"
     # optimisation
     max_steps: int = 100000

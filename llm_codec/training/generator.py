@@ -71,10 +71,12 @@ class CodecTrainingModule(nn.Module):
         samples = audio.shape[-1]
         if self.decoder_only:
             with torch.no_grad():
-                quantized = codec.quantizer(codec.encode_latents(audio))[0]
+                latents = codec.encode_latents(audio)
+                quantized = codec.quantizer(latents, codec.semantic_codes(audio, frames=latents.shape[-1]))[0]
             return {"audio": codec.decoder(quantized)[..., :samples]}
         latents = codec.encode_latents(audio)
-        quantized, _, commitment, codebook, per_layer = codec.quantizer(latents)
+        first_codes = codec.semantic_codes(audio, frames=latents.shape[-1])  # None unless layer 1 is teacher-computed
+        quantized, _, commitment, codebook, per_layer = codec.quantizer(latents, first_codes)
         reconstruction = codec.decoder(quantized)[..., :samples]
         out = {"audio": reconstruction}
         if commitment is not None:

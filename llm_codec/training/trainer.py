@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import numbers
+import random
 import shutil
 import time
 import warnings
@@ -51,6 +52,7 @@ from .discriminators import CodecDiscriminator
 from .export import export_codec
 from .generator import CodecTrainingModule
 from .losses import MultiScaleSTFTLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss
+from .semantic_layer1 import fit_semantic_layer1
 from .teachers import TeacherUnavailable, load_teacher
 
 logger = logging.getLogger(__name__)
@@ -543,6 +545,7 @@ class Trainer:
                 logger.warning("--resume: no checkpoint in %s, starting from scratch.", self.output_dir / CHECKPOINTS)
             else:
                 self.load_checkpoint(checkpoint)
+        self._fit_semantic_layer1()
         if self.step >= max_steps:
             logger.info("Already at step %d >= max_steps %d: nothing to do.", self.step, max_steps)
             return {}
@@ -551,6 +554,19 @@ class Trainer:
             return self._train_loop(max_steps)
         finally:
             self._end_tracking()
+
+    def _fit_semantic_layer1(self):
+        """Fits a teacher-computed layer 1 whose centroids are still unfitted (`config.semantic_fit_clips` training
+        clips drawn with the run's seed); a resumed run has them in its checkpoint already."""
+        codec = self.codec
+        if codec.semantic is None or codec.semantic.is_fitted:
+            return
+        sources = list(range(len(self.train_dataset.sources)))
+        random.Random(self.config.seed).shuffle(sources)
+        clips = [self.train_dataset.sources[i] for i in sources[: self.config.semantic_fit_clips]]
+        stats = fit_semantic_layer1(codec, clips, seed=self.config.seed, progress=self.config.progress and self.is_main)
+        logger.info("Fitted the semantic layer 1 on %d windows of %d clips: %d of %d centroids used.",
+                    stats["windows"], stats["clips"], stats["clusters_used"], codec.config.semantic_clusters)
 
     def _train_loop(self, max_steps: int) -> dict:
         """The steps of `train` from `self.step` to `max_steps`; returns the last logged training record."""

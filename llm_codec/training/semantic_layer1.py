@@ -1,0 +1,132 @@
+"""Fitting a teacher-computed first layer (`LLMCodecConfig.semantic_teacher`): the centroids its teacher's window
+embeddings are assigned to, and the layer-1 word written for each centroid.
+
+The centroids come from spherical k-means over the teacher's window embeddings of unlabelled clips (the codec's
+training audio); each centroid gets a distinct layer-1 word drawn with a fixed seed (among the words that are one
+token for a given tokenizer, when one is passed, so prompts stay short). Also: `add_semantic_layer1`, which turns a
+trained codec into one whose layer 1 is computed by the teacher (the other weights are kept; layers 2-3 and the
+decoder then need training around the new layer 1).
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..audio_io import read_audio
+from ..modeling_llm_codec import LLMCodecModel
+
+
+def spherical_kmeans(vectors: torch.Tensor, clusters: int, iterations: int = 30, seed: int = 0) -> torch.Tensor:
+    """
+    Cosine k-means.
+
+    Args:
+        vectors (`torch.FloatTensor` of shape `(n, dim)`): the points (normalised here).
+        clusters (`int`): number of centroids, at most `n`.
+        iterations (`int`, defaults to 30), seed (`int`, defaults to 0): Lloyd iterations; the initial centroids are
+            `clusters` distinct points drawn with `seed`, and an empty cluster is re-seeded with a random point.
+
+    Returns:
+        `torch.FloatTensor` of shape `(clusters, dim)`: unit centroids.
+    """
+    if not 1 <= clusters <= len(vectors):
+        raise ValueError(f"Cannot fit {clusters} centroids to {len(vectors)} vectors: give more audio or fewer clusters.")
+    generator = torch.Generator().manual_seed(seed)
+    points = F.normalize(vectors.float(), dim=-1)
+    centroids = points[torch.randperm(len(points), generator=generator)[:clusters]].clone()
+    for _ in range(iterations):
+        assign = (points @ centroids.T).argmax(1)
+        for c in range(clusters):
+            members = points[assign == c]
+            if len(members):
+                centroids[c] = members.mean(0)
+            else:
+                centroids[c] = points[torch.randint(len(points), (1,), generator=generator)][0]
+        centroids = F.normalize(centroids, dim=-1)
+    return centroids
+
+
+def choose_layer1_words(codec: LLMCodecModel, count: int, seed: int = 1, tokenizer=None) -> list[int]:
+    """
+    `count` distinct layer-1 codes (indices into `config.layer1_words`) drawn with `seed`; with a `tokenizer`, only
+    among the words it encodes (after a space) as one token. Raises `ValueError` when there are too few.
+    """
+    words = codec.config.layer1_words or [str(i) for i in range(codec.config.codebook_sizes[0])]
+    candidates = list(range(len(words)))
+    if tokenizer is not None:
+        candidates = [i for i in candidates if len(tokenizer(" " + words[i], add_special_tokens=False)["input_ids"]) == 1]
+    if len(candidates) < count:
+        raise ValueError(f"Only {len(candidates)} layer-1 words qualify, {count} are needed: use fewer clusters.")
+    return sorted(random.Random(seed).sample(candidates, count))
+
+
+@torch.no_grad()
+def fit_semantic_layer1(codec: LLMCodecModel, clips, seconds: float | None = 8.0, seed: int = 0, tokenizer=None,
+                        progress: bool = True) -> dict:
+    """
+    Fits the centroids and words of a codec whose layer 1 is teacher-computed, in place.
+
+    Args:
+        codec (`LLMCodecModel`): with `config.semantic_teacher` set and the teacher's weights loaded.
+        clips: audio sources (paths or encoded bytes, read at the codec's rate) or 1-D float arrays at 16 kHz;
+            unlabelled, ideally the kinds of audio the codec will see (speech, music, sound events).
+        seconds (`float`, *optional*, defaults to 8): read at most this much of each clip (`None`: all).
+        seed (`int`, defaults to 0): k-means seed; the words are drawn with `seed + 1`.
+        tokenizer (*optional*): prefer words that are one token for it (the LM that will read them).
+        progress (`bool`, defaults to `True`): a tqdm bar over the clips.
+
+    Returns:
+        `dict`: `windows` (embeddings fitted), `clips`, `clusters_used` (centroids that got at least one window),
+        `word_codes` (the chosen layer-1 codes).
+    """
+    if codec.semantic is None:
+        raise ValueError("This codec has no teacher-computed layer 1: build it with `semantic_teacher` set "
+                         "(or use `add_semantic_layer1`).")
+    layer = codec.semantic
+    sample_rate = codec.config.sample_rate
+    embeddings = []
+    for clip in tqdm(list(clips), desc="semantic layer 1: teacher windows", disable=not progress):
+        audio = read_audio(clip, sample_rate, seconds) if isinstance(clip, (str, bytes)) or hasattr(clip, "__fspath__") \
+            else np.asarray(clip, dtype=np.float32)[: None if seconds is None else round(seconds * sample_rate)]
+        if audio.size == 0:
+            continue
+        audio = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(layer.centroids.device)
+        embeddings.append(layer.window_embeddings(audio))
+    if not embeddings:
+        raise ValueError("No audio to fit the semantic layer on.")
+    windows = torch.cat(embeddings).cpu()
+    clusters = codec.config.semantic_clusters
+    centroids = spherical_kmeans(windows, clusters, seed=seed)
+    word_codes = choose_layer1_words(codec, clusters, seed=seed + 1, tokenizer=tokenizer)
+    layer.centroids.copy_(centroids.to(layer.centroids))
+    layer.word_codes.copy_(torch.tensor(word_codes, device=layer.word_codes.device))
+    used = int((windows @ centroids.T).argmax(1).unique().numel())
+    return dict(windows=len(windows), clips=len(embeddings), clusters_used=used, word_codes=word_codes)
+
+
+def add_semantic_layer1(codec: LLMCodecModel, teacher: str = "resemblyzer", clusters: int = 16,
+                        teacher_weights=None) -> LLMCodecModel:
+    """
+    A copy of `codec` whose layer 1 is computed by `teacher` (`LLMCodecConfig.semantic_teacher`), with every other
+    weight and buffer of `codec` and the teacher's weights loaded (from the installed package, or
+    `teacher_weights`); its centroids still have to be fitted (`fit_semantic_layer1`).
+    """
+    if codec.semantic is not None:
+        raise ValueError(f"The codec already computes layer 1 with {codec.config.semantic_teacher!r}.")
+    config = codec.config.__class__.from_dict({**codec.config.to_dict(), "semantic_teacher": teacher,
+                                               "semantic_clusters": clusters})
+    new = LLMCodecModel(config)
+    missing, unexpected = new.load_state_dict(codec.state_dict(), strict=False)
+    missing = [k for k in missing if not k.startswith("semantic.")]
+    if missing or unexpected:
+        raise RuntimeError(f"Could not carry the codec's weights over: missing {missing}, unexpected {unexpected}.")
+    new.semantic.load_teacher_weights(teacher_weights)
+    return new.to(codec.device, codec.dtype).train(codec.training)
+
+
+__all__ = ["add_semantic_layer1", "choose_layer1_words", "fit_semantic_layer1", "spherical_kmeans"]
