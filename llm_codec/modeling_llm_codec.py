@@ -570,6 +570,8 @@ class LLMCodecSemanticLayer1(nn.Module):
     `(clusters,)` (indices into the layer-1 codebook), fitted by `llm_codec.training.fit_semantic_layer1`.
     """
 
+    windows_per_pass = 256  # 1.6 s windows through the LSTM at once (about 30 s of audio at the default step)
+
     def __init__(self, config: LLMCodecConfig):
         super().__init__()
         self.step_frames = config.hop_length * config.vq_strides[0] // RESEMBLYZER_HOP_LENGTH
@@ -611,8 +613,10 @@ class LLMCodecSemanticLayer1(nn.Module):
             end = slices[-1][1] * RESEMBLYZER_HOP_LENGTH
             audio = F.pad(audio, (0, max(0, end - audio.shape[-1])))
             mel = self.mel(audio)[0]  # (frames, 40)
-            windows = torch.stack([mel[start:stop] for start, stop in slices]).to(dtype)
-            embeddings = self.voice_encoder(windows).float()  # (windows, dim)
+            embeddings = torch.cat([  # a bounded number of windows per pass: memory does not grow with the clip
+                self.voice_encoder(torch.stack([mel[a:b] for a, b in slices[i : i + self.windows_per_pass]]).to(dtype))
+                for i in range(0, len(slices), self.windows_per_pass)
+            ]).float()  # (windows, dim)
         if positions is None:
             return embeddings
         index = torch.arange(positions, device=embeddings.device).clamp(max=len(slices) - 1)

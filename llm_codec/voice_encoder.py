@@ -170,10 +170,11 @@ class ResemblyzerMel(nn.Module):
                 torch.hann_window(RESEMBLYZER_N_FFT))
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        """`audio`: (batch, samples) at 16 kHz, more than 200 samples -> `(batch, 1 + samples // 160, 40)`."""
-        spec = stft(audio, RESEMBLYZER_N_FFT, RESEMBLYZER_HOP_LENGTH, self.window)
+        """`audio`: (batch, samples) at 16 kHz, more than 200 samples -> `(batch, 1 + samples // 160, 40)` float32
+        (computed in float32 whatever the module's dtype)."""
+        spec = stft(audio.float(), RESEMBLYZER_N_FFT, RESEMBLYZER_HOP_LENGTH, self.window.float())  # float32 always
         power = spec.real.square() + spec.imag.square()
-        return (self.filters @ power).transpose(1, 2)
+        return (self.filters.float() @ power).transpose(1, 2)
 
 
 class ResemblyzerVoiceEncoder(nn.Module):

@@ -21,15 +21,19 @@ from ..audio_io import read_audio
 from ..modeling_llm_codec import LLMCodecModel
 
 
-def spherical_kmeans(vectors: torch.Tensor, clusters: int, iterations: int = 30, seed: int = 0) -> torch.Tensor:
+def spherical_kmeans(vectors: torch.Tensor, clusters: int, iterations: int = 30, seed: int = 0,
+                     restarts: int = 4) -> torch.Tensor:
     """
-    Cosine k-means.
+    Cosine k-means with k-means++ seeding and restarts.
 
     Args:
         vectors (`torch.FloatTensor` of shape `(n, dim)`): the points (normalised here).
         clusters (`int`): number of centroids, at most `n`.
-        iterations (`int`, defaults to 30), seed (`int`, defaults to 0): Lloyd iterations; the initial centroids are
-            `clusters` distinct points drawn with `seed`, and an empty cluster is re-seeded with a random point.
+        iterations (`int`, defaults to 30): Lloyd iterations per start; an empty cluster is re-seeded with the point
+            farthest from its centroid.
+        seed (`int`, defaults to 0): seed of the k-means++ draws (the first centroid at random, each next one with
+            probability proportional to the squared cosine distance to the nearest centroid so far).
+        restarts (`int`, defaults to 4): independent starts; the one with the smallest total cosine distance wins.
 
     Returns:
         `torch.FloatTensor` of shape `(clusters, dim)`: unit centroids.
@@ -38,17 +42,30 @@ def spherical_kmeans(vectors: torch.Tensor, clusters: int, iterations: int = 30,
         raise ValueError(f"Cannot fit {clusters} centroids to {len(vectors)} vectors: give more audio or fewer clusters.")
     generator = torch.Generator().manual_seed(seed)
     points = F.normalize(vectors.float(), dim=-1)
-    centroids = points[torch.randperm(len(points), generator=generator)[:clusters]].clone()
-    for _ in range(iterations):
-        assign = (points @ centroids.T).argmax(1)
-        for c in range(clusters):
-            members = points[assign == c]
-            if len(members):
-                centroids[c] = members.mean(0)
+    best, best_cost = None, float("inf")
+    for _ in range(max(1, restarts)):
+        centroids = points[torch.randint(len(points), (1,), generator=generator)]
+        for _ in range(1, clusters):
+            distance = (1 - (points @ centroids.T).max(1).values).clamp_min(0).square()
+            if float(distance.sum()) <= 0:  # fewer distinct points than clusters: any point
+                index = torch.randint(len(points), (1,), generator=generator)
             else:
-                centroids[c] = points[torch.randint(len(points), (1,), generator=generator)][0]
-        centroids = F.normalize(centroids, dim=-1)
-    return centroids
+                index = torch.multinomial(distance, 1, generator=generator)
+            centroids = torch.cat([centroids, points[index]])
+        for _ in range(iterations):
+            similarity = points @ centroids.T
+            assign = similarity.argmax(1)
+            for c in range(clusters):
+                members = points[assign == c]
+                if len(members):
+                    centroids[c] = members.mean(0)
+                else:
+                    centroids[c] = points[similarity.max(1).values.argmin()]
+            centroids = F.normalize(centroids, dim=-1)
+        cost = float((1 - (points @ centroids.T).max(1).values).sum())
+        if cost < best_cost:
+            best, best_cost = centroids, cost
+    return best
 
 
 def choose_layer1_words(codec: LLMCodecModel, count: int, seed: int = 1, tokenizer=None) -> list[int]:
@@ -73,8 +90,9 @@ def fit_semantic_layer1(codec: LLMCodecModel, clips, seconds: float | None = 8.0
 
     Args:
         codec (`LLMCodecModel`): with `config.semantic_teacher` set and the teacher's weights loaded.
-        clips: audio sources (paths or encoded bytes, read at the codec's rate) or 1-D float arrays at 16 kHz;
-            unlabelled, ideally the kinds of audio the codec will see (speech, music, sound events).
+        clips: audio sources (paths or encoded bytes, read at the codec's rate) or 1-D numpy arrays / torch tensors
+            of samples at 16 kHz; unlabelled, ideally the kinds of audio the codec will see (speech, music, sound
+            events).
         seconds (`float`, *optional*, defaults to 8): read at most this much of each clip (`None`: all).
         seed (`int`, defaults to 0): k-means seed; the words are drawn with `seed + 1`.
         tokenizer (*optional*): prefer words that are one token for it (the LM that will read them).
@@ -91,8 +109,10 @@ def fit_semantic_layer1(codec: LLMCodecModel, clips, seconds: float | None = 8.0
     sample_rate = codec.config.sample_rate
     embeddings = []
     for clip in tqdm(list(clips), desc="semantic layer 1: teacher windows", disable=not progress):
-        audio = read_audio(clip, sample_rate, seconds) if isinstance(clip, (str, bytes)) or hasattr(clip, "__fspath__") \
-            else np.asarray(clip, dtype=np.float32)[: None if seconds is None else round(seconds * sample_rate)]
+        if isinstance(clip, (np.ndarray, torch.Tensor)):  # samples at the codec's rate
+            audio = np.asarray(clip, dtype=np.float32).reshape(-1)[: None if seconds is None else round(seconds * sample_rate)]
+        else:  # a path or encoded bytes
+            audio = read_audio(clip, sample_rate, seconds)
         if audio.size == 0:
             continue
         audio = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(layer.centroids.device)
