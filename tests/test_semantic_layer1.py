@@ -534,3 +534,33 @@ def test_training_converts_fits_and_resumes_without_refitting(tmp_path, monkeypa
     assert torch.equal(resumed.codec.semantic.centroids, centroids)
     assert torch.equal(resumed.codec.semantic.word_codes, words)
     assert voice_encoder_equals_the_wheels(resumed.codec)
+
+
+def test_training_fits_on_semantic_fit_data_when_given(tmp_path, monkeypatch):
+    pytest.importorskip("accelerate")
+    from llm_codec.training import Trainer, draw_fit_clips
+    from llm_codec.training import trainer as trainer_module
+
+    data, other = tmp_path / "data", tmp_path / "fit"
+    data.mkdir()
+    other.mkdir()
+    for k in range(3):
+        sf.write(data / f"c{k}.wav", tone(2.5, 200 + 150 * k, k), RATE)
+    fit_paths = []
+    for k in range(5):
+        fit_paths.append(other / f"f{k}.wav")
+        sf.write(fit_paths[-1], tone(2.0, 900 + 50 * k, k), RATE)
+    seen = []
+    monkeypatch.setattr(trainer_module, "fit_semantic_layer1",
+                        lambda codec, clips, **kwargs: seen.append(list(clips)) or fit_semantic_layer1(codec, clips, **kwargs))
+    for fit_data, expected in ((None, None), (str(other), 5)):
+        config = run_config(tmp_path / f"out{len(seen)}", data, semantic_fit_data=fit_data, semantic_fit_clips=4,
+                            crop_seconds=1.92, val_seconds=1.0, max_steps=1, save_every=0, eval_every=0,
+                            loss_weights={"adversarial": 0.0, "feature_matching": 0.0})
+        trainer = Trainer(config, codec=semantic_codec())
+        trainer.train()
+        drawn = [str(p) for p in seen[-1]]
+        if expected is None:  # the training clips
+            assert set(drawn) <= {str(s) for s in trainer.train_dataset.sources}
+        else:  # four of the five fitting clips, drawn with the run's seed
+            assert drawn == [str(p) for p in draw_fit_clips(sorted(fit_paths), 4, config.seed)]

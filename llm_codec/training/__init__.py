@@ -23,7 +23,13 @@ from .losses import (
     feature_matching_loss,
     generator_adversarial_loss,
 )
-from .semantic_layer1 import add_semantic_layer1, choose_layer1_words, fit_semantic_layer1, spherical_kmeans
+from .semantic_layer1 import (
+    add_semantic_layer1,
+    choose_layer1_words,
+    draw_fit_clips,
+    fit_semantic_layer1,
+    spherical_kmeans,
+)
 from .teachers import (
     CallableClipTeacher,
     ClipTeacher,
@@ -68,6 +74,7 @@ __all__ = [
     "consistency_loss",
     "count_parameters",
     "discriminator_loss",
+    "draw_fit_clips",
     "example_config_path",
     "export_codec",
     "feature_matching_loss",

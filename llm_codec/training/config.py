@@ -96,8 +96,12 @@ class TrainingConfig:
             Before the first step the centroids are fitted, if they are not yet, on `semantic_fit_clips` training
             clips (`training.fit_semantic_layer1`); layers 2-3 and the decoder then learn around the new layer 1.
         semantic_clusters (`int`, defaults to 16): the teacher's centroids, one layer-1 word each.
-        semantic_fit_clips (`int`, defaults to 900): training clips (first 8 s of each, drawn with `seed`) the
-            centroids are fitted on.
+        semantic_fit_clips (`int`, defaults to 900): clips (first 8 s of each, drawn with `seed`) the centroids are
+            fitted on, from `semantic_fit_data`.
+        semantic_fit_data (*optional*): the audio to fit them on (a folder, manifest or list of paths, as
+            `train_data`); default: the training data. The centroids split what they are fitted on: a set with as
+            much of each kind of sound as the codec should tell apart (speech, notes, drum hits) gives each kind
+            its own words, a speech-heavy one puts most non-speech sounds under one word.
         trainable (`str`, defaults to "all"): "all" trains encoder, VQ projections and decoder; "decoder" fine-tunes
             only the decoder: the encoder and quantizer are frozen and run without gradient, so every clip keeps
             exactly the codes of the initial codec (codes already stored or emitted by an LM stay valid); the VQ,
@@ -170,6 +174,7 @@ class TrainingConfig:
     semantic_teacher: str | None = None
     semantic_clusters: int = 16
     semantic_fit_clips: int = 900
+    semantic_fit_data: Any = None
     trainable: str = "all"
     # optimisation
     max_steps: int = 100000

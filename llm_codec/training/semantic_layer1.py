@@ -129,6 +129,14 @@ def fit_semantic_layer1(codec: LLMCodecModel, clips, seconds: float | None = 8.0
     return dict(windows=len(windows), clips=len(embeddings), clusters_used=used, word_codes=word_codes)
 
 
+def draw_fit_clips(sources, count: int, seed: int = 0) -> list:
+    """The first `count` of `sources` (a sequence of audio sources) after a shuffle with `seed`: the clips a training
+    run fits its semantic layer 1 on (`TrainingConfig.semantic_fit_clips`)."""
+    order = list(range(len(sources)))
+    random.Random(seed).shuffle(order)
+    return [sources[i] for i in order[:count]]
+
+
 def add_semantic_layer1(codec: LLMCodecModel, teacher: str = "resemblyzer", clusters: int = 16,
                         teacher_weights=None) -> LLMCodecModel:
     """
@@ -149,4 +157,4 @@ def add_semantic_layer1(codec: LLMCodecModel, teacher: str = "resemblyzer", clus
     return new.to(codec.device, codec.dtype).train(codec.training)
 
 
-__all__ = ["add_semantic_layer1", "choose_layer1_words", "fit_semantic_layer1", "spherical_kmeans"]
+__all__ = ["add_semantic_layer1", "choose_layer1_words", "draw_fit_clips", "fit_semantic_layer1", "spherical_kmeans"]

@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import numbers
-import random
 import shutil
 import time
 import warnings
@@ -52,7 +51,7 @@ from .discriminators import CodecDiscriminator
 from .export import export_codec
 from .generator import CodecTrainingModule
 from .losses import MultiScaleSTFTLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss
-from .semantic_layer1 import fit_semantic_layer1
+from .semantic_layer1 import draw_fit_clips, fit_semantic_layer1
 from .teachers import TeacherUnavailable, load_teacher
 
 logger = logging.getLogger(__name__)
@@ -556,15 +555,16 @@ class Trainer:
             self._end_tracking()
 
     def _fit_semantic_layer1(self):
-        """Fits a teacher-computed layer 1 whose centroids are still unfitted (`config.semantic_fit_clips` training
-        clips drawn with the run's seed); a resumed run has them in its checkpoint already."""
-        codec = self.codec
+        """Fits a teacher-computed layer 1 whose centroids are still unfitted, on `config.semantic_fit_clips` clips
+        of `config.semantic_fit_data` (default: the training data) drawn with the run's seed; a resumed run has them
+        in its checkpoint already."""
+        codec, config = self.codec, self.config
         if codec.semantic is None or codec.semantic.is_fitted:
             return
-        sources = list(range(len(self.train_dataset.sources)))
-        random.Random(self.config.seed).shuffle(sources)
-        clips = [self.train_dataset.sources[i] for i in sources[: self.config.semantic_fit_clips]]
-        stats = fit_semantic_layer1(codec, clips, seed=self.config.seed, progress=self.config.progress and self.is_main)
+        sources = (self.train_dataset.sources if config.semantic_fit_data is None else
+                   resolve_sources(config.semantic_fit_data, config.audio_column, config.path_column))
+        clips = draw_fit_clips(sources, config.semantic_fit_clips, config.seed)
+        stats = fit_semantic_layer1(codec, clips, seed=config.seed, progress=config.progress and self.is_main)
         logger.info("Fitted the semantic layer 1 on %d windows of %d clips: %d of %d centroids used.",
                     stats["windows"], stats["clips"], stats["clusters_used"], codec.config.semantic_clusters)
 
