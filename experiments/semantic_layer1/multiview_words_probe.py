@@ -7,7 +7,8 @@ k-means partition (own K, own seed, own disjoint words) of a long-context teache
 
 - `resemblyzer`: the voice encoder's 1.6 s window embedding at the layer-1 rate (`teacher_words_probe.py`'s windows),
 - `whisper`: Whisper tiny.en encoder frames averaged over 6 (8.33/s) and then over a 1.6 s moving window (13
-  positions, centred, shorter at the clip's ends), so both teachers vary slowly.
+  positions, centred, shorter at the clip's ends), so both teachers vary slowly,
+- `both`: the two unit vectors concatenated.
 
 Two similar clips then share several words, a dissimilar pair few: a coarse hash an LM can match word by word. The
 prompt writes each clip's distinct words in order of first appearance (a drum hit of 0.5 s has 4 positions, so it
@@ -74,6 +75,11 @@ class Windows:
         return {"resemblyzer": F.normalize(r, dim=-1), "whisper": F.normalize(w, dim=-1)}
 
 
+def with_both(vectors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Adds the `both` teacher: the two unit vectors concatenated (cosine = the mean of the two cosines)."""
+    return {**vectors, "both": F.normalize(torch.cat([vectors["resemblyzer"], vectors["whisper"]], dim=-1), dim=-1)}
+
+
 def distinct(words: list[int]) -> list[int]:
     seen: list[int] = []
     for w in words:
@@ -136,6 +142,8 @@ def main() -> None:
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(cache, cache_path)
 
+    cache["fit"] = with_both(cache["fit"])
+    cache["clips"] = {key: with_both(value) for key, value in cache["clips"].items()}
     centroids = [spherical_kmeans(cache["fit"][teacher], k, seed=seed) for teacher, k, seed in views]
     offsets = np.cumsum([0] + [k for _, k, _ in views])
 
