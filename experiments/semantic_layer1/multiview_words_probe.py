@@ -8,7 +8,8 @@ k-means partition (own K, own seed, own disjoint words) of a long-context teache
 - `resemblyzer`: the voice encoder's 1.6 s window embedding at the layer-1 rate (`teacher_words_probe.py`'s windows),
 - `whisper`: Whisper tiny.en encoder frames averaged over 6 (8.33/s) and then over a 1.6 s moving window (13
   positions, centred, shorter at the clip's ends), so both teachers vary slowly,
-- `both`: the two unit vectors concatenated.
+- `both`: the two unit vectors concatenated,
+- `logmel`: the log-mel statistics of the harness's no-learning reference over the same 1.6 s windows (no network).
 
 Two similar clips then share several words, a dissimilar pair few: a coarse hash an LM can match word by word. The
 prompt writes each clip's distinct words in order of first appearance (a drum hit of 0.5 s has 4 positions, so it
@@ -75,6 +76,39 @@ class Windows:
         return {"resemblyzer": F.normalize(r, dim=-1), "whisper": F.normalize(w, dim=-1)}
 
 
+def logmel_windows(audio: np.ndarray) -> torch.Tensor:
+    """The `logmel` teacher: the harness's no-learning reference features (`logmel_statistics`, L2-normalised) of
+    the 1.6 s window starting at each layer-1 position (the whole clip when shorter; later positions reuse the last
+    window that fits): (positions, 80)."""
+    n, span = positions(len(audio)), 25600  # 1.6 s windows
+    starts = range(0, max(1, (len(audio) - span) // SAMPLES_PER_POSITION + 1))
+    vectors = torch.stack([torch.from_numpy(logmel_statistics(audio[s * SAMPLES_PER_POSITION: s * SAMPLES_PER_POSITION + span], 16000))
+                           for s in starts]).float()
+    return F.normalize(vectors[torch.clamp(torch.arange(n), max=len(vectors) - 1)], dim=-1)
+
+
+class Quantizer:
+    """One view's partition: `K` centroids (spherical k-means), or with `K1xK2` a two-level one: K1 coarse centroids,
+    then K2 centroids fitted within each coarse cluster's own points, the code being the leaf (coarse * K2 + fine), so
+    the fine words split each kind of sound (speech, notes, drum hits) by what differs within it."""
+
+    def __init__(self, points: torch.Tensor, k: str, seed: int):
+        coarse, _, fine = str(k).partition("x")
+        self.k1, self.k2 = int(coarse), int(fine or 1)
+        self.coarse = spherical_kmeans(points, self.k1, seed=seed)
+        assign = (F.normalize(points, dim=-1) @ self.coarse.T).argmax(1)
+        self.fine = []
+        for c in range(self.k1):
+            members = points[assign == c]
+            self.fine.append(spherical_kmeans(members, min(self.k2, len(members)), seed=seed) if self.k2 > 1 and len(members)
+                             else self.coarse[c : c + 1])
+        self.size = self.k1 * self.k2
+
+    def assign(self, vector: torch.Tensor) -> int:
+        c = int((vector @ self.coarse.T).argmax())
+        return c * self.k2 + int((vector @ self.fine[c].T).argmax())
+
+
 def with_both(vectors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Adds the `both` teacher: the two unit vectors concatenated (cosine = the mean of the two cosines)."""
     return {**vectors, "both": F.normalize(torch.cat([vectors["resemblyzer"], vectors["whisper"]], dim=-1), dim=-1)}
@@ -103,7 +137,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    views = [(t, int(k), int(s)) for t, k, s in (v.split(":") for v in args.views)]
+    views = [(t, k, int(s)) for t, k, s in (v.split(":") for v in args.views)]
     method = (f"Layer-1 position t (120 ms) gets the word of view t mod {len(views)}; views {args.views} "
               "(teacher:K:k-means seed; resemblyzer: 1.6 s voice-encoder windows at 8.33/s; whisper: tiny.en frames "
               f"averaged over 6 then a {SMOOTH}-position centred moving mean); spherical k-means (30 iterations) fitted "
@@ -142,15 +176,36 @@ def main() -> None:
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(cache, cache_path)
 
+    if any(t == "logmel" for t, _, _ in views):
+        logmel_path = cache_path.with_name("logmel_windows.pt")
+        if logmel_path.exists():
+            logmel_cache = torch.load(logmel_path)
+        else:
+            task_clips = {str(Path(s).resolve()) for t in TASKS for s in pools[t].sources}
+            rows = [json.loads(line) for line in Path("data/codec_train.jsonl").read_text().splitlines() if line.strip()]
+            rows = [r for r in rows if str((Path("data") / r["path"]).resolve()) not in task_clips]
+            random.Random(0).shuffle(rows)
+            kinds = sorted({r["kind"] for r in rows})
+            rows = [r for kind in kinds for r in [r for r in rows if r["kind"] == kind][: args.fit_clips // len(kinds)]]
+            fit = [logmel_windows(read_audio(str(Path("data") / r["path"]), 16000)[: 16000 * 8]) for r in tqdm(rows, desc="fit logmel")]
+            logmel_cache = {"fit": torch.cat(fit), "clips": {}}
+        for t in args.tasks:
+            for i in used[t]:
+                if f"{t}/{i}" not in logmel_cache["clips"]:
+                    logmel_cache["clips"][f"{t}/{i}"] = logmel_windows(pools[t].audio(i, 16000))
+        torch.save(logmel_cache, logmel_path)
+        cache["fit"]["logmel"] = logmel_cache["fit"]
+        for key, vectors in logmel_cache["clips"].items():
+            cache["clips"][key]["logmel"] = vectors
     cache["fit"] = with_both(cache["fit"])
     cache["clips"] = {key: with_both(value) for key, value in cache["clips"].items()}
-    centroids = [spherical_kmeans(cache["fit"][teacher], k, seed=seed) for teacher, k, seed in views]
-    offsets = np.cumsum([0] + [k for _, k, _ in views])
+    quantizers = [Quantizer(cache["fit"][teacher], k, seed) for teacher, k, seed in views]
+    offsets = np.cumsum([0] + [q.size for q in quantizers])
 
     def codes(key: str) -> list[int]:
         vectors = cache["clips"][key]
         n = len(vectors["resemblyzer"])
-        return [int(offsets[t % len(views)] + (vectors[views[t % len(views)][0]][t] @ centroids[t % len(views)].T).argmax())
+        return [int(offsets[t % len(views)] + quantizers[t % len(views)].assign(vectors[views[t % len(views)][0]][t]))
                 for t in range(n)]
 
     accuracy = load_metric("accuracy", keep_in_memory=True)
