@@ -168,6 +168,9 @@ def build_model_card(
     for k, (stride, size, rate) in enumerate(zip(config.vq_strides, config.codebook_sizes, config.tokens_per_second)):
         if k == 0 and config.layer1_words is not None:
             kind = f"{len(config.layer1_words)} whole words (mean of their sub-word embeddings)"
+            if config.semantic_teacher:
+                kind += (f"; the code is chosen by the frozen {config.semantic_teacher} teacher, one of "
+                         f"{config.semantic_clusters} words")
         else:
             ids = (config.layer_token_ids or [None] * len(config.vq_strides))[k]
             kind = "LLM sub-word tokens" + (" (a subset, mapped to LLM ids)" if ids is not None else " (code = token id)")

@@ -228,6 +228,20 @@ def test_model_card_has_the_paper_the_citation_and_never_prints_none():
         assert "UniAudio 1.5: Large Language Model-driven Audio Codec is A Few-shot Audio Task Learner" in text
     text = str(build_model_card(tiny_config(llm_name_or_path="someone/lm", llm_vocab_size=200)))
     assert "`someone/lm` (size 200)" in text and "fingerprint" not in text
+    assert "teacher" not in text
+
+
+def test_model_card_says_when_layer1_is_chosen_by_a_teacher():
+    from llm_codec.model_card import build_model_card
+
+    from .conftest import tiny_config
+
+    plain = tiny_config()
+    words = [f"w{i}" for i in range(plain.codebook_sizes[0])]
+    config = tiny_config(layer1_words=words, semantic_teacher="resemblyzer", semantic_clusters=4,
+                         encoder_rates=[4, 5, 8], decoder_rates=[8, 5, 4])
+    text = str(build_model_card(config))
+    assert "chosen by the frozen resemblyzer teacher, one of 4 words" in text and "None" not in text
 
 
 def test_model_card_model_index_and_datasets_from_measured_results():
