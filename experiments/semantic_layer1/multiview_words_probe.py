@@ -40,11 +40,11 @@ from transformers import pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe import spherical_kmeans, teacher_frames  # noqa: E402
-from teacher_words_probe import DENSE_RATE, TASKS  # noqa: E402
+from teacher_words_probe import DENSE_RATE, TASKS, lm_word_scores  # noqa: E402
 
 from llm_codec.audio_io import read_audio  # noqa: E402
 from llm_codec.default_model import load_default_codec  # noqa: E402
-from llm_codec.evaluation.fewshot import FewShotEvaluator, load_pool, prototype_scores, sample_episodes  # noqa: E402
+from llm_codec.evaluation.fewshot import load_pool, prototype_scores, sample_episodes  # noqa: E402
 from llm_codec.evaluation.metrics import load_metric  # noqa: E402
 from llm_codec.evaluation.reference import logmel_statistics  # noqa: E402
 from llm_codec.language_model import load_language_model  # noqa: E402
@@ -114,6 +114,17 @@ def with_both(vectors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {**vectors, "both": F.normalize(torch.cat([vectors["resemblyzer"], vectors["whisper"]], dim=-1), dim=-1)}
 
 
+def fit_audio(pools, count: int):
+    """The first 8 s of `count` codec-training clips in no task, a third per kind, drawn with seed 0 (a generator)."""
+    task_clips = {str(Path(s).resolve()) for pool in pools.values() for s in pool.sources}
+    rows = [json.loads(line) for line in Path("data/codec_train.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if str((Path("data") / r["path"]).resolve()) not in task_clips]
+    random.Random(0).shuffle(rows)
+    kinds = sorted({r["kind"] for r in rows})
+    for row in [r for kind in kinds for r in [r for r in rows if r["kind"] == kind][: count // len(kinds)]]:
+        yield read_audio(str(Path("data") / row["path"]), 16000)[: 16000 * 8]
+
+
 def distinct(words: list[int]) -> list[int]:
     seen: list[int] = []
     for w in words:
@@ -159,13 +170,7 @@ def main() -> None:
     windows = None
     if cache["fit"] is None:
         windows = Windows()
-        task_clips = {str(Path(s).resolve()) for t in TASKS for s in pools[t].sources}
-        rows = [json.loads(line) for line in Path("data/codec_train.jsonl").read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if str((Path("data") / r["path"]).resolve()) not in task_clips]
-        random.Random(0).shuffle(rows)
-        kinds = sorted({r["kind"] for r in rows})
-        rows = [r for kind in kinds for r in [r for r in rows if r["kind"] == kind][: args.fit_clips // len(kinds)]]
-        fit = [windows(read_audio(str(Path("data") / r["path"]), 16000)[: 16000 * 8]) for r in tqdm(rows, desc="fit windows")]
+        fit = [windows(audio) for audio in tqdm(fit_audio(pools, args.fit_clips), desc="fit windows")]
         cache["fit"] = {name: torch.cat([f[name] for f in fit]) for name in fit[0]}
     for t in args.tasks:
         missing = [i for i in used[t] if f"{t}/{i}" not in cache["clips"]]
@@ -181,13 +186,7 @@ def main() -> None:
         if logmel_path.exists():
             logmel_cache = torch.load(logmel_path)
         else:
-            task_clips = {str(Path(s).resolve()) for t in TASKS for s in pools[t].sources}
-            rows = [json.loads(line) for line in Path("data/codec_train.jsonl").read_text().splitlines() if line.strip()]
-            rows = [r for r in rows if str((Path("data") / r["path"]).resolve()) not in task_clips]
-            random.Random(0).shuffle(rows)
-            kinds = sorted({r["kind"] for r in rows})
-            rows = [r for kind in kinds for r in [r for r in rows if r["kind"] == kind][: args.fit_clips // len(kinds)]]
-            fit = [logmel_windows(read_audio(str(Path("data") / r["path"]), 16000)[: 16000 * 8]) for r in tqdm(rows, desc="fit logmel")]
+            fit = [logmel_windows(audio) for audio in tqdm(fit_audio(pools, args.fit_clips), desc="fit logmel")]
             logmel_cache = {"fit": torch.cat(fit), "clips": {}}
         for t in args.tasks:
             for i in used[t]:
@@ -249,17 +248,10 @@ def main() -> None:
                         lm, tokenizer = default_lm if lm_name == "default" else load_language_model(lm_name)
                         pipes[lm_name] = pipeline("audio-few-shot-classification", model=codec, language_model=lm,
                                                   tokenizer=tokenizer, audio_format="text")
-                    pipe = pipes[lm_name]
-                    tokenizer = pipe.tokenizer
-                    single = [w for w in codec.config.layer1_words if len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1]
-                    vocabulary = random.Random(1).sample(single, int(offsets[-1]))
-                    evaluator = FewShotEvaluator(pipe, pool)
-                    evaluator._ids = {i: tokenizer(" " + " ".join(vocabulary[c] for c in words[i]), add_special_tokens=False)["input_ids"]
-                                      for i in used[t]}
                     short = "SmolLM2-135M" if lm_name == "default" else lm_name.split("/")[-1]
                     began = time.perf_counter()
-                    for e in tqdm(eps, desc=f"{t} {short} {n_way}x{k_shot}", leave=False):
-                        scores = evaluator.episode_scores(e, ("icl", "calibrated"))
+                    for e, scores in lm_word_scores(pipes[lm_name], pool, eps, {i: words[i] for i in used[t]},
+                                                    int(offsets[-1]), f"{t} {short} {n_way}x{k_shot}"):
                         add(f"icl {short}", e, scores["icl"])
                         add(f"calibrated {short}", e, scores["calibrated"])
                     timing[f"{t} {short} {n_way}x{k_shot}"] = time.perf_counter() - began

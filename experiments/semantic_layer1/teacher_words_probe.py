@@ -81,6 +81,22 @@ class Frames:
         return teacher_frames(self.teacher, audio)
 
 
+def lm_word_scores(pipe, pool, episodes, clip_words: dict, vocabulary_size: int, desc: str):
+    """
+    Yields `(episode, scores)` with the icl and calibrated scores of the pipeline's LM reading each clip's word
+    indices (`clip_words`: clip -> list of indices) as words: index c is the c-th of `vocabulary_size` words drawn
+    with seed 1 from the codec's layer-1 list among those that are one token for the LM.
+    """
+    tokenizer = pipe.tokenizer
+    single = [w for w in pipe.model.config.layer1_words if len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1]
+    words = random.Random(1).sample(single, vocabulary_size)
+    evaluator = FewShotEvaluator(pipe, pool)
+    evaluator._ids = {i: tokenizer(" " + " ".join(words[c] for c in w), add_special_tokens=False)["input_ids"]
+                      for i, w in clip_words.items()}
+    for e in tqdm(episodes, desc=desc, leave=False):
+        yield e, evaluator.episode_scores(e, ("icl", "calibrated"))
+
+
 def method_text(args) -> str:
     frames = (
         "Resemblyzer 0.1.4 voice-encoder embeddings (training.teachers.ResemblyzerSpeakerTeacher, clip raised to "
@@ -213,17 +229,10 @@ def main() -> None:
                             lm, tokenizer = default_lm if default else load_language_model(lm_name)
                             pipes[lm_name] = pipeline("audio-few-shot-classification", model=codec, language_model=lm,
                                                       tokenizer=tokenizer, audio_format="text")
-                        pipe = pipes[lm_name]
-                        tokenizer = pipe.tokenizer
-                        single = [w for w in codec.config.layer1_words if len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1]
-                        words = random.Random(1).sample(single, k)
-                        evaluator = FewShotEvaluator(pipe, pool)
-                        evaluator._ids = {i: tokenizer(" " + " ".join(words[c] for c in collapsed[i]), add_special_tokens=False)["input_ids"]
-                                          for i in used[t]}
                         short = "SmolLM2-135M" if lm_name == "default" else lm_name.split("/")[-1]
                         began = time.perf_counter()
-                        for e in tqdm(eps, desc=f"{t} K={k} {short} {n_way}x{k_shot}", leave=False):
-                            scores = evaluator.episode_scores(e, ("icl", "calibrated"))
+                        for e, scores in lm_word_scores(pipes[lm_name], pool, eps, {i: collapsed[i] for i in used[t]}, k,
+                                                        f"{t} K={k} {short} {n_way}x{k_shot}"):
                             add(f"icl {short}", e, scores["icl"])
                             add(f"calibrated {short}", e, scores["calibrated"])
                         timing[f"{t} K={k} {short} {n_way}x{k_shot}"] = time.perf_counter() - began
