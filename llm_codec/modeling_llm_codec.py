@@ -587,11 +587,16 @@ class LLMCodecSemanticLayer1(nn.Module):
         """The teacher stays in eval mode."""
         return super().train(False)
 
-    def load_teacher_weights(self, path: str | os.PathLike | None = None):
-        """Loads the voice encoder's weights from the installed `Resemblyzer` 0.1.4 package (or a `pretrained.pt` path; sha256-checked)."""
-        state = load_resemblyzer_state_dict(path)
+    def load_teacher_weights(self, source: str | os.PathLike | dict | None = None):
+        """
+        Loads the voice encoder's weights, strictly: from the installed `Resemblyzer` 0.1.4 package (`None`), a
+        `pretrained.pt` path (both sha256-checked), or a state dict of `lstm.*` / `linear.*` tensors (e.g. a copy
+        carried elsewhere; cast to this module's dtype).
+        """
+        state = source if isinstance(source, dict) else load_resemblyzer_state_dict(source)
         device = self.centroids.device
-        self.voice_encoder.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)
+        dtype = self.voice_encoder.linear.weight.dtype
+        self.voice_encoder.load_state_dict({k: v.to(device, dtype) for k, v in state.items()}, strict=True)
         self.requires_grad_(False)
 
     @property
@@ -602,31 +607,35 @@ class LLMCodecSemanticLayer1(nn.Module):
     @torch.no_grad()
     def window_embeddings(self, audio: torch.Tensor, positions: int | None = None) -> torch.Tensor:
         """
-        `audio`: (samples,) one clip at 16 kHz, without padding -> `(positions, dim)` unit vectors: the embedding of
-        the window starting at each layer-1 position (the last window that fits for later positions); without
-        `positions`, `(windows, dim)`: each window once.
+        `audio`: (samples,) one clip, or (batch, samples) clips of the same length, at 16 kHz without padding ->
+        `(positions, dim)` (or `(batch, positions, dim)`) unit vectors: the embedding of the window starting at each
+        layer-1 position (the last window that fits for later positions); without `positions`, `(windows, dim)`
+        (or `(batch, windows, dim)`): each window once.
         """
+        single = audio.dim() == 1
         with torch.autocast(audio.device.type, enabled=False):
             dtype = self.voice_encoder.linear.weight.dtype
-            audio = normalize_volume(audio.float()[None], RESEMBLYZER_TARGET_DBFS, "increase")
+            audio = normalize_volume(audio.float().reshape(-1, audio.shape[-1]), RESEMBLYZER_TARGET_DBFS, "increase")
             slices = resemblyzer_partial_slices(audio.shape[-1], self.rate, RESEMBLYZER_MIN_COVERAGE)
             end = slices[-1][1] * RESEMBLYZER_HOP_LENGTH
             audio = F.pad(audio, (0, max(0, end - audio.shape[-1])))
-            mel = self.mel(audio)[0]  # (frames, 40)
-            embeddings = torch.cat([  # a bounded number of windows per pass: memory does not grow with the clip
-                self.voice_encoder(torch.stack([mel[a:b] for a, b in slices[i : i + self.windows_per_pass]]).to(dtype))
-                for i in range(0, len(slices), self.windows_per_pass)
-            ]).float()  # (windows, dim)
-        if positions is None:
-            return embeddings
-        index = torch.arange(positions, device=embeddings.device).clamp(max=len(slices) - 1)
-        return embeddings[index]
+            mel = self.mel(audio)  # (batch, frames, 40)
+            windows = [(b, start, stop) for b in range(mel.shape[0]) for start, stop in slices]
+            embeddings = torch.cat([  # a bounded number of windows per pass: memory does not grow with the input
+                self.voice_encoder(torch.stack([mel[b, a:z] for b, a, z in windows[i : i + self.windows_per_pass]]).to(dtype))
+                for i in range(0, len(windows), self.windows_per_pass)
+            ]).float().view(mel.shape[0], len(slices), -1)  # (batch, windows, dim)
+        if positions is not None:
+            index = torch.arange(positions, device=embeddings.device).clamp(max=len(slices) - 1)
+            embeddings = embeddings[:, index]
+        return embeddings[0] if single else embeddings
 
     @torch.no_grad()
     def forward(self, input_values: torch.Tensor, audio_lengths: torch.LongTensor, positions: int) -> torch.LongTensor:
         """
         `input_values` (batch, 1, samples), `audio_lengths` (batch,) real samples per item, `positions` layer-1
-        codes per item -> layer-1 codes `(batch, positions)`.
+        codes per item -> layer-1 codes `(batch, positions)`. Items of the same length go through the teacher
+        together.
         """
         if not self.is_fitted:
             raise RuntimeError(
@@ -636,9 +645,10 @@ class LLMCodecSemanticLayer1(nn.Module):
             )
         codes = torch.empty(input_values.shape[0], positions, dtype=torch.long, device=input_values.device)
         centroids = F.normalize(self.centroids.float(), dim=-1)
-        for b, length in enumerate(audio_lengths.tolist()):
-            embeddings = self.window_embeddings(input_values[b, 0, :length], positions)
-            codes[b] = self.word_codes[(embeddings @ centroids.T).argmax(dim=1)]
+        for length in audio_lengths.unique().tolist():
+            items = (audio_lengths == length).nonzero().flatten().to(input_values.device)
+            embeddings = self.window_embeddings(input_values[items, 0, :length], positions)  # (items, positions, dim)
+            codes[items] = self.word_codes[(embeddings @ centroids.T).argmax(dim=-1)]
         return codes
 
 

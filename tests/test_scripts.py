@@ -206,3 +206,130 @@ def test_bench_refine_memory_measures_windows_and_one_piece(tmp_path):
         assert r["audio_seconds"] == pytest.approx(2.4)
         assert r["mel_distance_refined"] <= r["mel_distance_encoder"] + 0.05  # best-of, scored under other noise
         assert r["peak_growth_mb"] >= 0 and r["refine_seconds"] > 0
+
+
+def _import_gpu(*names):
+    sys.path.insert(0, str(GPU))
+    try:
+        return [__import__(name) for name in names]
+    finally:
+        sys.path.remove(str(GPU))
+
+
+def _design2_bundle(tmp_path):
+    """A tiny design-2 codec saved as a folder (random teacher, fitted centroids), its plain counterpart, and a bundle
+    holding what gpu_bundle.py packs for it: codec_init/, codebooks, one validation clip, semantic.safetensors."""
+    import soundfile as sf
+    import torch
+    from safetensors.torch import save_file
+
+    from llm_codec import LLMCodecConfig, LLMCodecModel
+    from llm_codec.training import fit_semantic_layer1
+
+    from .test_semantic_layer1 import semantic_codec, tone
+
+    gpu_bundle, = _import_gpu("gpu_bundle")
+    codec = semantic_codec(codebook_dim=32)  # int8 blocks of 32 values
+    fit_semantic_layer1(codec, [tone(3.0, 200, 0), tone(3.0, 900, 1, amp=0.05)], progress=False)
+    codec.save_pretrained(tmp_path / "design2")
+    plain = LLMCodecModel(LLMCodecConfig.from_dict({**codec.config.to_dict(), "semantic_teacher": None})).eval()
+    plain.load_state_dict({k: v for k, v in codec.state_dict().items() if not k.startswith("semantic.")})
+    bundle = tmp_path / "bundle"
+    (bundle / "val").mkdir(parents=True)
+    plain.config.save_pretrained(str(bundle / "codec_init"))
+    names, packed = {}, {}
+    for i, key in enumerate(k for k in plain.state_dict() if k.endswith(".codebook")):
+        names[key] = f"table{i}"
+        packed[f"table{i}.q"], packed[f"table{i}.scale"] = gpu_bundle.quantize_blocks(plain.state_dict()[key])
+    save_file(packed, str(bundle / "codebooks.safetensors"), metadata={"names": json.dumps(names)})
+    sf.write(bundle / "val" / "0.flac", np.concatenate([tone(2.0, 300, 2), tone(1.5, 700, 3)]), 16000)
+    (bundle / "val.jsonl").write_text(json.dumps({"path": "val/0.flac"}) + "\n")
+    teacher = {k: v.clone() for k, v in codec.semantic.voice_encoder.state_dict().items()}
+    gpu_bundle.pack_semantic(tmp_path / "design2", bundle, "float16", teacher_state=teacher)
+    gpu_bundle.pack_semantic_check(tmp_path / "design2", bundle)
+    return codec, plain, bundle, teacher
+
+
+def test_gpu_scripts_carry_a_teacher_computed_layer1_exactly(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    gpu_bundle, gpu_train = _import_gpu("gpu_bundle", "gpu_train")
+    codec, plain, bundle, teacher = _design2_bundle(tmp_path)
+    meta, tensors = gpu_train.read_bundled_semantic(bundle)
+    assert tensors["voice_encoder.lstm.weight_hh_l0"].dtype == torch.float16 and tensors["word_codes"].dtype == torch.int64
+    assert (meta["teacher"], meta["clusters"]) == ("resemblyzer", "4") and json.loads(meta["check_codes"])["val/0.flac"]
+
+    # on the GPU: the plain codec from the bundle, then layer 1 from it (no wheel there)
+    rebuilt = gpu_train.add_bundled_semantic_layer1(gpu_train.rebuild_codec(bundle, None), bundle)
+    assert torch.equal(rebuilt.semantic.centroids, codec.semantic.centroids)
+    assert torch.equal(rebuilt.semantic.word_codes, codec.semantic.word_codes)
+    assert all(torch.equal(rebuilt.semantic.voice_encoder.state_dict()[k], v.half().float()) for k, v in teacher.items())
+    gpu_train.teacher_without_tf32(rebuilt)
+    seen, tf32 = [], torch.backends.cuda.matmul.allow_tf32
+    rebuilt.semantic.voice_encoder.register_forward_hook(lambda *_: seen.append(torch.backends.cuda.matmul.allow_tf32))
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        equal, total = gpu_train.check_layer1_codes(rebuilt, bundle, "cpu")
+        assert seen and not any(seen) and torch.backends.cuda.matmul.allow_tf32  # off for the teacher only
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    assert total > 10 and equal == total
+
+    # what comes back: no teacher, exact centroids / word codes; the resume pack keeps them exact too
+    returned = gpu_train.returned_weights(rebuilt)
+    assert not [k for k in returned if k.startswith("semantic.voice_encoder.") or k.endswith(".codebook")]
+    assert returned["semantic.word_codes"].dtype == torch.int64
+    resume = gpu_train.resume_weights({**returned, "semantic.word_codes": torch.tensor([2331, 3471])})
+    assert resume["semantic.word_codes"].tolist() == [2331, 3471]  # float16 would give 2332, 3472
+    assert resume["semantic.centroids"].dtype == torch.float32 and resume["encoder.conv_in.bias"].dtype == torch.float16
+    pack = tmp_path / "resume"
+    pack.mkdir()
+    save_file(gpu_train.resume_weights(returned), str(pack / "model.safetensors"))
+    again = gpu_train.add_bundled_semantic_layer1(gpu_train.rebuild_codec(bundle, pack), bundle, pack)
+    assert torch.equal(again.semantic.word_codes, codec.semantic.word_codes)
+    assert torch.equal(again.encoder.conv_in.bias, returned["encoder.conv_in.bias"].half().float())
+    other = {**load_file(str(pack / "model.safetensors")), "semantic.word_codes": codec.semantic.word_codes.flip(0)}
+    save_file(other, str(pack / "model.safetensors"))
+    with pytest.raises(ValueError, match="word_codes differ"):
+        gpu_train.add_bundled_semantic_layer1(gpu_train.rebuild_codec(bundle, pack), bundle, pack)
+
+
+def test_gpu_train_refuses_a_design2_run_it_cannot_do_exactly(tmp_path):
+    gpu_train, = _import_gpu("gpu_train")
+    config = tmp_path / "design2.yaml"
+    config.write_text("semantic_teacher: resemblyzer\nsemantic_clusters: 4\n")
+    (tmp_path / "bundle").mkdir()
+    with pytest.raises(SystemExit, match="holds no semantic.safetensors"):  # it would refit other words
+        gpu_train.main(["--bundle", str(tmp_path / "bundle"), "--config", str(config), "--out", str(tmp_path / "o")])
+    codec, plain, bundle, teacher = _design2_bundle(tmp_path)
+    with pytest.raises(SystemExit, match="--resume-from"):  # no starting codec: it would train a random one
+        gpu_train.main(["--bundle", str(bundle), "--config", str(config), "--out", str(tmp_path / "o"),
+                        "--state", str(tmp_path / "state")])
+    config.write_text("semantic_teacher: resemblyzer\nsemantic_clusters: 16\n")
+    with pytest.raises(SystemExit, match="16 clusters"):
+        gpu_train.main(["--bundle", str(bundle), "--config", str(config), "--out", str(tmp_path / "o")])
+
+
+def test_load_returned_rebuilds_the_design2_codec_strictly(tmp_path):
+    import torch
+
+    from .test_training import _resemblyzer_installed
+
+    if not _resemblyzer_installed():
+        pytest.skip("the Resemblyzer weights are not installed (pip install --no-deps Resemblyzer==0.1.4)")
+    gpu_train, load_returned = _import_gpu("gpu_train", "load_returned")
+    codec, plain, bundle, teacher = _design2_bundle(tmp_path)
+    returned = gpu_train.returned_weights(gpu_train.add_bundled_semantic_layer1(plain, bundle))
+    loaded = load_returned.load_returned_codec(returned, base=plain)
+    state = loaded.state_dict()
+    assert loaded.config.semantic_clusters == 4 and loaded.semantic.is_fitted
+    assert all(torch.equal(state[k], v) for k, v in returned.items())
+    assert all(torch.equal(state[k], v) for k, v in plain.state_dict().items() if k.endswith(".codebook"))
+    from llm_codec.voice_encoder import load_resemblyzer_state_dict  # the teacher comes from the pinned wheel
+
+    assert all(torch.equal(state["semantic.voice_encoder." + k], v) for k, v in load_resemblyzer_state_dict().items())
+    for broken, match in (({k: v for k, v in returned.items() if k != "semantic.word_codes"}, "missing"),
+                          ({**returned, "semantic.voice_encoder.linear.bias": torch.zeros(256)}, "unexpected")):
+        with pytest.raises(ValueError, match=match):
+            load_returned.load_returned_codec(broken, base=plain)

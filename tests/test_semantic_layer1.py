@@ -564,3 +564,24 @@ def test_training_fits_on_semantic_fit_data_when_given(tmp_path, monkeypatch):
             assert set(drawn) <= {str(s) for s in trainer.train_dataset.sources}
         else:  # four of the five fitting clips, drawn with the run's seed
             assert drawn == [str(p) for p in draw_fit_clips(sorted(fit_paths), 4, config.seed)]
+
+
+def test_same_length_clips_go_through_the_teacher_together_with_the_same_embeddings():
+    codec = semantic_codec()
+    clips = torch.from_numpy(np.stack([tone(2.4, 200 + 300 * k, k, amp=0.05 * (k + 1)) for k in range(3)]))
+    together = codec.semantic.window_embeddings(clips, positions=25)
+    assert together.shape == (3, 25, 256)
+    for k in range(3):
+        torch.testing.assert_close(together[k], codec.semantic.window_embeddings(clips[k], positions=25),
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_teacher_weights_load_from_a_state_dict_strictly():
+    codec, source = semantic_codec(), semantic_codec(seed=3)
+    state = {k: v.half() for k, v in source.semantic.voice_encoder.state_dict().items()}
+    codec.semantic.load_teacher_weights(state)
+    for key, value in codec.semantic.voice_encoder.state_dict().items():
+        assert value.dtype == torch.float32 and torch.equal(value, state[key].float())
+    assert not any(p.requires_grad for p in codec.semantic.parameters())
+    with pytest.raises(RuntimeError, match="Missing key"):
+        codec.semantic.load_teacher_weights({k: v for k, v in state.items() if k != "linear.bias"})

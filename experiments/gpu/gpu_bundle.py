@@ -12,11 +12,20 @@ and no network, so this script (run here, where `bash scripts/prepare_data.sh` h
   audio/*.opus + audio_index.json   a seeded subset of data/codec_train.jsonl at 16 kHz, one Ogg Opus file per
                           source (about 19 kbit/s, PESQ-WB 3.9 against the FLAC), with each clip's sample count;
                           never the development clips of data/dev_speech.jsonl (`--exclude`)
-  val/ + val.jsonl        the held-out validation clips of the config, lossless
+  val/ + val.jsonl        the validation clips of the config (its first `num_val_clips`, the first `val_seconds` of
+                          each: what the trainer's evaluation reads), lossless
   wheels/                 soundfile, soxr, pystoi, cffi, pycparser (downloaded with pip for CPython 3.12)
+  semantic.safetensors    only with `--semantic-from FOLDER` (a saved codec whose layer 1 is teacher-computed, e.g.
+                          runs/design2_layer1 of experiments/semantic_layer1/build_design2_codec.py): the frozen
+                          Resemblyzer voice encoder (from the installed, sha256-pinned wheel, float16 by default:
+                          2.7 MiB), the folder's fitted `semantic.centroids` (float32) and `semantic.word_codes`
+                          (int64), its codec config, and the layer-1 codes the folder's codec gives each bundled
+                          validation clip here (gpu_train.py checks its rebuilt codec against them)
 
 Usage:
     python experiments/gpu/gpu_bundle.py --out .gpu_bundle --speech-minutes 84 --music-minutes 25
+    python experiments/gpu/gpu_bundle.py --config experiments/semantic_layer1/design2_gpu.yaml \
+        --semantic-from runs/design2_layer1 --speech-minutes 52 --out .gpu_bundle   # design 2 (see that config)
 
 `experiments/gpu/gpu_train.py` is its counterpart on the GPU machine (see docs/training.md).
 """
@@ -41,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 BLOCK = 32
+SEMANTIC_FILE = "semantic.safetensors"
+TEACHER_PREFIX = "voice_encoder."  # the teacher's tensors in SEMANTIC_FILE; the codec's are semantic.voice_encoder.*
 WHEELS = ["soundfile==0.14.0", "soxr==1.1.0", "pystoi==0.4.1", "cffi", "pycparser"]
 
 
@@ -71,10 +82,12 @@ def dequantize_rows(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 
 def pack_codec(config, out: Path) -> None:
+    """codec_init/ and the codebooks of the codec `config` builds, without a teacher-computed layer 1 (a design-2
+    config's layer 1 travels in SEMANTIC_FILE and gpu_train.py adds it)."""
     from llm_codec.training.build import build_codec
 
     torch.manual_seed(config.seed)
-    codec = build_codec(config)
+    codec = build_codec(config.from_dict({**config.to_dict(), "semantic_teacher": None}))  # replace() skips None
     (out / "codec_init").mkdir(parents=True)
     codec.config.save_pretrained(str(out / "codec_init"))
     state = codec.state_dict()
@@ -171,16 +184,114 @@ def pack_audio(manifest: Path, out: Path, speech_minutes: float, music_minutes: 
     print(f"audio: {minutes:.1f} min in {len(index)} files")
 
 
-def pack_val(val_manifest: Path, out: Path) -> None:
+def pack_val(val_manifest: Path, out: Path, count: int | None = None, seconds: float | None = None) -> None:
+    """The first `count` clips of `val_manifest` (all: `None`), each cut to its first `seconds` (the trainer's
+    `num_val_clips` and `val_seconds`: its evaluation reads no more), as 16 kHz FLAC."""
     import soundfile as sf
 
     (out / "val").mkdir()
     lines = []
-    for i, line in enumerate(l for l in val_manifest.read_text().splitlines() if l.strip()):
+    rows = [l for l in val_manifest.read_text().splitlines() if l.strip()][:count]
+    for i, line in enumerate(rows):
         row = json.loads(line)
-        sf.write(str(out / "val" / f"{i}.flac"), _load_16k(str(val_manifest.parent / row["path"])), 16000)
+        audio = _load_16k(str(val_manifest.parent / row["path"]))
+        if seconds is not None:
+            audio = audio[: round(seconds * 16000)]
+        sf.write(str(out / "val" / f"{i}.flac"), audio, 16000)
         lines.append(json.dumps({"path": f"val/{i}.flac", "source": row["path"]}))
     (out / "val.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def codec_fields(config) -> dict:
+    """The codec's own hyper-parameters of an `LLMCodecConfig` (not transformers' generic ones, which vary with its
+    version), as JSON-ready values: two codecs with equal fields are built alike."""
+    from llm_codec.configuration_llm_codec import LLMCodecConfig
+
+    return json.loads(json.dumps({name: getattr(config, name) for name in LLMCodecConfig.__annotations__
+                                  if not name.startswith("_") and name != "attribute_map"}))
+
+
+def read_semantic_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """The `semantic.*` tensors of a `save_pretrained` folder (one `model.safetensors` or an indexed set of shards)."""
+    from safetensors import safe_open
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        files = sorted({name for key, name in weight_map.items() if key.startswith("semantic.")})
+    else:
+        files = ["model.safetensors"]
+    tensors = {}
+    for name in files:
+        with safe_open(str(folder / name), "pt") as handle:
+            tensors.update({k: handle.get_tensor(k) for k in handle.keys() if k.startswith("semantic.")})
+    return tensors
+
+
+def pack_semantic(folder: Path, out: Path, dtype: str = "float16", teacher_state: dict | None = None) -> dict:
+    """
+    Writes SEMANTIC_FILE: what a run of the codec saved in `folder` (layer 1 computed by a frozen teacher, centroids
+    fitted) needs and a bare GPU machine cannot get. The teacher's weights come from `teacher_state` (default: the
+    installed Resemblyzer wheel, sha256-checked) and must equal the folder's; they are stored in `dtype`, the
+    centroids in float32 and the word codes in int64 (exactly the folder's). Returns the file's metadata.
+    """
+    from llm_codec.configuration_llm_codec import LLMCodecConfig
+
+    config = LLMCodecConfig.from_pretrained(str(folder))
+    if not config.semantic_teacher:
+        raise SystemExit(f"--semantic-from {folder}: its codec has no teacher-computed layer 1 (semantic_teacher)")
+    state = read_semantic_tensors(folder)
+    centroids, word_codes = state["semantic.centroids"].float(), state["semantic.word_codes"]
+    if not centroids.abs().sum() > 0:
+        raise SystemExit(f"--semantic-from {folder}: its centroids were never fitted (all zero)")
+    if teacher_state is None:
+        from llm_codec.voice_encoder import RESEMBLYZER_SHA256, load_resemblyzer_state_dict
+
+        teacher_state, provenance = load_resemblyzer_state_dict(), f"Resemblyzer 0.1.4 wheel, sha256 {RESEMBLYZER_SHA256}"
+    else:
+        provenance = "given"
+    saved = {k[len("semantic." + TEACHER_PREFIX):]: v for k, v in state.items()
+             if k.startswith("semantic." + TEACHER_PREFIX)}
+    if set(saved) != set(teacher_state) or any(not torch.equal(saved[k], v.to(saved[k].dtype))
+                                               for k, v in teacher_state.items()):
+        raise SystemExit(f"--semantic-from {folder}: its voice encoder is not the installed teacher's")
+    packed = {TEACHER_PREFIX + k: v.to(getattr(torch, dtype)).contiguous() for k, v in teacher_state.items()}
+    error = max(((packed[TEACHER_PREFIX + k].float() - v.float()).abs() / v.float().abs().clamp_min(1e-4)).max().item()
+                for k, v in teacher_state.items())  # relative, ignoring weights under 1e-4
+    packed["centroids"], packed["word_codes"] = centroids.contiguous(), word_codes.long().contiguous()
+    words = config.layer1_words or [str(i) for i in range(config.codebook_sizes[0])]
+    metadata = {"teacher": config.semantic_teacher, "clusters": str(config.semantic_clusters),
+                "teacher_dtype": dtype, "teacher_source": provenance, "source": str(folder),
+                "words": json.dumps([words[i] for i in word_codes.tolist()]),
+                "config": json.dumps(codec_fields(config))}
+    save_file(packed, str(out / SEMANTIC_FILE), metadata=metadata)
+    print(f"{SEMANTIC_FILE}: teacher of {folder} in {dtype} (max relative round-trip error {error:.2g}), "
+          f"{len(centroids)} centroids, words {json.loads(metadata['words'])}")
+    return metadata
+
+
+@torch.no_grad()
+def layer1_codes(codec, audio: np.ndarray) -> list[int]:
+    """The layer-1 codes `codec` gives one clip (16 kHz samples), encoded alone."""
+    values = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None, None].to(codec.device, codec.dtype)
+    return codec.encode(values).audio_codes[0][0].tolist()
+
+
+def pack_semantic_check(folder: Path, out: Path) -> None:
+    """Adds to SEMANTIC_FILE's metadata the layer-1 codes the codec saved in `folder` gives each bundled validation
+    clip (as read back from the bundle): gpu_train.py compares its rebuilt codec's with them."""
+    import soundfile as sf
+    from safetensors import safe_open
+
+    from llm_codec.modeling_llm_codec import LLMCodecModel
+
+    codec = LLMCodecModel.from_pretrained(str(folder)).float().eval()
+    rows = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines() if line.strip()]
+    codes = {r["path"]: layer1_codes(codec, sf.read(str(out / r["path"]), dtype="float32")[0]) for r in rows}
+    with safe_open(str(out / SEMANTIC_FILE), "pt") as handle:
+        metadata, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+    save_file(tensors, str(out / SEMANTIC_FILE), metadata={**metadata, "check_codes": json.dumps(codes)})
+    print(f"layer-1 codes of {len(codes)} validation clips ({sum(map(len, codes.values()))} positions) recorded")
 
 
 def main(argv=None) -> None:
@@ -196,6 +307,12 @@ def main(argv=None) -> None:
     parser.add_argument("--exclude", default=str(ROOT / "data/dev_speech.jsonl"),
                         help="manifest of clips never to pack (default: the development split of "
                              "scripts/make_dev_split.py; 'none' packs from the whole training manifest)")
+    parser.add_argument("--semantic-from", default=None,
+                        help="a saved codec whose layer 1 is teacher-computed (e.g. runs/design2_layer1): bundle its "
+                             "teacher, fitted centroids and words for a run of experiments/semantic_layer1/"
+                             "design2_gpu.yaml (design 2)")
+    parser.add_argument("--teacher-dtype", choices=["float16", "float32"], default="float16",
+                        help="how the teacher's weights travel (float16: 2.7 MiB; float32: 5.4 MiB, bit-exact)")
     args = parser.parse_args(argv)
     exclude: frozenset[str] = frozenset()
     if args.exclude != "none":
@@ -204,6 +321,9 @@ def main(argv=None) -> None:
                              "--exclude none to train on the development clips too)")
         exclude = frozenset(str(Path(p).resolve()) for p in read_manifest(args.exclude))
     config = TrainingConfig.from_file(args.config)
+    if config.semantic_teacher and not args.semantic_from:
+        raise SystemExit(f"{args.config} computes layer 1 with a teacher: pass --semantic-from FOLDER (the codec "
+                         "whose fitted centroids the run must use, e.g. runs/design2_layer1)")
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
@@ -211,7 +331,10 @@ def main(argv=None) -> None:
     pack_codec(config, out)
     pack_teacher(out)
     pack_audio(ROOT / config.train_data, out, args.speech_minutes, args.music_minutes, args.seed, exclude)
-    pack_val(ROOT / config.val_data, out)
+    pack_val(ROOT / config.val_data, out, config.num_val_clips, config.val_seconds)
+    if args.semantic_from:
+        pack_semantic(Path(args.semantic_from), out, args.teacher_dtype)
+        pack_semantic_check(Path(args.semantic_from), out)
     (out / "wheels").mkdir()
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                     "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",

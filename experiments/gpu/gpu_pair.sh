@@ -10,7 +10,8 @@
 # workers each share it at about 0.13 s per step each (batch 64). Returned in $OUT (at most 8 files, the device's
 # limit): a/ and b/ with model.safetensors (folded weights, no codebooks: what experiments/gpu/gpu_train.py writes) and
 # log.jsonl, a.log and b.log (stdout), nvidia_smi.txt, and the discriminator (half precision) of the first run that
-# trained one, in its folder.
+# trained one, in its folder. A design-2 config (experiments/semantic_layer1/design2_gpu.yaml) works as either one when
+# the bundle was packed with --semantic-from (gpu_train.py adds layer 1 from it; the other run ignores it).
 set -u
 minutes=$1; config_a=$2; config_b=$3
 tmp=${GPU_PAIR_TMP:-/tmp}  # where the runs write before the copy to $OUT

