@@ -490,10 +490,13 @@ class LLMCodecVectorQuantize(nn.Module):
         `(quantized (batch, latent_dim, frames), codes (batch, frames / stride), commitment_loss, codebook_loss)`.
         The quantized output carries the straight-through gradient; the losses are per item, shape (batch,).
         `codes` (batch, frames / stride), *optional*: use these entries instead of the nearest ones (a
-        teacher-computed layer); the losses then train the projection and the encoder towards them.
+        teacher-computed layer). The output is then the projected entries themselves, with no straight-through
+        gradient to `residual` and a zero commitment loss (the encoder does not choose these codes); the codebook
+        loss still pulls the projection towards the latent.
         """
         pooled = F.avg_pool1d(residual, self.stride, self.stride) if self.stride > 1 else residual
         search_input = pooled if self.use_cblinear else self.in_proj(pooled)
+        given = codes
         if codes is None:
             codes = self.lookup(search_input)
         elif tuple(codes.shape) != (pooled.shape[0], pooled.shape[-1]):
@@ -505,9 +508,13 @@ class LLMCodecVectorQuantize(nn.Module):
             quantized = F.embedding(codes, self.codebook).to(pooled.dtype).transpose(1, 2)
         commitment_loss = codebook_loss = None
         if self.training:
-            commitment_loss = F.mse_loss(search_input, quantized.detach(), reduction="none").mean([1, 2])
             codebook_loss = F.mse_loss(quantized, search_input.detach(), reduction="none").mean([1, 2])
-            quantized = search_input + (quantized - search_input).detach()
+            if given is None:
+                commitment_loss = F.mse_loss(search_input, quantized.detach(), reduction="none").mean([1, 2])
+                quantized = search_input + (quantized - search_input).detach()
+            else:  # codes the encoder did not choose: no commitment to them, and no straight-through path; the
+                # reconstruction trains the projection of the given words directly
+                commitment_loss = codebook_loss.new_zeros(codebook_loss.shape)
         if not self.use_cblinear:
             quantized = self.out_proj(quantized)
         if self.stride > 1:

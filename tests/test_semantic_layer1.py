@@ -296,6 +296,21 @@ def test_given_codes_of_a_wrong_shape_are_refused():
     assert torch.allclose(quantized, layer.embed(given).repeat_interleave(4, dim=-1))
 
 
+def test_given_codes_in_training_have_no_straight_through_path_and_no_commitment():
+    codec = semantic_codec()
+    layer = codec.quantizer.layers[0].train()  # stride 4
+    residual = torch.randn(2, codec.config.latent_dim, 8, requires_grad=True)
+    given = torch.tensor([[1, 2], [3, 4]])
+    quantized, _, commitment, codebook = layer(residual, given)
+    assert torch.equal(commitment, torch.zeros(2)) and (codebook > 0).all()
+    torch.testing.assert_close(quantized, layer.embed(given).repeat_interleave(4, dim=-1))
+    quantized.sum().backward()  # what the decoder's loss sends back reaches the projection, not the encoder
+    assert residual.grad is None and layer.codebook_proj.weight.grad.abs().sum() > 0
+    chosen, _, commitment, _ = layer(residual)  # the codec's own choice: straight-through and a commitment
+    chosen.sum().backward()
+    assert residual.grad is not None and residual.grad.abs().sum() > 0 and (commitment > 0).all()
+
+
 def test_save_and_reload(fitted, tmp_path):
     from safetensors.torch import load_file, save_file
 
