@@ -31,14 +31,11 @@ from .model_card import build_model_card
 from .pipeline_llm_codec import custom_pipelines  # relative, so save_pretrained copies the pipeline code too
 from .voice_encoder import (
     RESEMBLYZER_HOP_LENGTH,
-    RESEMBLYZER_MIN_COVERAGE,
     RESEMBLYZER_SAMPLE_RATE,
-    RESEMBLYZER_TARGET_DBFS,
     ResemblyzerMel,
     ResemblyzerVoiceEncoder,
+    embed_partials,
     load_resemblyzer_state_dict,
-    normalize_volume,
-    resemblyzer_partial_slices,
 )
 
 
@@ -577,8 +574,6 @@ class LLMCodecSemanticLayer1(nn.Module):
     `(clusters,)` (indices into the layer-1 codebook), fitted by `llm_codec.training.fit_semantic_layer1`.
     """
 
-    windows_per_pass = 256  # 1.6 s windows through the LSTM at once (about 30 s of audio at the default step)
-
     def __init__(self, config: LLMCodecConfig):
         super().__init__()
         self.step_frames = config.hop_length * config.vq_strides[0] // RESEMBLYZER_HOP_LENGTH
@@ -620,18 +615,7 @@ class LLMCodecSemanticLayer1(nn.Module):
         (or `(batch, windows, dim)`): each window once.
         """
         single = audio.dim() == 1
-        with torch.autocast(audio.device.type, enabled=False):
-            dtype = self.voice_encoder.linear.weight.dtype
-            audio = normalize_volume(audio.float().reshape(-1, audio.shape[-1]), RESEMBLYZER_TARGET_DBFS, "increase")
-            slices = resemblyzer_partial_slices(audio.shape[-1], self.rate, RESEMBLYZER_MIN_COVERAGE)
-            end = slices[-1][1] * RESEMBLYZER_HOP_LENGTH
-            audio = F.pad(audio, (0, max(0, end - audio.shape[-1])))
-            mel = self.mel(audio)  # (batch, frames, 40)
-            windows = [(b, start, stop) for b in range(mel.shape[0]) for start, stop in slices]
-            embeddings = torch.cat([  # a bounded number of windows per pass: memory does not grow with the input
-                self.voice_encoder(torch.stack([mel[b, a:z] for b, a, z in windows[i : i + self.windows_per_pass]]).to(dtype))
-                for i in range(0, len(windows), self.windows_per_pass)
-            ]).float().view(mel.shape[0], len(slices), -1)  # (batch, windows, dim)
+        embeddings, slices = embed_partials(self.voice_encoder, self.mel, audio.reshape(-1, audio.shape[-1]), self.rate)
         if positions is not None:
             index = torch.arange(positions, device=embeddings.device).clamp(max=len(slices) - 1)
             embeddings = embeddings[:, index]

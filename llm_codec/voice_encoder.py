@@ -203,3 +203,39 @@ class ResemblyzerVoiceEncoder(nn.Module):
         return encoder.eval()
 
 
+WINDOWS_PER_PASS = 256
+"""Partial-utterance windows (160 mel frames each) run through the LSTM at once by `embed_partials`."""
+
+
+@torch.no_grad()
+def embed_partials(encoder: ResemblyzerVoiceEncoder, mel: ResemblyzerMel, audio: torch.Tensor,
+                   rate: float = RESEMBLYZER_PARTIAL_RATE, min_coverage: float = RESEMBLYZER_MIN_COVERAGE,
+                   volume: str = "increase") -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """
+    The partial-utterance embeddings of same-length clips, Resemblyzer's way: each clip volume-normalised
+    (`normalize_volume` with `volume`), cut into 1.6 s windows by `resemblyzer_partial_slices(samples, rate,
+    min_coverage)` (zero-padded to the last one), each window's 160 mel frames through `encoder`, at most
+    `WINDOWS_PER_PASS` windows per pass so that memory does not grow with the clip. Computed in float32 (the encoder
+    in its own dtype), whatever autocast says.
+
+    Args:
+        encoder (`ResemblyzerVoiceEncoder`), mel (`ResemblyzerMel`): the network and its front end.
+        audio (`torch.FloatTensor` of shape `(batch, samples)`): 16 kHz clips of the same length, without padding.
+        rate (`float`), min_coverage (`float`), volume (`str`): the partial rule and the volume normalisation.
+
+    Returns:
+        `(embeddings, slices)`: `(batch, partials, dim)` float32 unit vectors, and each partial's `(start, stop)`
+        in mel frames (times 160 for samples; the last may reach past the clip).
+    """
+    with torch.autocast(audio.device.type, enabled=False):
+        dtype = encoder.linear.weight.dtype
+        audio = normalize_volume(audio.float(), RESEMBLYZER_TARGET_DBFS, volume)
+        slices = resemblyzer_partial_slices(audio.shape[-1], rate, min_coverage)
+        audio = F.pad(audio, (0, max(0, slices[-1][1] * RESEMBLYZER_HOP_LENGTH - audio.shape[-1])))
+        frames = mel(audio)  # (batch, frames, 40)
+        windows = [(b, start, stop) for b in range(frames.shape[0]) for start, stop in slices]
+        embeddings = torch.cat([
+            encoder(torch.stack([frames[b, a:z] for b, a, z in windows[i : i + WINDOWS_PER_PASS]]).to(dtype))
+            for i in range(0, len(windows), WINDOWS_PER_PASS)
+        ]).float()
+    return embeddings.view(frames.shape[0], len(slices), -1), slices

@@ -46,12 +46,11 @@ from ..voice_encoder import (
     RESEMBLYZER_PARTIAL_RATE,
     RESEMBLYZER_SAMPLE_RATE,
     RESEMBLYZER_SHA256,
-    RESEMBLYZER_TARGET_DBFS,
     ResemblyzerMel,
     ResemblyzerVoiceEncoder,
     TeacherUnavailable,
+    embed_partials,
     normalize_volume,
-    resemblyzer_partial_slices,
 )
 
 WHISPER_SAMPLE_RATE = 16000
@@ -574,22 +573,11 @@ class ResemblyzerSpeakerTeacher(nn.Module):
             `(embeddings, spans)`: `(batch, partials, dim)` unit vectors, and each partial's `(start, stop)` in
             samples of the clip (the last may reach past its end).
         """
-        with torch.autocast(audio.device.type, enabled=False):
-            audio = audio.float()
-            if audio.dim() == 3:
-                audio = audio[:, 0]
-            if audio.dim() != 2:
-                raise ValueError(f"Expected audio of shape (batch, samples) or (batch, 1, samples), got {tuple(audio.shape)}.")
-            samples = audio.shape[-1]
-            slices = resemblyzer_partial_slices(samples, self.rate, self.min_coverage)
-            audio = normalize_volume(audio, RESEMBLYZER_TARGET_DBFS, self.volume)
-            end = slices[-1][1] * RESEMBLYZER_HOP_LENGTH
-            if end > samples:
-                audio = F.pad(audio, (0, end - samples))
-            mel = self.mel(audio)  # (B, frames, 40)
-            windows = torch.stack([mel[:, start:stop] for start, stop in slices], dim=1)  # (B, P, 160, 40)
-            batch, count = windows.shape[:2]
-            embeddings = self.encoder(windows.flatten(0, 1)).view(batch, count, -1)
+        if audio.dim() == 3:
+            audio = audio[:, 0]
+        if audio.dim() != 2:
+            raise ValueError(f"Expected audio of shape (batch, samples) or (batch, 1, samples), got {tuple(audio.shape)}.")
+        embeddings, slices = embed_partials(self.encoder, self.mel, audio, self.rate, self.min_coverage, self.volume)
         spans = [(start * RESEMBLYZER_HOP_LENGTH, stop * RESEMBLYZER_HOP_LENGTH) for start, stop in slices]
         return embeddings, spans
 
