@@ -40,11 +40,11 @@ from transformers import pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe import spherical_kmeans, teacher_frames  # noqa: E402
-from teacher_words_probe import DENSE_RATE, TASKS, lm_word_scores  # noqa: E402
+from teacher_words_probe import DENSE_RATE, TASKS, lm_word_scores, prototype_episode_scores, word_overlap  # noqa: E402
 
 from llm_codec.audio_io import read_audio  # noqa: E402
 from llm_codec.default_model import load_default_codec  # noqa: E402
-from llm_codec.evaluation.fewshot import load_pool, prototype_scores, sample_episodes  # noqa: E402
+from llm_codec.evaluation.fewshot import load_pool, sample_episodes  # noqa: E402
 from llm_codec.evaluation.metrics import load_metric  # noqa: E402
 from llm_codec.evaluation.reference import logmel_statistics  # noqa: E402
 from llm_codec.language_model import load_language_model  # noqa: E402
@@ -230,15 +230,11 @@ def main() -> None:
             def add(name, episode, scores):
                 predictions.setdefault(name, []).extend(episode.labels[j] for j in np.asarray(scores).argmax(1))
 
-            own = other = only_own = 0
             for e in eps:
-                for name, table in (("bag-of-codes", bags), ("set-of-words", sets), ("logmel", logmel)):
-                    add(name, e, prototype_scores(torch.stack([table[i] for i in e.demos]), e.demo_labels,
-                                                  torch.stack([table[i] for i in e.queries]), e.labels))
-                for q, ql in zip(e.queries, e.query_labels):
-                    a = any(len(set(words[q]) & set(words[d])) for d, l in zip(e.demos, e.demo_labels) if l == ql)
-                    b = any(len(set(words[q]) & set(words[d])) for d, l in zip(e.demos, e.demo_labels) if l != ql)
-                    own, other, only_own = own + a, other + b, only_own + (a and not b)
+                for name, scores in prototype_episode_scores(e, {"bag-of-codes": bags, "set-of-words": sets,
+                                                                 "logmel": logmel}).items():
+                    add(name, e, scores)
+            own, other, only_own = word_overlap(eps, words)
             n = len(references)
             overlap.append(dict(task=t, setting=f"{n_way}x{k_shot}", n=n, own_class=own / n, other_class=other / n, own_only=only_own / n))
             print(f"{t} {n_way}x{k_shot} overlap: own {own / n:.3f} other {other / n:.3f} own only {only_own / n:.3f}")

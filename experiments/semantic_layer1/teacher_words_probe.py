@@ -81,6 +81,26 @@ class Frames:
         return teacher_frames(self.teacher, audio)
 
 
+def prototype_episode_scores(episode, tables: dict) -> dict:
+    """`{name: prototype_scores(...)}` of an episode for each table of clip vectors (`{name: {clip: vector}}`)."""
+    return {name: prototype_scores(torch.stack([table[i] for i in episode.demos]), episode.demo_labels,
+                                   torch.stack([table[i] for i in episode.queries]), episode.labels)
+            for name, table in tables.items()}
+
+
+def word_overlap(episodes, clip_words: dict) -> tuple[int, int, int]:
+    """Queries whose words include a word of a demonstration of their own class, of another class, and of their own
+    class only: `(own, other, own_only)` counts over `episodes` (`clip_words`: clip -> list of words)."""
+    own = other = only_own = 0
+    for e in episodes:
+        for q, ql in zip(e.queries, e.query_labels):
+            words = set(clip_words[q])
+            a = any(words & set(clip_words[d]) for d, dl in zip(e.demos, e.demo_labels) if dl == ql)
+            b = any(words & set(clip_words[d]) for d, dl in zip(e.demos, e.demo_labels) if dl != ql)
+            own, other, only_own = own + a, other + b, only_own + (a and not b)
+    return own, other, only_own
+
+
 def lm_word_scores(pipe, pool, episodes, clip_words: dict, vocabulary_size: int, desc: str):
     """
     Yields `(episode, scores)` with the icl and calibrated scores of the pipeline's LM reading each clip's word
@@ -206,17 +226,11 @@ def main() -> None:
                 def add(name, episode, scores):
                     predictions.setdefault(name, []).extend(episode.labels[j] for j in np.asarray(scores).argmax(1))
 
-                own = other = only_own = 0
+                tables = {"bag-of-codes": bags, **({"teacher mean": means, "logmel": logmel} if k == args.k[0] else {})}
                 for e in eps:
-                    tables = [("bag-of-codes", bags)] + ([("teacher mean", means), ("logmel", logmel)] if k == args.k[0] else [])
-                    for name, table in tables:
-                        add(name, e, prototype_scores(torch.stack([table[i] for i in e.demos]), e.demo_labels,
-                                                      torch.stack([table[i] for i in e.queries]), e.labels))
-                    for q, ql in zip(e.queries, e.query_labels):
-                        words = set(collapsed[q])
-                        a = any(words & set(collapsed[d]) for d, dl in zip(e.demos, e.demo_labels) if dl == ql)
-                        b = any(words & set(collapsed[d]) for d, dl in zip(e.demos, e.demo_labels) if dl != ql)
-                        own, other, only_own = own + a, other + b, only_own + (a and not b)
+                    for name, scores in prototype_episode_scores(e, tables).items():
+                        add(name, e, scores)
+                own, other, only_own = word_overlap(eps, collapsed)
                 n = len(references)
                 overlap.append(dict(task=t, k=k, setting=f"{n_way}x{k_shot}", n=n,
                                     **{name: value / n for name, value in (("own_class", own), ("other_class", other), ("own_only", only_own))},
