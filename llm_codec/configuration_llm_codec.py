@@ -49,6 +49,12 @@ class LLMCodecConfig(PreTrainedConfig):
             layer leaves of the latent, and the decoder is unchanged. `None` (default): the paper's layer 1.
         semantic_clusters (`int`, defaults to 16): number of teacher centroids, each written as one layer-1 word
             (centroids and words are fitted by `llm_codec.training.fit_semantic_layer1`).
+        semantic_groups (`bool`, defaults to `False`): with a `semantic_teacher`, split the layer-1 words into one
+            group per centroid instead of giving each centroid one word: the teacher chooses the group and the
+            latent chooses the word within it, so layer 1 keeps acoustic detail for the decoder, and an LM reads
+            each word as its group's head word (the centroid's word; `LLMCodecProcessor` does this for the
+            understanding serialisation). The partition is the buffer `quantizer.layers.0.word_heads`, fitted with
+            the centroids.
     """
 
     model_type = "llm_codec"
@@ -77,6 +83,7 @@ class LLMCodecConfig(PreTrainedConfig):
     codebook_loss_weight: float = 1.0
     semantic_teacher: str | None = None
     semantic_clusters: int = 16
+    semantic_groups: bool = False
 
     def __post_init__(self, **kwargs):
         for name in ("encoder_rates", "decoder_rates", "vq_strides", "codebook_sizes"):
@@ -128,6 +135,8 @@ class LLMCodecConfig(PreTrainedConfig):
                     f"sample_rate 16000 (got {self.sample_rate}) and a layer-1 step (hop_length * vq_strides[0] = "
                     f"{step} samples) that is a multiple of 160."
                 )
+        if self.semantic_groups and self.semantic_teacher is None:
+            raise ValueError("`semantic_groups=True` needs a `semantic_teacher` (the teacher chooses each group).")
         if self.layer1_words is not None and len(self.layer1_words) != self.codebook_sizes[0]:
             raise ValueError(
                 f"`layer1_words` has {len(self.layer1_words)} words but the layer-1 codebook has "

@@ -168,7 +168,10 @@ def build_model_card(
     for k, (stride, size, rate) in enumerate(zip(config.vq_strides, config.codebook_sizes, config.tokens_per_second)):
         if k == 0 and config.layer1_words is not None:
             kind = f"{len(config.layer1_words)} whole words (mean of their sub-word embeddings)"
-            if config.semantic_teacher:
+            if config.semantic_teacher and config.semantic_groups:
+                kind += (f"; the frozen {config.semantic_teacher} teacher chooses one of {config.semantic_clusters} "
+                         "groups of words and the latent the word in it (an LM reads the group's head word)")
+            elif config.semantic_teacher:
                 kind += (f"; the code is chosen by the frozen {config.semantic_teacher} teacher, one of "
                          f"{config.semantic_clusters} words")
         else:

@@ -409,6 +409,10 @@ class LLMCodecVectorQuantize(nn.Module):
     The codebook is a frozen buffer (an LLM embedding table). With `use_cblinear` the codebook is projected into the
     latent space by `codebook_proj` (Linear codebook_dim -> latent_dim); the projected, L2-normalised table is cached
     and only recomputed when the codebook or the projection changes (tracked through tensor versions).
+
+    Layer 1 of a codec with `config.semantic_groups` also holds the frozen buffer `word_heads` `(codebook_size,)`: the
+    head word of each word's group (-1 until fitted). Codes given to `forward` are then group heads, and the layer
+    picks, at each position, the nearest word whose head is the given one.
     """
 
     lookup_block_frames = 1024  # frames scored against the codebook at once (bounds the similarity matrix)
@@ -424,6 +428,10 @@ class LLMCodecVectorQuantize(nn.Module):
         else:
             self.in_proj = nn.Conv1d(config.latent_dim, config.codebook_dim, kernel_size=1)
             self.out_proj = nn.Conv1d(config.codebook_dim, config.latent_dim, kernel_size=1)
+        if config.semantic_groups and layer_idx == 0:
+            self.register_buffer("word_heads", torch.full((self.codebook_size,), -1, dtype=torch.long))
+        else:
+            self.word_heads = None
         self._cache_key = None
         self._cache = None
 
@@ -452,17 +460,40 @@ class LLMCodecVectorQuantize(nn.Module):
     def clear_cache(self):
         self._cache_key = self._cache = None
 
-    def lookup(self, latents: torch.Tensor) -> torch.LongTensor:
-        """`latents`: (batch, dim, frames) in the search space -> nearest entries by cosine, (batch, frames)."""
+    def lookup(self, latents: torch.Tensor, heads: torch.LongTensor | None = None) -> torch.LongTensor:
+        """
+        `latents`: (batch, dim, frames) in the search space -> nearest entries by cosine, (batch, frames).
+        `heads` (batch, frames), *optional* (a layer with `word_heads`): search each frame among the words of the
+        given head's group only.
+        """
         table, inv_norm = self.search_table()
         batch, dim, frames = latents.shape
         flat = latents.detach().transpose(1, 2).reshape(-1, dim).float()
         flat = F.normalize(flat, dim=1)
+        flat_heads = heads.reshape(-1) if heads is not None else None
         codes = torch.empty(flat.shape[0], dtype=torch.long, device=flat.device)
         for start in range(0, flat.shape[0], self.lookup_block_frames):
             block = flat[start : start + self.lookup_block_frames]
-            codes[start : start + block.shape[0]] = ((block @ table.t()) * inv_norm).argmax(dim=1)
+            scores = (block @ table.t()) * inv_norm
+            if flat_heads is not None:
+                outside = self.word_heads[None, :] != flat_heads[start : start + block.shape[0], None]
+                scores = scores.masked_fill(outside, float("-inf"))
+            codes[start : start + block.shape[0]] = scores.argmax(dim=1)
         return codes.view(batch, frames)
+
+    def check_heads(self, heads: torch.LongTensor) -> None:
+        """Raises a `ValueError` unless the partition is fitted and every code of `heads` heads a group."""
+        if bool((self.word_heads < 0).any()):
+            raise RuntimeError(
+                "This codec's layer-1 word groups were never fitted (`quantizer.layers.0.word_heads` holds -1). Fit "
+                "them with llm_codec.training.fit_semantic_layer1(codec, clips), or train with a config that sets "
+                "`semantic_groups: true` (the trainer fits them first)."
+            )
+        is_head = torch.zeros(self.codebook_size, dtype=torch.bool, device=heads.device)
+        is_head[self.word_heads.to(heads.device)] = True
+        inside = (heads >= 0) & (heads < self.codebook_size)
+        if not bool(inside.all()) or not bool(is_head[heads[inside]].all()):
+            raise ValueError("Given layer-1 group heads include a word that heads no group of `word_heads`.")
 
     def embed(self, codes: torch.LongTensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """
@@ -489,16 +520,23 @@ class LLMCodecVectorQuantize(nn.Module):
         `codes` (batch, frames / stride), *optional*: use these entries instead of the nearest ones (a
         teacher-computed layer). The output is then the projected entries themselves, with no straight-through
         gradient to `residual` and a zero commitment loss (the encoder does not choose these codes); the codebook
-        loss still pulls the projection towards the latent.
+        loss still pulls the projection towards the latent. In a layer with `word_heads`, the given codes are group
+        heads instead: the nearest word of each head's group is chosen, with the usual straight-through gradient and
+        losses.
         """
         pooled = F.avg_pool1d(residual, self.stride, self.stride) if self.stride > 1 else residual
         search_input = pooled if self.use_cblinear else self.in_proj(pooled)
-        given = codes
-        if codes is None:
-            codes = self.lookup(search_input)
-        elif tuple(codes.shape) != (pooled.shape[0], pooled.shape[-1]):
+        if codes is not None and tuple(codes.shape) != (pooled.shape[0], pooled.shape[-1]):
             raise ValueError(f"Given codes of shape {tuple(codes.shape)} for {pooled.shape[-1]} pooled frames of a "
                              f"batch of {pooled.shape[0]}.")
+        if codes is not None and self.word_heads is not None:  # group heads: the latent chooses within the group
+            self.check_heads(codes)
+            codes = self.lookup(search_input, heads=codes)
+            given = None
+        else:
+            given = codes
+        if codes is None:
+            codes = self.lookup(search_input)
         if self.use_cblinear:
             quantized = self.codebook_proj(F.embedding(codes, self.codebook).to(pooled.dtype)).transpose(1, 2)
         else:
@@ -532,7 +570,8 @@ class LLMCodecResidualVectorQuantizer(nn.Module):
         (batch, frames / stride_k)), commitment_loss, codebook_loss, per_layer_quantized)`; the per-layer quantized
         tensors (a list, each (batch, latent_dim, frames)) are returned in training mode only, else an empty list.
         `first_codes` (batch, frames / stride_1), *optional*: layer-1 codes computed elsewhere (a semantic
-        teacher); the other layers quantize what those leave.
+        teacher), or with `config.semantic_groups` the group heads layer 1 chooses within; the other layers quantize
+        what layer 1 leaves.
         """
         quantized = torch.zeros_like(latents)
         residual = latents
@@ -571,7 +610,9 @@ class LLMCodecSemanticLayer1(nn.Module):
     The clip is first raised to -30 dBFS if quieter (the package's rule), over its own samples only, so an item of a
     padded batch gets the codes it gets alone. Everything here is frozen: `voice_encoder` (the network of
     `Resemblyzer` 0.1.4, loaded by `load_teacher_weights`), `centroids` `(clusters, 256)` and `word_codes`
-    `(clusters,)` (indices into the layer-1 codebook), fitted by `llm_codec.training.fit_semantic_layer1`.
+    `(clusters,)` (indices into the layer-1 codebook), fitted by `llm_codec.training.fit_semantic_layer1`. With
+    `config.semantic_groups` the centroid's word is the head of a group of layer-1 words and the quantizer picks the
+    word within it.
     """
 
     def __init__(self, config: LLMCodecConfig):
@@ -934,7 +975,9 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
             frames (`int`, *optional*): latent frames to cover (default: those of the padded input).
 
         Returns:
-            `torch.LongTensor` of shape `(batch, frames / vq_strides[0])`, or `None` for the paper's layer 1.
+            `torch.LongTensor` of shape `(batch, frames / vq_strides[0])`, or `None` for the paper's layer 1. With
+            `config.semantic_groups` these are the group heads (the words an LM reads); the layer-1 codes of
+            `encode` are then words of those groups.
         """
         if self.semantic is None:
             return None

@@ -64,6 +64,23 @@ def check_collapse_repeats(collapse_repeats: bool, layers=(0,), format: str = "u
         )
 
 
+def _layer1_heads(codec) -> list[int]:
+    """The fitted `word_heads` of a codec with `semantic_groups` (a model, not a config: they are a buffer)."""
+    quantizer = getattr(codec, "quantizer", None)
+    if quantizer is None:
+        raise ValueError(
+            "This codec's layer-1 words are grouped (`semantic_groups`) and the groups are weights of the model, not "
+            "of its config: build the processor from the model, `LLMCodecProcessor.from_codec(model, tokenizer)`."
+        )
+    heads = quantizer.layers[0].word_heads
+    if bool((heads < 0).any()):
+        raise ValueError(
+            "This codec's layer-1 word groups were never fitted (`quantizer.layers.0.word_heads` holds -1): fit them "
+            "with llm_codec.training.fit_semantic_layer1(codec, clips) first."
+        )
+    return heads.tolist()
+
+
 def resolve_collapse_repeats(collapse_repeats: bool | None, config=None, layers=(0,)) -> bool:
     """
     The `collapse_repeats` a few-shot prompt uses: `None` (the default) means `True` for a codec whose layer 1 is
@@ -97,6 +114,10 @@ class LLMCodecProcessor(ProcessorMixin):
         allow_vocabulary_mismatch (`bool`): skip the vocabulary check (experts only).
         audio_format (`str`): `"ids"` (default: the tokenizer must be the codec's LLM's, checked) or `"text"` (any
             tokenizer; only layer 1 is written, as words; understanding serialisation only).
+        layer1_heads (`list[int]`, *optional*): for a codec with `semantic_groups`, the head word of each layer-1
+            word's group (its `quantizer.layers.0.word_heads`): the understanding serialisation writes every layer-1
+            code as its head, the word of the teacher's centroid, which is what an LM can match in context; the
+            generation serialisation keeps the codes themselves.
     """
 
     def __init__(
@@ -113,6 +134,7 @@ class LLMCodecProcessor(ProcessorMixin):
         separator="\n",
         allow_vocabulary_mismatch=False,
         audio_format="ids",
+        layer1_heads=None,
     ):
         if audio_format not in AUDIO_FORMATS:
             raise ValueError(
@@ -121,6 +143,7 @@ class LLMCodecProcessor(ProcessorMixin):
             )
         self.audio_format = audio_format
         self.layer1_words = list(layer1_words) if layer1_words is not None else None
+        self.layer1_heads = [int(h) for h in layer1_heads] if layer1_heads is not None else None
         self.vq_strides = list(vq_strides)
         self.codebook_sizes = list(codebook_sizes) if codebook_sizes is not None else None
         self.layer_token_ids = layer_token_ids
@@ -142,6 +165,8 @@ class LLMCodecProcessor(ProcessorMixin):
         """
         config = getattr(codec, "config", codec)
         feature_extractor = feature_extractor or LLMCodecFeatureExtractor(sampling_rate=config.sample_rate)
+        if getattr(config, "semantic_groups", False) and "layer1_heads" not in kwargs:
+            kwargs["layer1_heads"] = _layer1_heads(codec)
         return cls(
             feature_extractor,
             tokenizer,
@@ -353,6 +378,8 @@ class LLMCodecProcessor(ProcessorMixin):
             for k in layers:
                 if k == 0:
                     codes = item[0]
+                    if format == "understanding":
+                        codes = self.read_layer1(codes)
                     if collapse_repeats:
                         codes = [c for position, c in enumerate(codes) if position == 0 or c != codes[position - 1]]
                     for c in codes:
@@ -371,6 +398,21 @@ class LLMCodecProcessor(ProcessorMixin):
         there), one string per item."""
         ids = self.codes_to_ids(audio_codes, audio_codes_lengths, layers=layers, collapse_repeats=collapse_repeats)
         return [self._require_tokenizer().decode(i) for i in ids]
+
+    def read_layer1(self, layer1_codes):
+        """
+        The layer-1 codes an LM reads in the understanding serialisation: each code's group head for a codec with
+        `semantic_groups` (`layer1_heads`), else the codes themselves. `layer1_codes`: a list of ints or a LongTensor
+        of any shape -> the same type and shape (codes outside the word list are left for the caller to reject).
+        """
+        if self.layer1_heads is None:
+            return layer1_codes
+        heads = self.layer1_heads
+        if torch.is_tensor(layer1_codes):
+            table = torch.tensor(heads, dtype=torch.long, device=layer1_codes.device)
+            inside = (layer1_codes >= 0) & (layer1_codes < len(heads))
+            return torch.where(inside, table[layer1_codes.clamp(0, len(heads) - 1)], layer1_codes)
+        return [heads[c] if 0 <= c < len(heads) else c for c in layer1_codes]
 
     def codes_to_words(self, layer1_codes) -> list[list[str]]:
         """Layer-1 codes `(batch, T1)` -> their words."""

@@ -242,6 +242,10 @@ def test_model_card_says_when_layer1_is_chosen_by_a_teacher():
                          encoder_rates=[4, 5, 8], decoder_rates=[8, 5, 4])
     text = str(build_model_card(config))
     assert "chosen by the frozen resemblyzer teacher, one of 4 words" in text and "None" not in text
+    grouped = tiny_config(layer1_words=words, semantic_teacher="resemblyzer", semantic_clusters=4, semantic_groups=True,
+                          encoder_rates=[4, 5, 8], decoder_rates=[8, 5, 4])
+    text = str(build_model_card(grouped))
+    assert "teacher chooses one of 4 groups of words and the latent the word in it" in text and "one of 4 words" not in text
 
 
 def test_model_card_model_index_and_datasets_from_measured_results():

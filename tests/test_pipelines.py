@@ -341,6 +341,89 @@ def test_collapse_repeats_is_on_by_default_for_a_teacher_computed_layer1(setup, 
     assert classify_pipe(setup).build_context(demos, sampling_rate=16000).collapse_repeats is False  # paper's layer 1
 
 
+def grouped_codecs(setup, monkeypatch):
+    """A fitted codec with grouped layer-1 words and its design-2 twin (same weights, centroids and head words)."""
+    from llm_codec.modeling_llm_codec import LLMCodecSemanticLayer1
+    from llm_codec.training import fit_semantic_layer1
+
+    _, lm, tokenizer, _ = setup
+    monkeypatch.setattr(LLMCodecSemanticLayer1, "load_teacher_weights", lambda self, path=None: None)
+    codecs = []
+    for groups in (True, False):
+        torch.manual_seed(1)
+        codec = LLMCodecModel.from_language_model(
+            lm, tokenizer, word_list=WORDS, encoder_dim=8, encoder_rates=[4, 5, 8], latent_dim=None, decoder_dim=64,
+            decoder_rates=[8, 5, 4], attn_window_size=2, attn_head_dim=16, semantic_teacher="resemblyzer",
+            semantic_clusters=3, semantic_groups=groups,
+        ).eval()
+        fit_semantic_layer1(codec, clips(6, 5, length=16000), progress=False)
+        codecs.append(codec)
+    return codecs
+
+
+def test_an_lm_reads_grouped_layer1_words_as_their_heads(setup, monkeypatch, tmp_path):
+    _, lm, tokenizer, _ = setup
+    codec, twin = grouped_codecs(setup, monkeypatch)
+    heads = codec.quantizer.layers[0].word_heads
+    audio = torch.from_numpy(clips(1, 3, length=24000)[0])[None, None]
+    with torch.no_grad():
+        codes, head_codes = codec.encode(audio).audio_codes, twin.encode(audio).audio_codes
+    assert torch.equal(heads[codes[0]], head_codes[0]) and not torch.equal(codes[0], head_codes[0])
+    processor = LLMCodecProcessor.from_codec(codec, tokenizer, separator="<sep>")
+    assert processor.layer1_heads == heads.tolist()
+    plain = LLMCodecProcessor.from_codec(twin, tokenizer, separator="<sep>")
+    assert plain.layer1_heads is None
+    for collapse in (False, True):  # the understanding serialisation writes the heads: design 2's prompt
+        assert processor.codes_to_ids(codes, collapse_repeats=collapse) == plain.codes_to_ids(head_codes,
+                                                                                               collapse_repeats=collapse)
+    assert processor.codes_to_ids(codes, layers=(0, 1))[0][: len(head_codes[0][0])] == \
+        plain.codes_to_ids(head_codes)[0][: len(head_codes[0][0])]
+    # the generation serialisation keeps the codes themselves (they decode to audio) and inverts
+    generation = processor.codes_to_ids(codes, format="generation")[0]
+    assert all(torch.equal(a, b) for a, b in zip(processor.ids_to_codes(generation), codes))
+    assert processor.read_layer1([int(c) for c in codes[0][0]]) == head_codes[0][0].tolist()
+    assert torch.equal(processor.read_layer1(codes[0]), head_codes[0])
+    processor.save_pretrained(tmp_path)
+    reloaded = LLMCodecProcessor.from_pretrained(tmp_path)
+    assert reloaded.layer1_heads == heads.tolist()
+    assert reloaded.codes_to_ids(codes, collapse_repeats=True) == processor.codes_to_ids(codes, collapse_repeats=True)
+    with pytest.raises(ValueError, match="build the processor from the model"):
+        LLMCodecProcessor.from_codec(codec.config, tokenizer)
+    unfitted = copy.deepcopy(codec)
+    unfitted.quantizer.layers[0].word_heads.fill_(-1)
+    with pytest.raises(ValueError, match="never fitted"):
+        LLMCodecProcessor.from_codec(unfitted, tokenizer)
+
+
+def test_grouped_codec_prompts_and_code_prototypes_equal_design_2s(setup, monkeypatch):
+    from llm_codec.evaluation.fewshot import ClipPool, FewShotEvaluator, sample_episodes
+
+    _, lm, tokenizer, _ = setup
+    codec, twin = grouped_codecs(setup, monkeypatch)
+    pipes = [pipeline("audio-few-shot-classification", model=c, language_model=lm, tokenizer=tokenizer, device="cpu")
+             for c in (codec, twin)]
+    demos = list(zip(clips(2, 0, length=12000), ["w50", "w60"]))
+    contexts = [p.build_context(demos, sampling_rate=16000) for p in pipes]
+    assert contexts[0].collapse_repeats and contexts[0].prefix_ids == contexts[1].prefix_ids
+    queries = clips(2, 9, length=20000)
+    results = [p(queries, demonstrations=demos, sampling_rate=16000) for p in pipes]
+    assert scores_of(results[0]).tolist() == scores_of(results[1]).tolist()
+    # the harness's "codes" method: histograms of the heads, as the LM reads them
+    import io
+
+    import soundfile as sf
+
+    sources = []
+    for array in clips(6, 11, length=16000):
+        buffer = io.BytesIO()
+        sf.write(buffer, array, 16000, format="WAV")
+        sources.append(buffer.getvalue())
+    pool = ClipPool(sources, ["w50", "w60", "w70"] * 2, name="grouped")
+    episode = sample_episodes(pool, 3, 1, 1, 1, seed=0)[0]
+    scores = [FewShotEvaluator(p, pool, progress=False).episode_scores(episode, ("codes",))["codes"] for p in pipes]
+    np.testing.assert_allclose(scores[0], scores[1])
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

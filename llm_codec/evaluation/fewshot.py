@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("icl", "calibrated", "embedding", "codes", "logmel")
 """Scoring methods: label log-likelihood after the prompt, the same with contextual calibration, LM embeddings,
-prototypes of the clips' layer-1 code histograms (the codec alone, no LM: what the codes carry), and the
+prototypes of the clips' layer-1 code histograms (the codec alone, no LM: what the codes the LM reads carry; group
+heads for a codec with `semantic_groups`), and the
 no-learning reference (prototypes of log-mel statistics, no model)."""
 
 LM_METHODS = ("icl", "calibrated", "embedding")
@@ -439,7 +440,8 @@ class FewShotEvaluator:
                 self._ids[index] = self.classifier.codec_processor.codes_to_ids(
                     clip_codes, layers=self.layers, collapse_repeats=self.collapse_repeats
                 )[0]
-                histogram = torch.bincount(clip_codes[0].flatten(), minlength=size).float()
+                layer1 = self.classifier.codec_processor.read_layer1(clip_codes[0].flatten())  # what the LM reads
+                histogram = torch.bincount(layer1, minlength=size).float()
                 self._code_histograms[index] = torch.nn.functional.normalize(histogram, dim=-1)
             bar.update(len(group))
         bar.close()
@@ -634,7 +636,8 @@ def evaluate_fewshot(
         settings: (N-way, K-shot) pairs; every clip is encoded once for all of them.
         methods: any of "icl", "calibrated", "embedding", "codes", "logmel" (or a comma-separated string); "codes"
             is the nearest prototype of the clips' layer-1 code histograms (the codec alone, no LM: what the codes
-            carry), "logmel" the no-learning reference (nearest prototype of log-mel statistics, see
+            carry; of the group heads the LM reads for a codec with `semantic_groups`), "logmel" the no-learning
+            reference (nearest prototype of log-mel statistics, see
             `reference.logmel_statistics`).
         n_queries: queries per class and episode. n_episodes: episodes per setting (same `seed` for each setting).
         n_repeats, instruction: prompt options (see the pipeline). group_key: see `sample_episodes`.

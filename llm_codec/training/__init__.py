@@ -28,6 +28,7 @@ from .semantic_layer1 import (
     choose_layer1_words,
     draw_fit_clips,
     fit_semantic_layer1,
+    group_layer1_words,
     spherical_kmeans,
 )
 from .teachers import (
@@ -80,6 +81,7 @@ __all__ = [
     "feature_matching_loss",
     "fit_semantic_layer1",
     "generator_adversarial_loss",
+    "group_layer1_words",
     "load_teacher",
     "make_dataloader",
     "read_ctranslate2_model",

@@ -48,7 +48,8 @@ def build_codec(config: TrainingConfig, lm=None, tokenizer=None) -> LLMCodecMode
         codec = LLMCodecModel.from_pretrained(config.init_from)
     else:
         source = lm if lm is not None else (None if config.lm in (None, "default") else config.lm)
-        semantic = dict(semantic_teacher=config.semantic_teacher, semantic_clusters=config.semantic_clusters)
+        semantic = dict(semantic_teacher=config.semantic_teacher, semantic_clusters=config.semantic_clusters,
+                        semantic_groups=config.semantic_groups)
         return LLMCodecModel.from_language_model(
             source,
             tokenizer=tokenizer,
@@ -59,14 +60,16 @@ def build_codec(config: TrainingConfig, lm=None, tokenizer=None) -> LLMCodecMode
             **config.codec,
         )
     if config.semantic_teacher and codec.semantic is None:
-        return add_semantic_layer1(codec, config.semantic_teacher, config.semantic_clusters)
-    if config.semantic_teacher and (codec.config.semantic_teacher, codec.config.semantic_clusters) != (
-        config.semantic_teacher, config.semantic_clusters
-    ):
+        return add_semantic_layer1(codec, config.semantic_teacher, config.semantic_clusters,
+                                   groups=config.semantic_groups)
+    wanted = (config.semantic_teacher, config.semantic_clusters, config.semantic_groups)
+    if config.semantic_teacher and (codec.config.semantic_teacher, codec.config.semantic_clusters,
+                                    codec.config.semantic_groups) != wanted:
         raise ValueError(
-            f"`semantic_teacher: {config.semantic_teacher}` with {config.semantic_clusters} clusters, but the codec of "
-            f"`init_from` computes layer 1 with {codec.config.semantic_teacher!r} and "
-            f"{codec.config.semantic_clusters} clusters: change the config or start from another codec."
+            f"`semantic_teacher: {config.semantic_teacher}` with {config.semantic_clusters} clusters and "
+            f"`semantic_groups: {config.semantic_groups}`, but the codec of `init_from` computes layer 1 with "
+            f"{codec.config.semantic_teacher!r}, {codec.config.semantic_clusters} clusters and `semantic_groups: "
+            f"{codec.config.semantic_groups}`: change the config or start from another codec."
         )
     return codec
 

@@ -96,6 +96,9 @@ class TrainingConfig:
             Before the first step the centroids are fitted, if they are not yet, on `semantic_fit_clips` training
             clips (`training.fit_semantic_layer1`); layers 2-3 and the decoder then learn around the new layer 1.
         semantic_clusters (`int`, defaults to 16): the teacher's centroids, one layer-1 word each.
+        semantic_groups (`bool`, defaults to `False`): the teacher chooses a group of layer-1 words and the encoder
+            the word within it (`LLMCodecConfig.semantic_groups`; the groups are fitted with the centroids), so
+            layer 1 keeps acoustic detail; `False`: the centroid's word is the code.
         semantic_fit_clips (`int`, defaults to 900): clips (first 8 s of each, drawn with `seed`) the centroids are
             fitted on, from `semantic_fit_data`.
         semantic_fit_data (*optional*): the audio to fit them on (a folder, manifest or list of paths, as
@@ -173,6 +176,7 @@ class TrainingConfig:
     init_from: str | None = None
     semantic_teacher: str | None = None
     semantic_clusters: int = 16
+    semantic_groups: bool = False
     semantic_fit_clips: int = 900
     semantic_fit_data: Any = None
     trainable: str = "all"

@@ -3,7 +3,9 @@ embeddings are assigned to, and the layer-1 word written for each centroid.
 
 The centroids come from spherical k-means over the teacher's window embeddings of unlabelled clips (the codec's
 training audio); each centroid gets a distinct layer-1 word drawn with a fixed seed (among the words that are one
-token for a given tokenizer, when one is passed, so prompts stay short). Also: `add_semantic_layer1`, which turns a
+token for a given tokenizer, when one is passed, so prompts stay short). With `LLMCodecConfig.semantic_groups` the
+layer-1 words are also split into one group per centroid, headed by the centroid's word (`group_layer1_words`).
+Also: `add_semantic_layer1`, which turns a
 trained codec into one whose layer 1 is computed by the teacher (the other weights are kept; layers 2-3 and the
 decoder then need training around the new layer 1).
 """
@@ -126,7 +128,49 @@ def fit_semantic_layer1(codec: LLMCodecModel, clips, seconds: float | None = 8.0
     layer.centroids.copy_(centroids.to(layer.centroids))
     layer.word_codes.copy_(torch.tensor(word_codes, device=layer.word_codes.device))
     used = int((windows @ centroids.T).argmax(1).unique().numel())
-    return dict(windows=len(windows), clips=len(embeddings), clusters_used=used, word_codes=word_codes)
+    stats = dict(windows=len(windows), clips=len(embeddings), clusters_used=used, word_codes=word_codes)
+    if codec.config.semantic_groups:
+        word_heads = group_layer1_words(codec, word_codes, seed=seed)
+        first = codec.quantizer.layers[0]
+        first.word_heads.copy_(word_heads.to(first.word_heads.device))
+        stats["group_sizes"] = [int((word_heads == w).sum()) for w in word_codes]
+    return stats
+
+
+@torch.no_grad()
+def group_layer1_words(codec: LLMCodecModel, head_words: list[int], seed: int = 0) -> torch.LongTensor:
+    """
+    Splits the layer-1 words into `len(head_words)` groups of (nearly) equal size, group c headed by `head_words[c]`,
+    such that every group has words in every part of the latent space: the words' projected vectors (layer 1's
+    search table) are clustered into cells of about one word per group (spherical k-means, `seed`), and each cell's
+    words are dealt in turn to the group holding the fewest so far. Whatever group the teacher chooses, the latent
+    then finds a word near it, so layer 1 keeps most of its acoustic detail.
+
+    Returns:
+        `torch.LongTensor` of shape `(codebook_size,)`: the head word of each word's group (the value of
+        `quantizer.layers.0.word_heads`).
+    """
+    table = codec.quantizer.layers[0].search_table()[0].detach().float().cpu()
+    size, groups = table.shape[0], len(head_words)
+    if len(set(head_words)) != groups or not all(0 <= w < size for w in head_words):
+        raise ValueError(f"`head_words` must be {groups} distinct layer-1 codes (0..{size - 1}).")
+    cells = max(1, size // groups)
+    centroids = spherical_kmeans(table, cells, seed=seed, restarts=1)
+    cell_of_word = (F.normalize(table, dim=-1) @ centroids.T).argmax(1).tolist()
+    word_heads = torch.full((size,), -1, dtype=torch.long)
+    counts = [1] * groups
+    for c, w in enumerate(head_words):
+        word_heads[w] = w
+    by_cell: dict[int, list[int]] = {}
+    for w, cell in enumerate(cell_of_word):
+        if word_heads[w] < 0:
+            by_cell.setdefault(cell, []).append(w)
+    for cell in sorted(by_cell):
+        for w in by_cell[cell]:
+            c = min(range(groups), key=counts.__getitem__)
+            word_heads[w] = head_words[c]
+            counts[c] += 1
+    return word_heads
 
 
 def draw_fit_clips(sources, count: int, seed: int = 0) -> list:
@@ -138,24 +182,28 @@ def draw_fit_clips(sources, count: int, seed: int = 0) -> list:
 
 
 def add_semantic_layer1(codec: LLMCodecModel, teacher: str = "resemblyzer", clusters: int = 16,
-                        teacher_weights=None) -> LLMCodecModel:
+                        teacher_weights=None, groups: bool = False) -> LLMCodecModel:
     """
     A copy of `codec` whose layer 1 is computed by `teacher` (`LLMCodecConfig.semantic_teacher`), with every other
     weight and buffer of `codec` and the teacher's weights loaded (from the installed package, or `teacher_weights`:
-    a `pretrained.pt` path or a state dict, see `LLMCodecSemanticLayer1.load_teacher_weights`); its centroids still
-    have to be fitted (`fit_semantic_layer1`).
+    a `pretrained.pt` path or a state dict, see `LLMCodecSemanticLayer1.load_teacher_weights`); with `groups`, the
+    teacher chooses a group of layer-1 words and the latent the word (`LLMCodecConfig.semantic_groups`). Its
+    centroids (and groups) still have to be fitted (`fit_semantic_layer1`).
     """
     if codec.semantic is not None:
         raise ValueError(f"The codec already computes layer 1 with {codec.config.semantic_teacher!r}.")
     config = codec.config.__class__.from_dict({**codec.config.to_dict(), "semantic_teacher": teacher,
-                                               "semantic_clusters": clusters})
+                                               "semantic_clusters": clusters, "semantic_groups": groups})
     new = LLMCodecModel(config)
     missing, unexpected = new.load_state_dict(codec.state_dict(), strict=False)
-    missing = [k for k in missing if not k.startswith("semantic.")]
+    missing = [k for k in missing if not k.startswith("semantic.") and k != "quantizer.layers.0.word_heads"]
     if missing or unexpected:
         raise RuntimeError(f"Could not carry the codec's weights over: missing {missing}, unexpected {unexpected}.")
     new.semantic.load_teacher_weights(teacher_weights)
     return new.to(codec.device, codec.dtype).train(codec.training)
 
 
-__all__ = ["add_semantic_layer1", "choose_layer1_words", "draw_fit_clips", "fit_semantic_layer1", "spherical_kmeans"]
+__all__ = [
+    "add_semantic_layer1", "choose_layer1_words", "draw_fit_clips", "fit_semantic_layer1", "group_layer1_words",
+    "spherical_kmeans",
+]

@@ -1,0 +1,123 @@
+"""Feasibility of "grouped words" (design 3): the teacher chooses a *group* of layer-1 words, the encoder the word.
+
+Design 2 makes layer 1 one of 16 teacher words, which costs reconstruction (layer 1 stops carrying acoustics). Here the
+3248 layer-1 words are split into `clusters` groups (a seeded random partition, each centroid's design-2 word in its
+own group); at every layer-1 position the teacher's nearest centroid picks the group and the encoder's latent picks the
+nearest word *within* that group. An LM can still read the teacher's words (write each layer-1 word as its group's
+head word), while the decoder keeps most of layer 1's acoustic information.
+
+This probe measures the reconstruction cost without any training: the shipped codec's dev-clip PESQ-WB / STOI / mel
+distance with (a) free layer 1 (the shipped codec), (b) grouped layer 1, (c) design 2's untrained layer 1 (the head
+word only), on the trainer's development clips (first 4 s of the first 29 of data/dev_speech.jsonl, decoder noise
+seed 0).
+
+    python experiments/semantic_layer1/grouped_words_probe.py --semantic runs/design2_layer1
+
+This is an experiment, not part of the package.
+"""
+
+import argparse
+import json
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from llm_codec import LLMCodecModel
+from llm_codec.default_model import load_default_codec
+from llm_codec.evaluation.metrics import speech_scores
+from llm_codec.training import TrainingConfig
+from llm_codec.training.data import load_validation_clips, resolve_sources
+from llm_codec.mel import MultiScaleMelLoss
+
+
+def dealt_groups(table: torch.Tensor, head_words: list[int], seed: int) -> torch.LongTensor:
+    """Word -> group index: the words' projected vectors are clustered into cells of about `clusters` words each
+    (spherical k-means), and each cell's words are dealt round-robin to the groups, so that every group holds a word
+    near every part of the latent space; head word c is in group c."""
+    from llm_codec.training.semantic_layer1 import spherical_kmeans
+
+    clusters = len(head_words)
+    cells = max(1, table.shape[0] // clusters)
+    centroids = spherical_kmeans(table.float(), cells, seed=seed, restarts=1)
+    assignment = (F.normalize(table.float(), dim=-1) @ F.normalize(centroids, dim=-1).T).argmax(-1)
+    groups = torch.full((table.shape[0],), -1, dtype=torch.long)
+    for c, w in enumerate(head_words):
+        groups[w] = c
+    counts = torch.zeros(clusters, dtype=torch.long)
+    counts[:] = 1
+    for cell in range(cells):
+        members = [w for w in (assignment == cell).nonzero().flatten().tolist() if groups[w] < 0]
+        for w in members:  # to the emptiest group first
+            c = int(counts.argmin())
+            groups[w] = c
+            counts[c] += 1
+    return groups
+
+
+def random_groups(codebook_size: int, head_words: list[int], seed: int) -> torch.LongTensor:
+    """Word -> group index: a seeded random equal-size partition with head word c in group c."""
+    clusters = len(head_words)
+    rest = [w for w in range(codebook_size) if w not in set(head_words)]
+    order = torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed)).tolist()
+    groups = torch.empty(codebook_size, dtype=torch.long)
+    for c, w in enumerate(head_words):
+        groups[w] = c
+    for i, j in enumerate(order):
+        groups[rest[j]] = i % clusters
+    return groups
+
+
+@torch.no_grad()
+def grouped_first_codes(codec, latents, group_per_position, groups):
+    layer = codec.quantizer.layers[0]
+    pooled = F.avg_pool1d(latents, layer.stride, layer.stride)
+    table, inv_norm = layer.search_table()
+    sims = F.normalize(pooled.float().transpose(1, 2), dim=-1) @ table.T * inv_norm  # (batch, positions, words)
+    allowed = groups[None, None, :] == group_per_position[..., None]
+    return sims.masked_fill(~allowed, float("-inf")).argmax(-1)
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--semantic", default="runs/design2_layer1", help="a design-2 codec folder (its centroids)")
+    parser.add_argument("--config", default="experiments/semantic_layer1/design2_cpu.yaml")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--partition", choices=["random", "dealt"], default="random")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    config = TrainingConfig.from_file(args.config)
+    shipped, _, _ = load_default_codec()
+    shipped.eval()
+    design2 = LLMCodecModel.from_pretrained(args.semantic).eval()
+    head = design2.semantic.word_codes.tolist()
+    if args.partition == "random":
+        groups = random_groups(shipped.config.codebook_sizes[0], head, args.seed)
+    else:
+        groups = dealt_groups(shipped.quantizer.layers[0].search_table()[0], head, args.seed)
+    clips = load_validation_clips(resolve_sources(config.val_data), 16000, config.val_seconds, config.num_val_clips)
+    mel_loss = MultiScaleMelLoss(16000, config.mel_window_lengths, config.mel_n_mels)
+    rows = {"shipped": [], "grouped": [], "head_word_only": []}
+    for clip in clips:
+        lengths = torch.tensor([clip.shape[-1]])
+        latents = shipped._encode_batch_latents(shipped._pad(clip), lengths)
+        head_codes = design2.semantic_codes(clip, lengths, latents.shape[-1])  # word codes of the centroids
+        group_of_position = groups[head_codes]
+        variants = {
+            "shipped": None,
+            "grouped": grouped_first_codes(shipped, latents, group_of_position, groups),
+            "head_word_only": head_codes,
+        }
+        for name, first in variants.items():
+            _, codes, *_ = shipped.quantizer(latents, first_codes=first)
+            audio = shipped.decode(codes, generator=torch.Generator().manual_seed(0)).audio_values[..., : clip.shape[-1]]
+            values, _ = speech_scores(clip[0, 0].numpy(), audio[0, 0].float().numpy(), 16000)
+            values["mel_distance"] = float(mel_loss(audio.float(), clip))
+            rows[name].append(values)
+    summary = {name: {m: float(np.nanmean([r[m] for r in values])) for m in values[0]} for name, values in rows.items()}
+    print(json.dumps({"clips": len(clips), "groups": len(head), "seed": args.seed, "partition": args.partition, "mean": summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
