@@ -1,10 +1,11 @@
 """Feasibility of "grouped words" (design 3): the teacher chooses a *group* of layer-1 words, the encoder the word.
 
-Design 2 makes layer 1 one of 16 teacher words, which costs reconstruction (layer 1 stops carrying acoustics). Here the
-3248 layer-1 words are split into `clusters` groups (a seeded random partition, each centroid's design-2 word in its
-own group); at every layer-1 position the teacher's nearest centroid picks the group and the encoder's latent picks the
-nearest word *within* that group. An LM can still read the teacher's words (write each layer-1 word as its group's
-head word), while the decoder keeps most of layer 1's acoustic information.
+Design 2 makes layer 1 one of 16 teacher words, which costs reconstruction (layer 1 stops carrying acoustics). Here
+the shipped codec's 3966 layer-1 words are split into one group per centroid, each centroid's design-2 word heading
+its own group (`--partition dealt`: the package's `training.group_layer1_words`; `random`: a seeded random
+equal-size partition); at every layer-1 position the teacher's nearest centroid picks the group and the encoder's
+latent the nearest word *within* it. An LM still reads the teacher's words (each layer-1 word written as its group's
+head), while the decoder keeps most of layer 1's acoustic information.
 
 This probe measures the reconstruction cost without any training: the shipped codec's dev-clip PESQ-WB / STOI / mel
 distance with (a) free layer 1 (the shipped codec), (b) grouped layer 1, (c) design 2's untrained layer 1 (the head
@@ -26,33 +27,9 @@ import torch.nn.functional as F
 from llm_codec import LLMCodecModel
 from llm_codec.default_model import load_default_codec
 from llm_codec.evaluation.metrics import speech_scores
-from llm_codec.training import TrainingConfig
+from llm_codec.training import TrainingConfig, group_layer1_words
 from llm_codec.training.data import load_validation_clips, resolve_sources
 from llm_codec.mel import MultiScaleMelLoss
-
-
-def dealt_groups(table: torch.Tensor, head_words: list[int], seed: int) -> torch.LongTensor:
-    """Word -> group index: the words' projected vectors are clustered into cells of about `clusters` words each
-    (spherical k-means), and each cell's words are dealt round-robin to the groups, so that every group holds a word
-    near every part of the latent space; head word c is in group c."""
-    from llm_codec.training.semantic_layer1 import spherical_kmeans
-
-    clusters = len(head_words)
-    cells = max(1, table.shape[0] // clusters)
-    centroids = spherical_kmeans(table.float(), cells, seed=seed, restarts=1)
-    assignment = (F.normalize(table.float(), dim=-1) @ F.normalize(centroids, dim=-1).T).argmax(-1)
-    groups = torch.full((table.shape[0],), -1, dtype=torch.long)
-    for c, w in enumerate(head_words):
-        groups[w] = c
-    counts = torch.zeros(clusters, dtype=torch.long)
-    counts[:] = 1
-    for cell in range(cells):
-        members = [w for w in (assignment == cell).nonzero().flatten().tolist() if groups[w] < 0]
-        for w in members:  # to the emptiest group first
-            c = int(counts.argmin())
-            groups[w] = c
-            counts[c] += 1
-    return groups
 
 
 def random_groups(codebook_size: int, head_words: list[int], seed: int) -> torch.LongTensor:
@@ -84,7 +61,7 @@ def main() -> None:
     parser.add_argument("--semantic", default="runs/design2_layer1", help="a design-2 codec folder (its centroids)")
     parser.add_argument("--config", default="experiments/semantic_layer1/design2_cpu.yaml")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--partition", choices=["random", "dealt"], default="random")
+    parser.add_argument("--partition", choices=["random", "dealt"], default="dealt")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = TrainingConfig.from_file(args.config)
@@ -95,7 +72,8 @@ def main() -> None:
     if args.partition == "random":
         groups = random_groups(shipped.config.codebook_sizes[0], head, args.seed)
     else:
-        groups = dealt_groups(shipped.quantizer.layers[0].search_table()[0], head, args.seed)
+        heads = group_layer1_words(shipped, head, seed=args.seed)  # the package's partition (head word per word)
+        groups = torch.tensor([head.index(h) for h in heads.tolist()])
     clips = load_validation_clips(resolve_sources(config.val_data), 16000, config.val_seconds, config.num_val_clips)
     mel_loss = MultiScaleMelLoss(16000, config.mel_window_lengths, config.mel_n_mels)
     rows = {"shipped": [], "grouped": [], "head_word_only": []}
