@@ -216,9 +216,10 @@ def _import_gpu(*names):
         sys.path.remove(str(GPU))
 
 
-def _design2_bundle(tmp_path):
+def _design2_bundle(tmp_path, groups: bool = False):
     """A tiny design-2 codec saved as a folder (random teacher, fitted centroids), its plain counterpart, and a bundle
-    holding what gpu_bundle.py packs for it: codec_init/, codebooks, one validation clip, semantic.safetensors."""
+    holding what gpu_bundle.py packs for it: codec_init/, codebooks, one validation clip, semantic.safetensors (with
+    `groups`, as for a config with `semantic_groups`: also the word groups, computed on the plain codec, seed 0)."""
     import soundfile as sf
     import torch
     from safetensors.torch import save_file
@@ -245,7 +246,8 @@ def _design2_bundle(tmp_path):
     sf.write(bundle / "val" / "0.flac", np.concatenate([tone(2.0, 300, 2), tone(1.5, 700, 3)]), 16000)
     (bundle / "val.jsonl").write_text(json.dumps({"path": "val/0.flac"}) + "\n")
     teacher = {k: v.clone() for k, v in codec.semantic.voice_encoder.state_dict().items()}
-    gpu_bundle.pack_semantic(tmp_path / "design2", bundle, "float16", teacher_state=teacher)
+    gpu_bundle.pack_semantic(tmp_path / "design2", bundle, "float16", teacher_state=teacher, groups=groups,
+                             group_codec=plain, seed=0)
     gpu_bundle.pack_semantic_check(tmp_path / "design2", bundle)
     return codec, plain, bundle, teacher
 
@@ -309,6 +311,113 @@ def test_gpu_train_refuses_a_design2_run_it_cannot_do_exactly(tmp_path):
     config.write_text("semantic_teacher: resemblyzer\nsemantic_clusters: 16\n")
     with pytest.raises(SystemExit, match="16 clusters"):
         gpu_train.main(["--bundle", str(bundle), "--config", str(config), "--out", str(tmp_path / "o")])
+
+
+def _grouped_codec(plain, teacher):
+    """The tiny plain codec turned grouped and fitted as the trainer fits it for a config with `semantic_groups` (same
+    clips and seed as `_design2_bundle`'s design-2 folder)."""
+    from llm_codec.training import add_semantic_layer1, fit_semantic_layer1
+
+    from .test_semantic_layer1 import tone
+
+    grouped = add_semantic_layer1(plain, "resemblyzer", 4, teacher_weights=teacher, groups=True)
+    fit_semantic_layer1(grouped, [tone(3.0, 200, 0), tone(3.0, 900, 1, amp=0.05)], progress=False)
+    return grouped
+
+
+def test_gpu_scripts_carry_grouped_layer1_words_exactly(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    gpu_bundle, gpu_train, load_returned = _import_gpu("gpu_bundle", "gpu_train", "load_returned")
+    codec, plain, bundle, teacher = _design2_bundle(tmp_path, groups=True)
+    meta, tensors = gpu_train.read_bundled_semantic(bundle)
+    grouped = _grouped_codec(plain, teacher)  # what a CPU run of the grouped config fits for the same words
+    assert torch.equal(grouped.semantic.word_codes, codec.semantic.word_codes)
+    assert tensors["word_heads"].dtype == torch.int64 and "group_layer1_words" in meta["word_heads_source"]
+    assert torch.equal(tensors["word_heads"], grouped.quantizer.layers[0].word_heads)
+
+    # on the GPU: grouped, with the bundle's groups; the check compares the teacher's codes (the group heads)
+    rebuilt = gpu_train.add_bundled_semantic_layer1(gpu_train.rebuild_codec(bundle, None), bundle, groups=True)
+    assert rebuilt.config.semantic_groups and torch.equal(rebuilt.quantizer.layers[0].word_heads, tensors["word_heads"])
+    equal, total = gpu_train.check_layer1_codes(rebuilt, bundle, "cpu")
+    assert total > 10 and equal == total
+    design2 = gpu_train.add_bundled_semantic_layer1(gpu_train.rebuild_codec(bundle, None), bundle)  # groups unused
+    assert not design2.config.semantic_groups and design2.quantizer.layers[0].word_heads is None
+
+    # what comes back holds the groups exactly; a resume pack must hold the bundle's groups
+    returned = gpu_train.returned_weights(rebuilt)
+    assert torch.equal(returned[gpu_train.HEADS_KEY], tensors["word_heads"])
+    pack = tmp_path / "resume"
+    pack.mkdir()
+    save_file(gpu_train.resume_weights(returned), str(pack / "model.safetensors"))
+    again = gpu_train.add_bundled_semantic_layer1(gpu_train.rebuild_codec(bundle, pack), bundle, pack, groups=True)
+    assert torch.equal(again.quantizer.layers[0].word_heads, tensors["word_heads"])
+    with pytest.raises(ValueError, match="grouped layer-1 words"):  # a grouped pack for a design-2 config
+        gpu_train.add_bundled_semantic_layer1(gpu_train.rebuild_codec(bundle, pack), bundle, pack)
+    heads = tensors["word_heads"].clone()
+    moved = next(w for w in range(len(heads)) if heads[w] != w and heads[w] != heads[0])
+    heads[moved] = heads[0]
+    save_file({**load_file(str(pack / "model.safetensors")), gpu_train.HEADS_KEY: heads}, str(pack / "model.safetensors"))
+    with pytest.raises(ValueError, match="word_heads differ"):
+        gpu_train.add_bundled_semantic_layer1(gpu_train.rebuild_codec(bundle, pack), bundle, pack, groups=True)
+    save_file({k: v for k, v in load_file(str(pack / "model.safetensors")).items() if k != gpu_train.HEADS_KEY},
+              str(pack / "model.safetensors"))
+    with pytest.raises(ValueError, match="design-2 run"):
+        gpu_train.add_bundled_semantic_layer1(gpu_train.rebuild_codec(bundle, pack), bundle, pack, groups=True)
+
+    # --same-words-as: the groups are compared when both codecs are grouped, the teacher's codes always
+    grouped.save_pretrained(tmp_path / "grouped")
+    clip = bundle / "val" / "0.flac"
+    assert load_returned.check_same_words(rebuilt, tmp_path / "grouped", clip) == total
+    assert load_returned.check_same_words(rebuilt, tmp_path / "design2", clip) == total
+    with torch.no_grad():
+        grouped.quantizer.layers[0].word_heads[moved] = heads[0]
+    grouped.save_pretrained(tmp_path / "grouped")
+    with pytest.raises(ValueError, match="word_heads differ"):
+        load_returned.check_same_words(rebuilt, tmp_path / "grouped", clip)
+
+    # a grouped folder's own groups are packed as they are
+    folder_bundle = tmp_path / "from_grouped"
+    folder_bundle.mkdir()
+    meta = gpu_bundle.pack_semantic(tmp_path / "grouped", folder_bundle, teacher_state=teacher)
+    assert meta["word_heads_source"] == f"the word_heads of {tmp_path / 'grouped'}"
+    assert torch.equal(load_file(str(folder_bundle / "semantic.safetensors"))["word_heads"],
+                       grouped.quantizer.layers[0].word_heads)
+
+
+def test_gpu_train_refuses_a_grouped_run_without_bundled_groups(tmp_path):
+    gpu_train, = _import_gpu("gpu_train")
+    codec, plain, bundle, teacher = _design2_bundle(tmp_path)  # a design-2 bundle: no word_heads
+    config = tmp_path / "grouped.yaml"
+    config.write_text("semantic_teacher: resemblyzer\nsemantic_clusters: 4\nsemantic_groups: true\n")
+    with pytest.raises(SystemExit, match="holds no word_heads"):  # the trainer would fit its own groups
+        gpu_train.main(["--bundle", str(bundle), "--config", str(config), "--out", str(tmp_path / "o"),
+                        "--resume-from", str(tmp_path / "none")])
+    with pytest.raises(ValueError, match="no layer-1 word groups"):
+        gpu_train.add_bundled_semantic_layer1(gpu_train.rebuild_codec(bundle, None), bundle, groups=True)
+
+
+def test_load_returned_rebuilds_the_grouped_codec_strictly(tmp_path):
+    import torch
+
+    from .test_training import _resemblyzer_installed
+
+    if not _resemblyzer_installed():
+        pytest.skip("the Resemblyzer weights are not installed (pip install --no-deps Resemblyzer==0.1.4)")
+    gpu_train, load_returned = _import_gpu("gpu_train", "load_returned")
+    codec, plain, bundle, teacher = _design2_bundle(tmp_path, groups=True)
+    returned = gpu_train.returned_weights(gpu_train.add_bundled_semantic_layer1(plain, bundle, groups=True))
+    loaded = load_returned.load_returned_codec(returned, base=plain)
+    state = loaded.state_dict()
+    assert loaded.config.semantic_groups and loaded.semantic.is_fitted
+    assert all(torch.equal(state[k], v) for k, v in returned.items())
+    heads = returned[gpu_train.HEADS_KEY]
+    for broken, match in (({**returned, gpu_train.HEADS_KEY: torch.full_like(heads, -1)}, "never fitted"),
+                          ({**returned, gpu_train.HEADS_KEY: heads.roll(1)}, "not headed"),
+                          ({k: v for k, v in returned.items() if not k.startswith("semantic.")}, "no semantic.centroids")):
+        with pytest.raises(ValueError, match=match):
+            load_returned.load_returned_codec(broken, base=plain)
 
 
 def test_load_returned_rebuilds_the_design2_codec_strictly(tmp_path):

@@ -224,3 +224,35 @@ def test_training_fits_the_groups_and_a_resumed_run_keeps_them(tmp_path, monkeyp
     assert (resumed.codec.quantizer.layers[0].word_heads == -1).all()
     resumed.train(resume=True)
     assert resumed.step == 3 and torch.equal(resumed.codec.quantizer.layers[0].word_heads, heads)
+
+
+def test_training_fits_only_the_groups_of_a_codec_whose_centroids_are_fitted(grouped, tmp_path, monkeypatch):
+    pytest.importorskip("accelerate")
+    import soundfile as sf
+
+    from llm_codec.training import Trainer
+    from llm_codec.training import trainer as trainer_module
+
+    from .test_training import run_config
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for k in range(3):
+        sf.write(data / f"c{k}.wav", tone(2.5, 250 + 100 * k, k, amp=0.1), RATE)
+    codec = copy.deepcopy(grouped[0])
+    codec.quantizer.layers[0].word_heads.fill_(-1)  # centroids and words fitted, groups not
+    codec.save_pretrained(tmp_path / "start")
+
+    def no_refit(*args, **kwargs):
+        raise AssertionError("fitted centroids must be kept")
+
+    monkeypatch.setattr(trainer_module, "fit_semantic_layer1", no_refit)
+    config = run_config(tmp_path / "out", data, init_from=str(tmp_path / "start"), semantic_teacher="resemblyzer",
+                        semantic_clusters=4, semantic_groups=True, crop_seconds=1.92, val_seconds=1.0, max_steps=1,
+                        save_every=0, eval_every=0, loss_weights={"adversarial": 0.0, "feature_matching": 0.0})
+    trainer = Trainer(config)
+    trainer.train()
+    assert torch.equal(trainer.codec.semantic.centroids, grouped[0].semantic.centroids)
+    # grouped on the starting codec's layer-1 table, before the step
+    assert torch.equal(trainer.codec.quantizer.layers[0].word_heads,
+                       group_layer1_words(grouped[0], grouped[0].semantic.word_codes.tolist(), seed=config.seed))

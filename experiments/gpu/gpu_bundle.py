@@ -19,13 +19,20 @@ and no network, so this script (run here, where `bash scripts/prepare_data.sh` h
                           runs/design2_layer1 of experiments/semantic_layer1/build_design2_codec.py): the frozen
                           Resemblyzer voice encoder (from the installed, sha256-pinned wheel, float16 by default:
                           2.7 MiB), the folder's fitted `semantic.centroids` (float32) and `semantic.word_codes`
-                          (int64), its codec config, and the layer-1 codes the folder's codec gives each bundled
-                          validation clip here (gpu_train.py checks its rebuilt codec against them)
+                          (int64), its codec config, and the layer-1 codes the folder's teacher gives each bundled
+                          validation clip here (gpu_train.py checks its rebuilt codec against them); for a config
+                          with `semantic_groups` (grouped words, experiments/semantic_layer1/grouped_gpu.yaml) also
+                          `word_heads` (int64, the value of `quantizer.layers.0.word_heads`): the folder's own when
+                          it is a grouped codec, else `training.group_layer1_words` on the config's starting codec
+                          (the shipped one) with the bundled words and the config's seed, exactly the groups the
+                          trainer's `fit_semantic_layer1` fits for that config on the CPU
 
 Usage:
     python experiments/gpu/gpu_bundle.py --out .gpu_bundle --speech-minutes 84 --music-minutes 25
     python experiments/gpu/gpu_bundle.py --config experiments/semantic_layer1/design2_gpu.yaml \
         --semantic-from runs/design2_layer1 --speech-minutes 52 --out .gpu_bundle   # design 2 (see that config)
+    python experiments/gpu/gpu_bundle.py --config experiments/semantic_layer1/grouped_gpu.yaml \
+        --semantic-from runs/design2_layer1 --speech-minutes 52 --out .gpu_bundle   # grouped words (see that config)
 
 `experiments/gpu/gpu_train.py` is its counterpart on the GPU machine (see docs/training.md).
 """
@@ -81,9 +88,9 @@ def dequantize_rows(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (q.float().reshape(q.shape[0], -1) * scale[:, None]).reshape(q.shape)
 
 
-def pack_codec(config, out: Path) -> None:
+def pack_codec(config, out: Path):
     """codec_init/ and the codebooks of the codec `config` builds, without a teacher-computed layer 1 (a design-2
-    config's layer 1 travels in SEMANTIC_FILE and gpu_train.py adds it)."""
+    config's layer 1 travels in SEMANTIC_FILE and gpu_train.py adds it). Returns that codec (float32)."""
     from llm_codec.training.build import build_codec
 
     torch.manual_seed(config.seed)
@@ -105,6 +112,7 @@ def pack_codec(config, out: Path) -> None:
             print(f"{key}: {tuple(state[key].shape)} -> {names[key]}, int8 round trip max error {error:.3g}")
             packed[f"{names[key]}.q"], packed[f"{names[key]}.scale"] = q, scale
     save_file(packed, str(out / "codebooks.safetensors"), metadata={"names": json.dumps(names)})
+    return codec
 
 
 def pack_teacher(out: Path) -> None:
@@ -228,12 +236,54 @@ def read_semantic_tensors(folder: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def pack_semantic(folder: Path, out: Path, dtype: str = "float16", teacher_state: dict | None = None) -> dict:
+def read_word_heads(folder: Path) -> torch.Tensor | None:
+    """`quantizer.layers.0.word_heads` of a `save_pretrained` folder (a codec with `semantic_groups`), or `None`."""
+    from safetensors import safe_open
+
+    key = "quantizer.layers.0.word_heads"
+    index = folder / "model.safetensors.index.json"
+    name = json.loads(index.read_text())["weight_map"].get(key) if index.is_file() else "model.safetensors"
+    if name is None:
+        return None
+    with safe_open(str(folder / name), "pt") as handle:
+        return handle.get_tensor(key) if key in handle.keys() else None
+
+
+def layer1_word_heads(folder: Path, word_codes: torch.Tensor, group_codec=None, seed: int = 0) -> tuple[torch.Tensor, str]:
+    """
+    The layer-1 word groups a grouped run with the words `word_codes` of `folder` uses: `(word_heads, how)`. The
+    folder's own `quantizer.layers.0.word_heads` when its codec is grouped (they must be fitted and headed by its
+    words), else `group_layer1_words(group_codec, word_codes, seed)`: what `fit_semantic_layer1` computes for those
+    words when the trainer fits `group_codec` (the config's starting codec) with the config's seed.
+    """
+    from llm_codec.configuration_llm_codec import LLMCodecConfig
+    from llm_codec.training.semantic_layer1 import group_layer1_words
+
+    if LLMCodecConfig.from_pretrained(str(folder)).semantic_groups:
+        heads = read_word_heads(folder)
+        if heads is None or bool((heads < 0).any()):
+            raise SystemExit(f"--semantic-from {folder}: its layer-1 word groups were never fitted (word_heads -1)")
+        how = f"the word_heads of {folder}"
+    else:
+        if group_codec is None:
+            raise SystemExit(f"--semantic-from {folder} is not grouped: its groups need the config's starting codec")
+        heads = group_layer1_words(group_codec, word_codes.tolist(), seed=seed)
+        how = f"group_layer1_words on the config's starting codec, seed {seed}"
+    heads = heads.long().contiguous()
+    if sorted(set(heads.tolist())) != sorted(word_codes.tolist()) or any(heads[w] != w for w in word_codes.tolist()):
+        raise SystemExit(f"--semantic-from {folder}: the layer-1 groups are not headed by its words")
+    return heads, how
+
+
+def pack_semantic(folder: Path, out: Path, dtype: str = "float16", teacher_state: dict | None = None,
+                  groups: bool = False, group_codec=None, seed: int = 0) -> dict:
     """
     Writes SEMANTIC_FILE: what a run of the codec saved in `folder` (layer 1 computed by a frozen teacher, centroids
     fitted) needs and a bare GPU machine cannot get. The teacher's weights come from `teacher_state` (default: the
     installed Resemblyzer wheel, sha256-checked) and must equal the folder's; they are stored in `dtype`, the
-    centroids in float32 and the word codes in int64 (exactly the folder's). Returns the file's metadata.
+    centroids in float32 and the word codes in int64 (exactly the folder's). With `groups` (a config with
+    `semantic_groups`), or when the folder's codec is grouped, also `word_heads` (`layer1_word_heads(folder,
+    word_codes, group_codec, seed)`). Returns the file's metadata.
     """
     from llm_codec.configuration_llm_codec import LLMCodecConfig
 
@@ -264,6 +314,11 @@ def pack_semantic(folder: Path, out: Path, dtype: str = "float16", teacher_state
                 "teacher_dtype": dtype, "teacher_source": provenance, "source": str(folder),
                 "words": json.dumps([words[i] for i in word_codes.tolist()]),
                 "config": json.dumps(codec_fields(config))}
+    if groups or config.semantic_groups:
+        packed["word_heads"], metadata["word_heads_source"] = layer1_word_heads(folder, packed["word_codes"],
+                                                                                group_codec, seed)
+        sizes = [int((packed["word_heads"] == w).sum()) for w in packed["word_codes"].tolist()]
+        print(f"{SEMANTIC_FILE}: layer-1 word groups from {metadata['word_heads_source']}, sizes {sizes}")
     save_file(packed, str(out / SEMANTIC_FILE), metadata=metadata)
     print(f"{SEMANTIC_FILE}: teacher of {folder} in {dtype} (max relative round-trip error {error:.2g}), "
           f"{len(centroids)} centroids, words {json.loads(metadata['words'])}")
@@ -277,9 +332,19 @@ def layer1_codes(codec, audio: np.ndarray) -> list[int]:
     return codec.encode(values).audio_codes[0][0].tolist()
 
 
+@torch.no_grad()
+def teacher_codes(codec, audio: np.ndarray) -> list[int]:
+    """The teacher-computed layer-1 codes (`semantic_codes`) of a codec with `semantic_teacher` for one clip (16 kHz
+    samples) alone: its layer-1 codes for design 2, the group heads for grouped words (whose layer-1 codes are words
+    of those groups, chosen by the encoder's latent)."""
+    values = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None, None].to(codec.device, codec.dtype)
+    return codec.semantic_codes(values)[0].tolist()
+
+
 def pack_semantic_check(folder: Path, out: Path) -> None:
-    """Adds to SEMANTIC_FILE's metadata the layer-1 codes the codec saved in `folder` gives each bundled validation
-    clip (as read back from the bundle): gpu_train.py compares its rebuilt codec's with them."""
+    """Adds to SEMANTIC_FILE's metadata the teacher-computed layer-1 codes (`teacher_codes`) the codec saved in
+    `folder` gives each bundled validation clip (as read back from the bundle): gpu_train.py compares its rebuilt
+    codec's with them."""
     import soundfile as sf
     from safetensors import safe_open
 
@@ -287,7 +352,7 @@ def pack_semantic_check(folder: Path, out: Path) -> None:
 
     codec = LLMCodecModel.from_pretrained(str(folder)).float().eval()
     rows = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines() if line.strip()]
-    codes = {r["path"]: layer1_codes(codec, sf.read(str(out / r["path"]), dtype="float32")[0]) for r in rows}
+    codes = {r["path"]: teacher_codes(codec, sf.read(str(out / r["path"]), dtype="float32")[0]) for r in rows}
     with safe_open(str(out / SEMANTIC_FILE), "pt") as handle:
         metadata, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
     save_file(tensors, str(out / SEMANTIC_FILE), metadata={**metadata, "check_codes": json.dumps(codes)})
@@ -310,7 +375,8 @@ def main(argv=None) -> None:
     parser.add_argument("--semantic-from", default=None,
                         help="a saved codec whose layer 1 is teacher-computed (e.g. runs/design2_layer1): bundle its "
                              "teacher, fitted centroids and words for a run of experiments/semantic_layer1/"
-                             "design2_gpu.yaml (design 2)")
+                             "design2_gpu.yaml (design 2) or grouped_gpu.yaml (grouped words: the groups are "
+                             "computed here, or taken from a grouped FOLDER)")
     parser.add_argument("--teacher-dtype", choices=["float16", "float32"], default="float16",
                         help="how the teacher's weights travel (float16: 2.7 MiB; float32: 5.4 MiB, bit-exact)")
     args = parser.parse_args(argv)
@@ -328,12 +394,15 @@ def main(argv=None) -> None:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    pack_codec(config, out)
+    start = pack_codec(config, out)
+    if args.semantic_from:  # before the audio: a folder that cannot be packed fails early
+        pack_semantic(Path(args.semantic_from), out, args.teacher_dtype, groups=bool(config.semantic_groups),
+                      group_codec=start, seed=config.seed)
+    del start
     pack_teacher(out)
     pack_audio(ROOT / config.train_data, out, args.speech_minutes, args.music_minutes, args.seed, exclude)
     pack_val(ROOT / config.val_data, out, config.num_val_clips, config.val_seconds)
     if args.semantic_from:
-        pack_semantic(Path(args.semantic_from), out, args.teacher_dtype)
         pack_semantic_check(Path(args.semantic_from), out)
     (out / "wheels").mkdir()
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",

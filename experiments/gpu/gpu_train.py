@@ -29,6 +29,15 @@ whole codec here with `experiments/gpu/load_returned.py`), and `resume/model.saf
 bundle and refuses a pack whose centroids or words differ from the bundle's. Such a run needs a starting codec:
 `--resume-from experiments/default_codec/training/resume` (the shipped codec), a design-2 resume pack, or the
 `--state` of an earlier call on the same machine.
+
+Grouped words (`--config experiments/semantic_layer1/grouped_gpu.yaml`, `semantic_groups: true`): as design 2, and
+the bundle must also hold the layer-1 word groups (`word_heads` in `semantic.safetensors`, which gpu_bundle.py packs
+for such a config: the groups the CPU trainer fits for the same words); they are copied into
+`quantizer.layers.0.word_heads` of the codec `add_semantic_layer1(..., groups=True)` builds, so the trainer fits
+nothing. The check before training compares the teacher's codes (the group heads, `semantic_codes`): the layer-1
+codes themselves are then words of those groups chosen by the encoder. `model.safetensors` and the resume pack hold
+`quantizer.layers.0.word_heads` (int64); a later call refuses a pack whose groups differ from the bundle's, or a
+design-2 pack (no groups) for a grouped config and the other way round.
 """
 
 from __future__ import annotations
@@ -54,10 +63,11 @@ from gpu_bundle import (  # noqa: E402 - the packing side, beside this script
     codec_fields,
     dequantize_blocks,
     dequantize_rows,
-    layer1_codes,
+    teacher_codes,
 )
 
 TEACHER_KEYS = "semantic." + TEACHER_PREFIX  # the frozen teacher inside the codec: rebuilt from the bundle, never returned
+HEADS_KEY = "quantizer.layers.0.word_heads"  # the layer-1 word groups of a codec with semantic_groups
 MIN_CODE_AGREEMENT = 0.99  # share of the validation clips' layer-1 codes that must be as packed before training starts
 
 
@@ -104,9 +114,10 @@ def rebuild_codec(bundle: Path, resume_from: Path | None):
     torch.manual_seed(0)
     codec = LLMCodecModel(config)
     weights = codec.state_dict()  # the seeded initialisation
-    if resume_from is not None:  # a design-2 pack's semantic.* tensors are for add_bundled_semantic_layer1
+    if resume_from is not None:  # a design-2 pack's semantic.* tensors (and word groups) are for
+        # add_bundled_semantic_layer1
         weights.update({k: v.float() for k, v in load_file(str(resume_from / "model.safetensors")).items()
-                        if not k.startswith("semantic.")})
+                        if not k.startswith("semantic.") and k != HEADS_KEY})
     with safe_open(str(bundle / "codebooks.safetensors"), "pt") as handle:
         names = json.loads(handle.metadata()["names"])
         for key, table in names.items():
@@ -141,13 +152,16 @@ def read_bundled_semantic(bundle: Path) -> tuple[dict, dict] | None:
         return handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
 
 
-def add_bundled_semantic_layer1(codec, bundle: Path, resume_from: Path | None = None):
+def add_bundled_semantic_layer1(codec, bundle: Path, resume_from: Path | None = None, groups: bool = False):
     """
     `codec` (no teacher-computed layer 1) turned into the design-2 codec the bundle was packed for: the package's
     `add_semantic_layer1` (every other weight kept), with the bundled teacher weights instead of the installed
     wheel's (which a GPU machine lacks), then the bundled centroids and word codes. Checks the key set and shapes
     of the teacher, the codec's own config fields and words against the packed folder's, and that a design-2
-    resume pack in `resume_from` holds the same centroids and words. Raises `ValueError` on any difference.
+    resume pack in `resume_from` holds the same centroids and words. With `groups` (a config with
+    `semantic_groups`) the codec is built grouped and its `quantizer.layers.0.word_heads` are the bundle's, which
+    must be there; a resume pack with a teacher-computed layer 1 must then hold the same groups (and without
+    `groups`, none). Raises `ValueError` on any difference.
     """
     from llm_codec.training.semantic_layer1 import add_semantic_layer1
 
@@ -155,24 +169,46 @@ def add_bundled_semantic_layer1(codec, bundle: Path, resume_from: Path | None = 
     if packed is None:
         raise ValueError(f"{bundle} holds no {SEMANTIC_FILE}: pack it with gpu_bundle.py --semantic-from FOLDER")
     metadata, tensors = packed
+    if groups and "word_heads" not in tensors:
+        raise ValueError(f"{bundle}'s {SEMANTIC_FILE} holds no layer-1 word groups (word_heads): pack it with "
+                         "gpu_bundle.py --config CONFIG-WITH-semantic_groups --semantic-from FOLDER")
     teacher = {k[len(TEACHER_PREFIX):]: v.float() for k, v in tensors.items() if k.startswith(TEACHER_PREFIX)}
     # the bundled copy of the teacher (a GPU machine lacks the wheel); loaded strictly (key set and shapes)
-    codec = add_semantic_layer1(codec, metadata["teacher"], int(metadata["clusters"]), teacher_weights=teacher)
+    codec = add_semantic_layer1(codec, metadata["teacher"], int(metadata["clusters"]), teacher_weights=teacher,
+                                groups=groups)
     with torch.no_grad():
         codec.semantic.centroids.copy_(tensors["centroids"])
         codec.semantic.word_codes.copy_(tensors["word_codes"])
-    differ = sorted(k for k, v in json.loads(metadata["config"]).items() if codec_fields(codec.config).get(k) != v)
+        if groups:
+            heads = codec.quantizer.layers[0].word_heads
+            if heads.shape != tensors["word_heads"].shape:
+                raise ValueError(f"the bundled word_heads have shape {tuple(tensors['word_heads'].shape)}, layer 1 "
+                                 f"{tuple(heads.shape)}")
+            heads.copy_(tensors["word_heads"])
+    # semantic_groups is the config's choice (a design-2 folder's words can be grouped); every other field must agree
+    differ = sorted(k for k, v in json.loads(metadata["config"]).items()
+                    if k != "semantic_groups" and codec_fields(codec.config).get(k) != v)
     if differ:
         raise ValueError(f"the rebuilt codec's config differs from the packed folder's in {differ}")
     words = codec.config.layer1_words or [str(i) for i in range(codec.config.codebook_sizes[0])]
     if [words[i] for i in codec.semantic.word_codes.tolist()] != json.loads(metadata["words"]):
         raise ValueError("the rebuilt codec's layer-1 words differ from the packed folder's")
+    if groups:
+        heads, word_codes = codec.quantizer.layers[0].word_heads, codec.semantic.word_codes
+        if sorted(set(heads.tolist())) != sorted(word_codes.tolist()) or not torch.equal(heads[word_codes], word_codes):
+            raise ValueError("the bundled layer-1 word groups are not headed by the bundled words")
     if resume_from is not None and (resume_from / "model.safetensors").is_file():
         with safe_open(str(resume_from / "model.safetensors"), "pt") as handle:
-            kept = {k: handle.get_tensor(k) for k in ("semantic.centroids", "semantic.word_codes") if k in handle.keys()}
+            kept = {k: handle.get_tensor(k) for k in ("semantic.centroids", "semantic.word_codes", HEADS_KEY)
+                    if k in handle.keys()}
         for key, value in kept.items():
-            if not torch.equal(value.to(tensors[key.split(".")[-1]].dtype), tensors[key.split(".")[-1]]):
+            if key == HEADS_KEY and not groups:
+                raise ValueError(f"{resume_from}: a run with grouped layer-1 words (word_heads), the config has none")
+            bundled = tensors["word_heads" if key == HEADS_KEY else key.split(".")[-1]]
+            if not torch.equal(value.to(bundled.dtype), bundled):
                 raise ValueError(f"{resume_from}: its {key} differ from the bundle's (another layer 1)")
+        if groups and "semantic.centroids" in kept and HEADS_KEY not in kept:
+            raise ValueError(f"{resume_from}: a design-2 run (no layer-1 word groups), the config groups the words")
     return codec
 
 
@@ -193,8 +229,9 @@ def teacher_without_tf32(codec) -> None:
 
 
 def check_layer1_codes(codec, bundle: Path, device) -> tuple[int, int]:
-    """Layer-1 codes of the bundled validation clips by `codec` on `device` against those the packed folder's codec
-    gave on the packing machine: `(equal positions, positions)`, printed."""
+    """Teacher-computed layer-1 codes (`teacher_codes`: the layer-1 codes of design 2, the group heads of grouped
+    words) of the bundled validation clips by `codec` on `device` against those the packed folder's codec gave on
+    the packing machine: `(equal positions, positions)`, printed."""
     import soundfile as sf
 
     metadata, _ = read_bundled_semantic(bundle)
@@ -203,12 +240,13 @@ def check_layer1_codes(codec, bundle: Path, device) -> tuple[int, int]:
     codec.to(device).eval()
     try:
         for path, codes in expected.items():
-            got = layer1_codes(codec, sf.read(str(bundle / path), dtype="float32")[0])
+            got = teacher_codes(codec, sf.read(str(bundle / path), dtype="float32")[0])
             equal += sum(a == b for a, b in zip(got, codes)) if len(got) == len(codes) else 0
             total += len(codes)
     finally:
         codec.cpu().train(was_training)
-    print(f"layer-1 codes of the validation clips: {equal} of {total} positions as packed", flush=True)
+    what = "group heads" if codec.quantizer.layers[0].word_heads is not None else "codes"
+    print(f"layer-1 {what} of the validation clips: {equal} of {total} positions as packed", flush=True)
     return equal, total
 
 
@@ -260,6 +298,9 @@ def main(argv=None) -> None:
         if (semantic[0]["teacher"], int(semantic[0]["clusters"])) != (config.semantic_teacher, config.semantic_clusters):
             raise SystemExit(f"{args.config} wants {config.semantic_clusters} clusters of {config.semantic_teacher!r}, "
                              f"the bundle holds {semantic[0]['clusters']} of {semantic[0]['teacher']!r}")
+        if config.semantic_groups and "word_heads" not in semantic[1]:  # the trainer would fit other groups
+            raise SystemExit(f"{args.config} groups the layer-1 words (semantic_groups) but {bundle}'s "
+                             f"{SEMANTIC_FILE} holds no word_heads: pack it with gpu_bundle.py --config {args.config}")
         if not (state / "checkpoints" / "latest").is_file() and not (
                 args.resume_from and (Path(args.resume_from) / "model.safetensors").is_file()):
             raise SystemExit("a design-2 run continues a trained codec: pass --resume-from "
@@ -276,7 +317,7 @@ def main(argv=None) -> None:
         resume_from = None
     codec = rebuild_codec(bundle, resume_from)
     if config.semantic_teacher:
-        codec = add_bundled_semantic_layer1(codec, bundle, resume_from)
+        codec = add_bundled_semantic_layer1(codec, bundle, resume_from, groups=bool(config.semantic_groups))
         teacher_without_tf32(codec)
         equal, total = check_layer1_codes(codec, bundle, "cuda" if torch.cuda.is_available() else "cpu")
         if equal < MIN_CODE_AGREEMENT * total:  # a few borderline windows may flip (float16 teacher); more is a fault

@@ -51,7 +51,7 @@ from .discriminators import CodecDiscriminator
 from .export import export_codec
 from .generator import CodecTrainingModule
 from .losses import MultiScaleSTFTLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss
-from .semantic_layer1 import draw_fit_clips, fit_semantic_layer1
+from .semantic_layer1 import draw_fit_clips, fit_semantic_layer1, group_layer1_words
 from .teachers import TeacherUnavailable, load_teacher
 
 logger = logging.getLogger(__name__)
@@ -557,9 +557,17 @@ class Trainer:
     def _fit_semantic_layer1(self):
         """Fits a teacher-computed layer 1 whose centroids are still unfitted, on `config.semantic_fit_clips` clips
         of `config.semantic_fit_data` (default: the training data) drawn with the run's seed; a resumed run has them
-        in its checkpoint already."""
+        in its checkpoint already. A codec with grouped words whose centroids are fitted but whose groups are not gets
+        its groups only (the centroids and words kept)."""
         codec, config = self.codec, self.config
-        if codec.semantic is None or codec.semantic.is_fitted:
+        if codec.semantic is None:
+            return
+        if codec.semantic.is_fitted:
+            first = codec.quantizer.layers[0]
+            if first.word_heads is not None and bool((first.word_heads < 0).any()):
+                heads = group_layer1_words(codec, codec.semantic.word_codes.tolist(), seed=config.seed)
+                first.word_heads.copy_(heads.to(first.word_heads.device))
+                logger.info("Fitted the layer-1 word groups around the codec's %d centroid words.", len(heads.unique()))
             return
         sources = (self.train_dataset.sources if config.semantic_fit_data is None else
                    resolve_sources(config.semantic_fit_data, config.audio_column, config.path_column))
