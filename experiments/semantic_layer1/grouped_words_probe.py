@@ -46,6 +46,43 @@ def random_groups(codebook_size: int, head_words: list[int], seed: int) -> torch
 
 
 @torch.no_grad()
+def coverage_groups(codec, design2, sources, head_words: list[int], seed: int, clips: int = 200,
+                    samples: int = 4000) -> torch.LongTensor:
+    """Word -> group index, chosen for the latents that occur: the pooled layer-1 latents of `clips` fitting clips
+    (first 8 s; `samples` of them drawn with `seed`) are the points to cover; starting from its head word, each group
+    in turn takes the unassigned word that raises most the summed best cosine of those points within the group
+    (greedy facility location, round-robin so that the groups stay equal in size)."""
+    from llm_codec.audio_io import read_audio
+
+    layer = codec.quantizer.layers[0]
+    table, inv_norm = layer.search_table()
+    table = table * inv_norm[:, None]
+    points = []
+    for source in sources[:clips]:
+        x = torch.from_numpy(read_audio(source, 16000, 8.0))[None, None]
+        latents = codec._encode_batch_latents(codec._pad(x), torch.tensor([x.shape[-1]]))
+        points.append(F.normalize(F.avg_pool1d(latents, layer.stride, layer.stride)[0].T.float(), dim=-1))
+    points = torch.cat(points)
+    points = points[torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))[:samples]]
+    similarity = points @ table.T  # (points, words)
+    groups = torch.full((table.shape[0],), -1, dtype=torch.long)
+    best = []
+    for c, w in enumerate(head_words):
+        groups[w] = c
+        best.append(similarity[:, w].clone())
+    free = groups < 0
+    while bool(free.any()):
+        for c in range(len(head_words)):
+            if not bool(free.any()):
+                break
+            gain = (similarity - best[c][:, None]).clamp_min(0).sum(0).masked_fill(~free, -1.0)
+            w = int(gain.argmax())
+            groups[w], free[w] = c, False
+            best[c] = torch.maximum(best[c], similarity[:, w])
+    return groups
+
+
+@torch.no_grad()
 def grouped_first_codes(codec, latents, group_per_position, groups):
     layer = codec.quantizer.layers[0]
     pooled = F.avg_pool1d(latents, layer.stride, layer.stride)
@@ -61,7 +98,7 @@ def main() -> None:
     parser.add_argument("--semantic", default="runs/design2_layer1", help="a design-2 codec folder (its centroids)")
     parser.add_argument("--config", default="experiments/semantic_layer1/design2_cpu.yaml")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--partition", choices=["random", "dealt"], default="dealt")
+    parser.add_argument("--partition", choices=["random", "dealt", "coverage"], default="dealt")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = TrainingConfig.from_file(args.config)
@@ -69,7 +106,11 @@ def main() -> None:
     shipped.eval()
     design2 = LLMCodecModel.from_pretrained(args.semantic).eval()
     head = design2.semantic.word_codes.tolist()
-    if args.partition == "random":
+    if args.partition == "coverage":
+        sources = resolve_sources(config.semantic_fit_data)
+        order = torch.randperm(len(sources), generator=torch.Generator().manual_seed(args.seed)).tolist()
+        groups = coverage_groups(shipped, design2, [sources[i] for i in order], head, args.seed)
+    elif args.partition == "random":
         groups = random_groups(shipped.config.codebook_sizes[0], head, args.seed)
     else:
         heads = group_layer1_words(shipped, head, seed=args.seed)  # the package's partition (head word per word)
