@@ -482,7 +482,8 @@ class LLMCodecVectorQuantize(nn.Module):
         return codes.view(batch, frames)
 
     def check_heads(self, heads: torch.LongTensor) -> None:
-        """Raises a `ValueError` unless the partition is fitted and every code of `heads` heads a group."""
+        """`heads` (any shape): raises a `RuntimeError` if the partition was never fitted, a `ValueError` if a code
+        of `heads` heads no group."""
         if bool((self.word_heads < 0).any()):
             raise RuntimeError(
                 "This codec's layer-1 word groups were never fitted (`quantizer.layers.0.word_heads` holds -1). Fit "

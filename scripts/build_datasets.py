@@ -28,6 +28,8 @@ Codec split rule (also in docs/data.md) -- held out, never in codec_train:
   * hydrogen-drumkits: the kits "The Black Pearl 1.0" (acoustic) and "HardElectro1" (electronic).
   * fluid-soundfont-gm: the General MIDI programs with program % 8 == 7 (the last program of each of the 16 GM
     families, e.g. 7 Clavinet, 71 Clarinet, 119 Reverse Cymbal).
+  * the game sound effects of the sound_event task (scorched3d-data, wesnoth-1.16-data, minetest-data, freeciv-data,
+    lincity-ng-data, chromium-bsu-data): all excluded from both splits, so a codec never trains on that task's clips.
 
 Usage: python scripts/build_datasets.py [--root data] [--copy] [--only SOURCE ...] [--max-per-class 200]
 """
@@ -63,6 +65,12 @@ KTUBERLING_DIR = Path("/usr/share/ktuberling/sounds")
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds")
 HYDROGEN_DIR = Path("/usr/share/hydrogen/data/drumkits")
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+SCORCHED3D_DIR = Path("/usr/share/games/scorched3d/data/globalmods")
+WESNOTH_DIR = Path("/usr/share/games/wesnoth/1.16/data/core/sounds")
+MINETEST_DIR = Path("/usr/share/games/minetest/games/minetest_game/mods")
+FREECIV_DIR = Path("/usr/share/games/freeciv/stdsounds")
+LINCITY_DIR = Path("/usr/share/games/lincity-ng/sounds")
+CHROMIUM_BSU_DIR = Path("/usr/share/games/chromium-bsu/wav")
 
 # Licences, read from /usr/share/doc/<package>/copyright (Debian bookworm). `evidence` is a string that must still be
 # in that file, so a changed licence is noticed instead of silently mislabelled.
@@ -78,6 +86,21 @@ LICENSES = {
     "asterisk-core-sounds-it-g722": ("CC-BY-3.0", "License: CC-BY-3.0"),  # "Files: it-*" (Carlo Flora)
     "asterisk-core-sounds-ru-g722": ("CC-BY-3.0", "License: CC-BY-3.0"),  # "Files: ru-*" (Maxim Topal)
     "fluid-soundfont-gm": ("MIT", "MIT license"),
+    # sound_event task. wesnoth: "GNU General Public License version 2 or at your option any later version".
+    "wesnoth-1.16-data": ("GPL-2+", "or at your option any later version"),
+    "freeciv-data": ("GPL-2+", "License: GPL-2+"),  # "Files: *" (stdsounds: Warzone 2100 GPL release, OpenQuartz)
+    # lincity-ng: "Files: *" GPL-2+; "sound effects are dual-licensed under the GNU General Public and the Creative
+    # Commons Attribution Sharealike v2 license. This Debian package makes use of the GPL."
+    "lincity-ng-data": ("GPL-2+", "sound effects are dual-licensed"),
+    "chromium-bsu-data": ("Expat", "License:   Expat"),  # "Files: data/wav/*"
+}
+# Packages whose sound files have more than one licence: (path prefix under the game's folder, licence, evidence),
+# first match wins, in the order of the copyright file's stanzas read backwards (the last matching stanza applies).
+SOUND_EVENT_LICENSE_RULES = {
+    "scorched3d-data": [("apoc/", "CC-BY-SA-3.0", "Files: data/globalmods/apoc/*"),  # "License: CC-BY-SA-3"
+                        ("", "GPL-2+", "License: GPL-2+")],  # "Files: *" (the base game, mod "none")
+    "minetest-data": [("tnt/sounds/", "CC0-1.0", "mtg/mods/tnt/sounds/*"),
+                      ("", "CC-BY-SA-3.0", "Files: *.ogg")],  # fire, env_sounds, default: "*.ogg" / "default/*"
 }
 # hydrogen-drumkits: one licence per kit ("Files: drumkits/<kit>.h2drumkit" stanzas).
 KIT_LICENSES = {
@@ -101,6 +124,56 @@ HELDOUT_FILLETS_SPEAKERS = {"nl_big_fish"}
 HELDOUT_ASTERISK_VOICES = {"it_IT_m_Carlo"}
 HELDOUT_KDE_LANGUAGES = {"he", "hu", "el", "sl", "nds"}
 HELDOUT_KITS = {"The Black Pearl 1.0", "HardElectro1"}
+
+# sound_event task: recorded sound effects of six free games, each file chosen by its name (and, for freeciv, the
+# unit it is played for in stdsounds.soundspec) for one sound-event class. The game is the group key: clips of one
+# game share its recording chain and sample rate (scorched3d and lincity-ng 11.025 kHz, wesnoth / minetest 44.1-48
+# kHz), so demonstrations and queries from different games test the event, not the game. game -> (package, folder,
+# {label: [files under the folder]}).
+SOUND_EVENT_FILES = {
+    "scorched3d": ("scorched3d-data", SCORCHED3D_DIR, {
+        "bird": [f"none/data/wav/misc/birdchirp{i}.wav" for i in range(1, 7)]
+                + [f"none/data/wav/misc/gull{i}.wav" for i in (1, 2, 4, 5)]
+                + ["none/data/wav/misc/birds1.wav", "none/data/wav/misc/birds2.wav"],
+        "dog": ["apoc/data/wav/misc/dog.wav", "apoc/data/wav/misc/dog2.wav", "apoc/data/wav/misc/dog3.wav",
+                "none/data/wav/misc/wolf.wav"],
+        "explosion": [f"none/data/wav/explosions/{n}.wav" for n in ("small", "medium", "large", "xlarge", "tank")]
+                     + ["apoc/data/wav/explosions/exp.wav", "apoc/data/wav/explosions/tank.wav"],
+        "gunshot": ["apoc/data/wav/shoot/machinegun.wav", "apoc/data/wav/shoot/shotgun.wav"],
+        "scream": [f"apoc/data/wav/misc/scream{i}.wav" for i in range(1, 5)] + ["apoc/data/wav/misc/screaming.wav"],
+        "water": ["none/data/wav/misc/oceanwaves.wav", "none/data/wav/misc/splash.wav"],
+    }),
+    "wesnoth": ("wesnoth-1.16-data", WESNOTH_DIR, {
+        "bird": ["ambient/birds1.ogg", "ambient/birds2.ogg", "ambient/birds3.ogg"],
+        "dog": [f"wolf-{kind}-{i}.ogg" for kind in ("growl", "die", "hit") for i in range(1, 5)],
+        "explosion": ["explosion.ogg"],
+        "fire": ["ambient/campfire.ogg"],
+        "gunshot": ["gunshot.wav", "thunderstick.ogg"],
+        "scream": [f"human-{who}die-{i}.ogg" for who in ("", "female-", "old-") for i in range(1, 4)],
+    }),
+    "minetest": ("minetest-data", MINETEST_DIR, {
+        "explosion": ["tnt/sounds/tnt_explode.ogg"],
+        "fire": ["fire/sounds/fire_fire.1.ogg", "fire/sounds/fire_fire.2.ogg", "fire/sounds/fire_fire.3.ogg",
+                 "fire/sounds/fire_large.ogg", "fire/sounds/fire_small.ogg"],
+        "water": [f"env_sounds/sounds/env_sounds_water.{i}.ogg" for i in range(1, 5)]
+                 + [f"default/sounds/default_water_footstep.{i}.ogg" for i in range(1, 4)],
+    }),
+    "freeciv": ("freeciv-data", FREECIV_DIR, {
+        "explosion": ["LrgExpl.ogg", "SmlExpl.ogg"],
+        "gunshot": ["MgBar1.ogg", "MgBar2.ogg", "MgHeavy.ogg"],  # riflemen, marines, fighter (machine guns)
+        "water": ["Splash.ogg", "inh2o.ogg"],  # ships: attack splash, moving in water
+    }),
+    "lincity-ng": ("lincity-ng-data", LINCITY_DIR, {
+        "explosion": ["RocketExplosion1.wav"],
+        "fire": ["Fire1.wav", "Fire2.wav", "Fire3.wav"],
+        "water": [f"Water{i}.wav" for i in range(1, 6)],
+    }),
+    "chromium-bsu": ("chromium-bsu-data", CHROMIUM_BSU_DIR, {
+        "explosion": ["boom.wav", "exploBig.wav", "exploPop.wav", "exploStd.wav"],
+    }),
+}
+SOUND_EVENT_MAX_SECONDS = 5.0  # as ESC-50's clips; longer ambiences (birds, waves, fire) are cut, with a fade-out
+SOUND_EVENT_MIN_CLIPS, SOUND_EVENT_MIN_GAMES = 6, 2  # a class needs this many clips from this many games
 
 
 def heldout_program(program: int) -> bool:
@@ -393,6 +466,27 @@ def hydrogen_items():
                 )
 
 
+def sound_event_license(package: str, rel: str) -> str:
+    for prefix, licence, _ in SOUND_EVENT_LICENSE_RULES.get(package, []):
+        if rel.startswith(prefix):
+            return licence
+    return LICENSES[package][0]
+
+
+def sound_event_items():
+    for game, (package, folder, labels) in SOUND_EVENT_FILES.items():
+        if not folder.is_dir():  # package not installed: nothing from this game (a missing file is reported)
+            continue
+        for label, files in sorted(labels.items()):
+            for rel in files:
+                yield dict(
+                    id=f"sound_events/{game}/{Path(rel).with_suffix('')}", orig=folder / rel, decoder="auto",
+                    source=package, license=sound_event_license(package, rel), kind="sound_event", game=game,
+                    sound_event=label, name=Path(rel).stem, max_seconds=SOUND_EVENT_MAX_SECONDS,
+                    split="excluded", split_reason="sound_event task clip (never in codec training)",
+                )
+
+
 def pitch_grid(program: int) -> list[int]:
     lo, hi = PITCH_RANGES.get(program, FAMILY_RANGES.get(program // 8, (48, 79)))
     return sorted({int(round(p)) for p in np.linspace(lo, hi, NOTE_PITCHES)})
@@ -413,7 +507,7 @@ def instrument_items():
 
 SOURCES = {
     "fillets": fillets_items, "klettres": klettres_items, "ktuberling": ktuberling_items, "asterisk": asterisk_items,
-    "hydrogen": hydrogen_items, "instruments": instrument_items,
+    "hydrogen": hydrogen_items, "instruments": instrument_items, "sound_events": sound_event_items,
 }
 
 
@@ -661,7 +755,7 @@ def build_tasks(records: list[dict], root: Path, copy: bool, max_per_class: int)
     kits = {row["path"][len("tasks/drum_type/") :]: row["kit"] for row in tasks["drum_type"]["rows"]}
     (root / "tasks" / "drum_type" / "kits.json").write_text(json.dumps(kits, indent=1, ensure_ascii=False) + "\n")
     tasks["drum_type"]["dropped"] = {k: len(v) for k, v in by_drum.items() if k not in drums}
-    tasks["drum_type"]["kits_per_class"] = {k: len({r["kit"] for r in v}) for k, v in sorted(drums.items())}
+    tasks["drum_type"]["groups_per_class"] = ("kits", {k: len({r["kit"] for r in v}) for k, v in sorted(drums.items())})
 
     # instrument: rendered GM notes of the chosen programs.
     program_label = {p: label for label, p in INSTRUMENT_TASK.items()}
@@ -670,6 +764,17 @@ def build_tasks(records: list[dict], root: Path, copy: bool, max_per_class: int)
         if r["kind"] == "instrument" and r["program"] in program_label:
             by_inst[program_label[r["program"]]].append(r)
     tasks["instrument"] = make_task(root, "instrument", by_inst, copy, ("program", "pitch", "velocity"))
+
+    # sound_event: game sound effects labelled by file name; classes with >= 6 clips from >= 2 games (group key: game).
+    by_event = defaultdict(list)
+    for r in records:
+        if r["kind"] == "sound_event":
+            by_event[r["sound_event"]].append(r)
+    events = {k: v for k, v in by_event.items()
+              if len(v) >= SOUND_EVENT_MIN_CLIPS and len({r["game"] for r in v}) >= SOUND_EVENT_MIN_GAMES}
+    tasks["sound_event"] = make_task(root, "sound_event", events, copy, ("game", "name"))
+    tasks["sound_event"]["dropped"] = {k: len(v) for k, v in by_event.items() if k not in events}
+    tasks["sound_event"]["groups_per_class"] = ("games", {k: len({r["game"] for r in v}) for k, v in sorted(events.items())})
     return tasks
 
 
@@ -686,7 +791,9 @@ def package_version(package: str) -> str:
 
 def check_licenses() -> list[str]:
     problems = []
-    for package, (name, evidence) in LICENSES.items():
+    evidences = [(package, name, evidence) for package, (name, evidence) in LICENSES.items()]
+    evidences += [(package, name, evidence) for package, rules in SOUND_EVENT_LICENSE_RULES.items() for _, name, evidence in rules]
+    for package, name, evidence in evidences:
         copyright_file = Path("/usr/share/doc") / package / "copyright"
         if copyright_file.is_file() and evidence not in copyright_file.read_text(errors="replace"):
             problems.append(f"{package}: '{evidence}' not found in {copyright_file} (licence {name} may have changed)")
@@ -724,15 +831,16 @@ def summarize(records: list[dict], tasks: dict, root: Path) -> str:
         counts = info["classes"]
         lines.append(f"### {task}: {len(counts)} classes, {sum(counts.values())} clips")
         lines.append("")
-        lines.append("| label | clips | minutes | codec-held-out clips |" + (" kits |" if task == "drum_type" else ""))
-        lines.append("|---|---:|---:|---:|" + ("---:|" if task == "drum_type" else ""))
+        group_name, groups = info.get("groups_per_class", (None, {}))
+        lines.append("| label | clips | minutes | codec-held-out clips |" + (f" {group_name} |" if group_name else ""))
+        lines.append("|---|---:|---:|---:|" + ("---:|" if group_name else ""))
         for label, n in counts.items():
             rows = [r for r in info["rows"] if r["label"] == label]
-            extra = f" {info['kits_per_class'][label]} |" if task == "drum_type" else ""
+            extra = f" {groups[label]} |" if group_name else ""
             lines.append(f"| {label} | {n} | {sum(r['duration'] for r in rows) / 60:.1f} | {sum(r['codec_split'] == 'heldout' for r in rows)} |{extra}")
         if info.get("dropped"):
             lines.append("")
-            lines.append("Dropped (too few clips / kits): " + ", ".join(f"{k} ({v})" for k, v in sorted(info["dropped"].items())))
+            lines.append("Dropped (too few clips / groups): " + ", ".join(f"{k} ({v})" for k, v in sorted(info["dropped"].items())))
         lines.append("")
     reasons = Counter(f["source"] + ": " + re.sub(r"\S+/\S+", "…", f["error"])[:60] for f in FAILURES)
     lines += [f"## Skipped source files: {len(FAILURES)} (details in build_failures.jsonl)", ""]
@@ -763,7 +871,8 @@ def main(argv=None) -> int:
         items = list(make()) if (args.only is None or name in args.only) else []
         if args.only is not None and name not in args.only:
             prefix = {"fillets": "clips/fillets-ng/", "klettres": "clips/klettres/", "ktuberling": "clips/ktuberling/",
-                      "asterisk": "clips/asterisk/", "hydrogen": "clips/hydrogen/", "instruments": "clips/fluid-gm/"}[name]
+                      "asterisk": "clips/asterisk/", "hydrogen": "clips/hydrogen/", "instruments": "clips/fluid-gm/",
+                      "sound_events": "clips/sound_events/"}[name]
             records += [r for p, r in old.items() if p.startswith(prefix)]  # keep what an earlier run built
             FAILURES.extend(f for f in old_failures if f"clips/{f['id']}".startswith(prefix))
             continue

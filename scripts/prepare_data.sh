@@ -18,6 +18,8 @@ DATA_PACKAGES=(
   asterisk-core-sounds-en-g722 asterisk-core-sounds-es-g722 asterisk-core-sounds-fr-g722
   asterisk-core-sounds-it-g722 asterisk-core-sounds-ru-g722
   hydrogen-drumkits fluid-soundfont-gm
+  # sound_event task: sound effects of six free games (248 MB of downloads, 146 MB of them wesnoth's)
+  scorched3d-data wesnoth-1.16-data minetest-data freeciv-data lincity-ng-data chromium-bsu-data
 )
 PACKAGES=("${TOOLS[@]}" "${DATA_PACKAGES[@]}")
 
