@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from llm_codec import LLMCodecModel
-from llm_codec.default_model import load_default_codec
+from llm_codec.default_model import DEFAULT_CODEC_ARCH, load_default_codec
 from llm_codec.evaluation.metrics import speech_scores
 from llm_codec.training import TrainingConfig, group_layer1_words
+from llm_codec.training.build import resolve_word_list
 from llm_codec.training.data import load_validation_clips, resolve_sources
 from llm_codec.mel import MultiScaleMelLoss
 
@@ -99,43 +100,60 @@ def main() -> None:
     parser.add_argument("--config", default="experiments/semantic_layer1/design2_cpu.yaml")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--partition", choices=["random", "dealt", "coverage"], default="dealt")
+    parser.add_argument("--word-list", type=int, choices=[10, 20], default=10,
+                        help="layer-1 word list: 10 (the shipped 3966 words) or 20 (SCOWL size 20, more words)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = TrainingConfig.from_file(args.config)
-    shipped, _, _ = load_default_codec()
+    shipped, _, (lm, tokenizer) = load_default_codec()
     shipped.eval()
     design2 = LLMCodecModel.from_pretrained(args.semantic).eval()
     head = design2.semantic.word_codes.tolist()
+    to_codec = {c: c for c in head}  # design-2 head codes -> codes of the grouped codec's layer 1
+    codec = shipped
+    if args.word_list != 10:  # the shipped weights with a larger layer-1 word list (same projection, more words)
+        arch = {k: getattr(shipped.config, k) for k in DEFAULT_CODEC_ARCH}
+        codec = LLMCodecModel.from_language_model(lm, tokenizer, word_list=resolve_word_list(args.word_list),
+                                                  **arch).eval()
+        state = {k: v for k, v in shipped.state_dict().items() if not k.endswith(".codebook")}
+        missing, unexpected = codec.load_state_dict(state, strict=False)
+        assert not unexpected and all(k.endswith(".codebook") for k in missing), (missing, unexpected)
+        words = codec.config.layer1_words
+        to_codec = {c: words.index(design2.config.layer1_words[c]) for c in head}
+        head = [to_codec[c] for c in head]
     if args.partition == "coverage":
         sources = resolve_sources(config.semantic_fit_data)
         order = torch.randperm(len(sources), generator=torch.Generator().manual_seed(args.seed)).tolist()
-        groups = coverage_groups(shipped, design2, [sources[i] for i in order], head, args.seed)
+        groups = coverage_groups(codec, design2, [sources[i] for i in order], head, args.seed)
     elif args.partition == "random":
-        groups = random_groups(shipped.config.codebook_sizes[0], head, args.seed)
+        groups = random_groups(codec.config.codebook_sizes[0], head, args.seed)
     else:
-        heads = group_layer1_words(shipped, head, seed=args.seed)  # the package's partition (head word per word)
+        heads = group_layer1_words(codec, head, seed=args.seed)  # the package's partition (head word per word)
         groups = torch.tensor([head.index(h) for h in heads.tolist()])
     clips = load_validation_clips(resolve_sources(config.val_data), 16000, config.val_seconds, config.num_val_clips)
     mel_loss = MultiScaleMelLoss(16000, config.mel_window_lengths, config.mel_n_mels)
-    rows = {"shipped": [], "grouped": [], "head_word_only": []}
+    rows = {"shipped": [], "free": [], "grouped": [], "head_word_only": []}
     for clip in clips:
         lengths = torch.tensor([clip.shape[-1]])
         latents = shipped._encode_batch_latents(shipped._pad(clip), lengths)
         head_codes = design2.semantic_codes(clip, lengths, latents.shape[-1])  # word codes of the centroids
+        head_codes = head_codes.apply_(to_codec.get)
         group_of_position = groups[head_codes]
-        variants = {
-            "shipped": None,
-            "grouped": grouped_first_codes(shipped, latents, group_of_position, groups),
-            "head_word_only": head_codes,
+        variants = {  # (codec, layer-1 codes): the shipped codec, then this word list's free / grouped / head-only
+            "shipped": (shipped, None),
+            "free": (codec, None),
+            "grouped": (codec, grouped_first_codes(codec, latents, group_of_position, groups)),
+            "head_word_only": (codec, head_codes),
         }
-        for name, first in variants.items():
-            _, codes, *_ = shipped.quantizer(latents, first_codes=first)
-            audio = shipped.decode(codes, generator=torch.Generator().manual_seed(0)).audio_values[..., : clip.shape[-1]]
+        for name, (model, first) in variants.items():
+            _, codes, *_ = model.quantizer(latents, first_codes=first)
+            audio = model.decode(codes, generator=torch.Generator().manual_seed(0)).audio_values[..., : clip.shape[-1]]
             values, _ = speech_scores(clip[0, 0].numpy(), audio[0, 0].float().numpy(), 16000)
             values["mel_distance"] = float(mel_loss(audio.float(), clip))
             rows[name].append(values)
     summary = {name: {m: float(np.nanmean([r[m] for r in values])) for m in values[0]} for name, values in rows.items()}
-    print(json.dumps({"clips": len(clips), "groups": len(head), "seed": args.seed, "partition": args.partition, "mean": summary}, indent=2))
+    print(json.dumps({"clips": len(clips), "groups": len(head), "seed": args.seed, "partition": args.partition,
+                      "layer1_words": codec.config.codebook_sizes[0], "mean": summary}, indent=2))
 
 
 if __name__ == "__main__":
