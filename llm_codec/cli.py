@@ -90,7 +90,9 @@ def cmd_encode(args) -> int:
             entry = {"codes": codes}
             if k == 0 and model.config.layer1_words is not None:
                 entry["words"] = [model.config.layer1_words[c] for c in codes]
-            if processor is not None:
+            if k == 0 and processor is not None and processor.layer1_heads is not None:  # grouped layer-1 words
+                entry["head_words"] = [model.config.layer1_words[c] for c in processor.read_layer1(codes)]
+            if processor is not None:  # the ids an LM reads (for grouped layer-1 words: the heads')
                 entry["token_ids"] = processor.codes_to_ids(encoded.audio_codes, layers=(k,))[0]
                 if k > 0:
                     entry["tokens"] = processor.tokenizer.convert_ids_to_tokens(entry["token_ids"])

@@ -356,6 +356,10 @@ def grouped_codecs(setup, monkeypatch):
             decoder_rates=[8, 5, 4], attn_window_size=2, attn_head_dim=16, semantic_teacher="resemblyzer",
             semantic_clusters=3, semantic_groups=groups,
         ).eval()
+        with torch.no_grad():  # a teacher whose windows differ (PyTorch's LSTM init embeds every window alike, so
+            torch.manual_seed(2)  # float noise between two loads of the same weights could flip the nearest centroid)
+            for parameter in codec.semantic.voice_encoder.parameters():
+                parameter.normal_(0, 0.1)
         fit_semantic_layer1(codec, clips(6, 5, length=16000), progress=False)
         codecs.append(codec)
     return codecs
@@ -393,6 +397,32 @@ def test_an_lm_reads_grouped_layer1_words_as_their_heads(setup, monkeypatch, tmp
     unfitted.quantizer.layers[0].word_heads.fill_(-1)
     with pytest.raises(ValueError, match="never fitted"):
         LLMCodecProcessor.from_codec(unfitted, tokenizer)
+
+
+def test_cli_encode_writes_the_head_words_of_grouped_layer1_words(setup, monkeypatch, tmp_path):
+    import json
+
+    import soundfile as sf
+
+    from llm_codec.cli import main as cli_main
+
+    _, lm, tokenizer, _ = setup
+    codec, twin = grouped_codecs(setup, monkeypatch)
+    lm.save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    codec.save_pretrained(tmp_path / "codec")
+    clip = clips(1, 4, length=24000)[0]
+    sf.write(tmp_path / "clip.wav", clip, 16000)
+    assert cli_main(["encode", "--model", str(tmp_path / "codec"), "--audio", str(tmp_path / "clip.wav"), "--lm",
+                     str(tmp_path / "lm"), "--separator", "<sep>", "--output", str(tmp_path / "codes.json")]) == 0
+    layer1 = json.loads((tmp_path / "codes.json").read_text())["layers"]["0"]
+    audio = torch.from_numpy(sf.read(tmp_path / "clip.wav", dtype="float32")[0])[None, None]
+    with torch.no_grad():
+        heads = twin.encode(audio)
+    words = codec.config.layer1_words
+    assert layer1["head_words"] == [words[c] for c in heads.audio_codes[0][0].tolist()]
+    assert layer1["words"] == [words[c] for c in layer1["codes"]] and layer1["words"] != layer1["head_words"]
+    assert layer1["token_ids"] == LLMCodecProcessor.from_codec(twin, tokenizer).codes_to_ids(heads.audio_codes)[0]
 
 
 def test_grouped_codec_prompts_and_code_prototypes_equal_design_2s(setup, monkeypatch):
