@@ -481,10 +481,15 @@ class LLMCodecVectorQuantize(nn.Module):
             codes[start : start + block.shape[0]] = scores.argmax(dim=1)
         return codes.view(batch, frames)
 
+    @property
+    def groups_fitted(self) -> bool:
+        """Whether this layer's word groups (`word_heads`) are fitted (an unfitted layer holds -1)."""
+        return self.word_heads is not None and bool((self.word_heads >= 0).all())
+
     def check_heads(self, heads: torch.LongTensor) -> None:
         """`heads` (any shape): raises a `RuntimeError` if the partition was never fitted, a `ValueError` if a code
         of `heads` heads no group."""
-        if bool((self.word_heads < 0).any()):
+        if not self.groups_fitted:
             raise RuntimeError(
                 "This codec's layer-1 word groups were never fitted (`quantizer.layers.0.word_heads` holds -1). Fit "
                 "them with llm_codec.training.fit_semantic_layer1(codec, clips), or train with a config that sets "
@@ -530,14 +535,14 @@ class LLMCodecVectorQuantize(nn.Module):
         if codes is not None and tuple(codes.shape) != (pooled.shape[0], pooled.shape[-1]):
             raise ValueError(f"Given codes of shape {tuple(codes.shape)} for {pooled.shape[-1]} pooled frames of a "
                              f"batch of {pooled.shape[0]}.")
-        if codes is not None and self.word_heads is not None:  # group heads: the latent chooses within the group
-            self.check_heads(codes)
-            codes = self.lookup(search_input, heads=codes)
-            given = None
-        else:
-            given = codes
+        given = None  # codes the encoder did not choose
         if codes is None:
             codes = self.lookup(search_input)
+        elif self.word_heads is not None:  # group heads: the latent chooses within the group
+            self.check_heads(codes)
+            codes = self.lookup(search_input, heads=codes)
+        else:
+            given = codes
         if self.use_cblinear:
             quantized = self.codebook_proj(F.embedding(codes, self.codebook).to(pooled.dtype)).transpose(1, 2)
         else:

@@ -72,13 +72,12 @@ def _layer1_heads(codec) -> list[int]:
             "This codec's layer-1 words are grouped (`semantic_groups`) and the groups are weights of the model, not "
             "of its config: build the processor from the model, `LLMCodecProcessor.from_codec(model, tokenizer)`."
         )
-    heads = quantizer.layers[0].word_heads
-    if bool((heads < 0).any()):
+    if not quantizer.layers[0].groups_fitted:
         raise ValueError(
             "This codec's layer-1 word groups were never fitted (`quantizer.layers.0.word_heads` holds -1): fit them "
             "with llm_codec.training.fit_semantic_layer1(codec, clips) first."
         )
-    return heads.tolist()
+    return quantizer.layers[0].word_heads.tolist()
 
 
 def resolve_collapse_repeats(collapse_repeats: bool | None, config=None, layers=(0,)) -> bool:

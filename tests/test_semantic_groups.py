@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from huggingface_hub.errors import StrictDataclassClassValidationError as Invalid
 
 from llm_codec import LLMCodecConfig, LLMCodecModel
-from llm_codec.training import add_semantic_layer1, fit_semantic_layer1, group_layer1_words
+from llm_codec.training import add_semantic_layer1, fit_semantic_layer1, group_layer1_words, groups_headed_by
 
 from .test_semantic_layer1 import four_seconds, semantic_codec, semantic_config, tiny_plain_codec, tone
 
@@ -64,6 +64,12 @@ def test_fitting_splits_the_words_into_balanced_groups_headed_by_the_centroids_w
     sizes = [int((heads == w).sum()) for w in words]
     assert sum(sizes) == 50 and max(sizes) - min(sizes) <= 1 and stats["group_sizes"] == sizes
     assert torch.equal(group_layer1_words(codec, words, seed=0), heads)  # deterministic
+    assert groups_headed_by(heads, codec.semantic.word_codes)
+    unfitted, moved_head, other_words = heads.clone(), heads.clone(), heads.clone()
+    unfitted[next(w for w in range(50) if w not in words)] = -1
+    moved_head[words[0]] = words[1]  # a head outside its own group
+    assert not groups_headed_by(unfitted, words) and not groups_headed_by(moved_head, words)
+    assert not groups_headed_by(other_words, [words[0], words[1], words[2], next(w for w in range(50) if w not in words)])
     with pytest.raises(ValueError, match="distinct"):
         group_layer1_words(codec, [words[0], words[0], words[1], words[2]])
     with pytest.raises(ValueError, match="distinct"):

@@ -257,7 +257,7 @@ def layer1_word_heads(folder: Path, word_codes: torch.Tensor, group_codec=None, 
     words when the trainer fits `group_codec` (the config's starting codec) with the config's seed.
     """
     from llm_codec.configuration_llm_codec import LLMCodecConfig
-    from llm_codec.training.semantic_layer1 import group_layer1_words
+    from llm_codec.training.semantic_layer1 import group_layer1_words, groups_headed_by
 
     if LLMCodecConfig.from_pretrained(str(folder)).semantic_groups:
         heads = read_word_heads(folder)
@@ -270,7 +270,7 @@ def layer1_word_heads(folder: Path, word_codes: torch.Tensor, group_codec=None, 
         heads = group_layer1_words(group_codec, word_codes.tolist(), seed=seed)
         how = f"group_layer1_words on the config's starting codec, seed {seed}"
     heads = heads.long().contiguous()
-    if sorted(set(heads.tolist())) != sorted(word_codes.tolist()) or any(heads[w] != w for w in word_codes.tolist()):
+    if not groups_headed_by(heads, word_codes):
         raise SystemExit(f"--semantic-from {folder}: the layer-1 groups are not headed by its words")
     return heads, how
 

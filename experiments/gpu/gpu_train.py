@@ -163,7 +163,7 @@ def add_bundled_semantic_layer1(codec, bundle: Path, resume_from: Path | None = 
     must be there; a resume pack with a teacher-computed layer 1 must then hold the same groups (and without
     `groups`, none). Raises `ValueError` on any difference.
     """
-    from llm_codec.training.semantic_layer1 import add_semantic_layer1
+    from llm_codec.training.semantic_layer1 import add_semantic_layer1, groups_headed_by
 
     packed = read_bundled_semantic(bundle)
     if packed is None:
@@ -195,7 +195,7 @@ def add_bundled_semantic_layer1(codec, bundle: Path, resume_from: Path | None = 
         raise ValueError("the rebuilt codec's layer-1 words differ from the packed folder's")
     if groups:
         heads, word_codes = codec.quantizer.layers[0].word_heads, codec.semantic.word_codes
-        if sorted(set(heads.tolist())) != sorted(word_codes.tolist()) or not torch.equal(heads[word_codes], word_codes):
+        if not groups_headed_by(heads, word_codes):
             raise ValueError("the bundled layer-1 word groups are not headed by the bundled words")
     if resume_from is not None and (resume_from / "model.safetensors").is_file():
         with safe_open(str(resume_from / "model.safetensors"), "pt") as handle:

@@ -41,7 +41,7 @@ def load_returned_codec(weights: str | Path | dict, base=None, teacher: str = "r
     with the weights. Raises `ValueError` when the weights miss a key of that codec or hold one it does not have
     (the codebooks and the voice encoder are not expected), hold a NaN, or hold unfitted centroids or groups.
     """
-    from llm_codec.training.semantic_layer1 import add_semantic_layer1
+    from llm_codec.training.semantic_layer1 import add_semantic_layer1, groups_headed_by
 
     state = load_file(str(weights)) if not isinstance(weights, dict) else dict(weights)
     if base is None:
@@ -74,7 +74,7 @@ def load_returned_codec(weights: str | Path | dict, base=None, teacher: str = "r
         word_codes = codec.semantic.word_codes
         if bool((heads < 0).any()):
             raise ValueError(f"the returned {HEADS_KEY} hold -1 (groups never fitted)")
-        if sorted(set(heads.tolist())) != sorted(word_codes.tolist()) or not torch.equal(heads[word_codes], word_codes):
+        if not groups_headed_by(heads, word_codes):
             raise ValueError(f"the returned {HEADS_KEY} are not headed by semantic.word_codes")
     return codec.eval()
 

@@ -27,8 +27,10 @@ from .semantic_layer1 import (
     add_semantic_layer1,
     choose_layer1_words,
     draw_fit_clips,
+    fit_layer1_groups,
     fit_semantic_layer1,
     group_layer1_words,
+    groups_headed_by,
     spherical_kmeans,
 )
 from .teachers import (
@@ -79,9 +81,11 @@ __all__ = [
     "example_config_path",
     "export_codec",
     "feature_matching_loss",
+    "fit_layer1_groups",
     "fit_semantic_layer1",
     "generator_adversarial_loss",
     "group_layer1_words",
+    "groups_headed_by",
     "load_teacher",
     "make_dataloader",
     "read_ctranslate2_model",

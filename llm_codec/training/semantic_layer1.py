@@ -130,11 +130,30 @@ def fit_semantic_layer1(codec: LLMCodecModel, clips, seconds: float | None = 8.0
     used = int((windows @ centroids.T).argmax(1).unique().numel())
     stats = dict(windows=len(windows), clips=len(embeddings), clusters_used=used, word_codes=word_codes)
     if codec.config.semantic_groups:
-        word_heads = group_layer1_words(codec, word_codes, seed=seed)
-        first = codec.quantizer.layers[0]
-        first.word_heads.copy_(word_heads.to(first.word_heads.device))
+        word_heads = fit_layer1_groups(codec, seed=seed)
         stats["group_sizes"] = [int((word_heads == w).sum()) for w in word_codes]
     return stats
+
+
+@torch.no_grad()
+def fit_layer1_groups(codec: LLMCodecModel, seed: int = 0) -> torch.LongTensor:
+    """
+    Fits, in place, the layer-1 word groups of a codec with `semantic_groups` around its (fitted) centroid words
+    `semantic.word_codes` (`group_layer1_words` on its current layer-1 table) and returns them, `(codebook_size,)`.
+    """
+    word_heads = group_layer1_words(codec, codec.semantic.word_codes.tolist(), seed=seed)
+    first = codec.quantizer.layers[0]
+    first.word_heads.copy_(word_heads.to(first.word_heads.device))
+    return word_heads
+
+
+def groups_headed_by(word_heads: torch.Tensor, word_codes: torch.Tensor) -> bool:
+    """Whether `word_heads` `(codebook_size,)` (`quantizer.layers.0.word_heads`) splits the layer-1 words into one group
+    per code of `word_codes` `(clusters,)`, each headed by that code: every word is in a group (no -1), the heads are
+    exactly `word_codes`, and each head is in its own group."""
+    word_heads, word_codes = torch.as_tensor(word_heads).long(), torch.as_tensor(word_codes).long()
+    return sorted(set(word_heads.tolist())) == sorted(word_codes.tolist()) and \
+        torch.equal(word_heads[word_codes], word_codes)
 
 
 @torch.no_grad()
@@ -159,8 +178,7 @@ def group_layer1_words(codec: LLMCodecModel, head_words: list[int], seed: int = 
     cell_of_word = (F.normalize(table, dim=-1) @ centroids.T).argmax(1).tolist()
     word_heads = torch.full((size,), -1, dtype=torch.long)
     counts = [1] * groups
-    for c, w in enumerate(head_words):
-        word_heads[w] = w
+    word_heads[head_words] = torch.tensor(head_words)
     by_cell: dict[int, list[int]] = {}
     for w, cell in enumerate(cell_of_word):
         if word_heads[w] < 0:
@@ -204,6 +222,6 @@ def add_semantic_layer1(codec: LLMCodecModel, teacher: str = "resemblyzer", clus
 
 
 __all__ = [
-    "add_semantic_layer1", "choose_layer1_words", "draw_fit_clips", "fit_semantic_layer1", "group_layer1_words",
-    "spherical_kmeans",
+    "add_semantic_layer1", "choose_layer1_words", "draw_fit_clips", "fit_layer1_groups", "fit_semantic_layer1",
+    "group_layer1_words", "groups_headed_by", "spherical_kmeans",
 ]

@@ -51,7 +51,7 @@ from .discriminators import CodecDiscriminator
 from .export import export_codec
 from .generator import CodecTrainingModule
 from .losses import MultiScaleSTFTLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss
-from .semantic_layer1 import draw_fit_clips, fit_semantic_layer1, group_layer1_words
+from .semantic_layer1 import draw_fit_clips, fit_layer1_groups, fit_semantic_layer1
 from .teachers import TeacherUnavailable, load_teacher
 
 logger = logging.getLogger(__name__)
@@ -564,9 +564,8 @@ class Trainer:
             return
         if codec.semantic.is_fitted:
             first = codec.quantizer.layers[0]
-            if first.word_heads is not None and bool((first.word_heads < 0).any()):
-                heads = group_layer1_words(codec, codec.semantic.word_codes.tolist(), seed=config.seed)
-                first.word_heads.copy_(heads.to(first.word_heads.device))
+            if first.word_heads is not None and not first.groups_fitted:
+                heads = fit_layer1_groups(codec, seed=config.seed)
                 logger.info("Fitted the layer-1 word groups around the codec's %d centroid words.", len(heads.unique()))
             return
         sources = (self.train_dataset.sources if config.semantic_fit_data is None else
