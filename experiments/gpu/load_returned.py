@@ -69,12 +69,11 @@ def load_returned_codec(weights: str | Path | dict, base=None, teacher: str = "r
         raise ValueError(f"NaN or infinite values in {bad[:5]}")
     if codec.semantic is not None and not codec.semantic.is_fitted:
         raise ValueError("the returned semantic.centroids are all zero (never fitted)")
-    heads = codec.quantizer.layers[0].word_heads
-    if heads is not None:
-        word_codes = codec.semantic.word_codes
-        if bool((heads < 0).any()):
+    first = codec.quantizer.layers[0]
+    if first.word_heads is not None:
+        if not first.groups_fitted:
             raise ValueError(f"the returned {HEADS_KEY} hold -1 (groups never fitted)")
-        if not groups_headed_by(heads, word_codes):
+        if not groups_headed_by(first.word_heads, codec.semantic.word_codes):
             raise ValueError(f"the returned {HEADS_KEY} are not headed by semantic.word_codes")
     return codec.eval()
 
