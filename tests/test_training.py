@@ -21,6 +21,7 @@ from llm_codec.training import (
     CodecDiscriminator,
     MultiScaleMelLoss,
     MultiScaleSTFTLoss,
+    STOILoss,
     Trainer,
     TrainingConfig,
     discriminator_loss,
@@ -1063,3 +1064,55 @@ def test_training_distils_the_speaker_teacher_named_in_the_config(tmp_path):
     assert [r["step"] for r in train if r["type"] == "train"] and all(
         math.isfinite(r["distill"]) and 0 <= r["distill"] <= 2 for r in train if r["type"] == "train")
     assert not torch.equal(head_before, module.distill_head.weight.detach())
+
+
+def _noisy(clean: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    noise = np.random.default_rng(seed).standard_normal(len(clean))
+    return clean + noise * np.sqrt((clean**2).mean() / (noise**2).mean() / 10 ** (snr_db / 10))
+
+
+def test_stoi_loss_follows_the_stoi_metric():
+    """1 - STOILoss stays within a few hundredths of pystoi's STOI on speech in noise, and falls with the SNR."""
+    pystoi = pytest.importorskip("pystoi")
+    from llm_codec.audio_io import read_audio
+
+    clean = read_audio(REPO / "llm_codec" / "assets" / "example_speech.flac", 16000)[: 3 * 16000].astype(np.float64)
+    loss = STOILoss(16000)
+
+    def as_batch(x):
+        return torch.tensor(x, dtype=torch.float32)[None, None]
+
+    assert loss(as_batch(clean), as_batch(clean)).item() == pytest.approx(0.0, abs=1e-4)
+    ours = []
+    for snr in (20, 5, -5):
+        noisy = _noisy(clean, snr)
+        ours.append(1 - loss(as_batch(noisy), as_batch(clean)).item())
+        assert ours[-1] == pytest.approx(pystoi.stoi(clean, noisy, 16000), abs=0.05)
+    assert ours[0] > ours[1] > ours[2]
+
+
+def test_stoi_loss_gradient_and_input_checks():
+    loss = STOILoss(16000)
+    target = torch.randn(2, 1, 8000) * 0.1
+    prediction = (target + 0.05 * torch.randn_like(target)).requires_grad_(True)
+    value = loss(prediction, target)
+    value.backward()
+    assert 0 < value.item() < 2 and torch.isfinite(prediction.grad).all() and prediction.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="longer crops"):
+        loss(torch.randn(1, 1, 3000), torch.randn(1, 1, 3000))
+    with pytest.raises(ValueError, match="do not fit"):
+        STOILoss(8000)  # the top band (about 4.8 kHz) is above 8 kHz audio's Nyquist frequency
+
+
+def test_stoi_loss_weight_adds_the_loss_to_training(tmp_path):
+    pytest.importorskip("accelerate")
+    write_clips(tmp_path / "data", np.random.default_rng(6))
+    config = run_config(tmp_path / "out", tmp_path / "data", max_steps=2, save_every=0, eval_every=0, crop_seconds=0.45,
+                        loss_weights={"stoi": 5.0, "adversarial": 0.0, "feature_matching": 0.0})
+    trainer = make_trainer(config)
+    assert isinstance(trainer.stoi_loss, STOILoss)
+    trainer.train()
+    train = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    values = [r["stoi"] for r in train if r["type"] == "train"]
+    assert len(values) == 2 and all(math.isfinite(v) and 0 <= v <= 2 for v in values)
+    assert make_trainer(run_config(tmp_path / "off", tmp_path / "data")).stoi_loss is None  # off by default

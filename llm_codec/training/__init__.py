@@ -19,6 +19,7 @@ from .export import export_codec
 from .generator import CodecTrainingModule
 from .losses import (
     MultiScaleSTFTLoss,
+    STOILoss,
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
@@ -66,6 +67,7 @@ __all__ = [
     "MultiPeriodDiscriminator",
     "MultiScaleMelLoss",
     "MultiScaleSTFTLoss",
+    "STOILoss",
     "TeacherUnavailable",
     "Trainer",
     "TrainingConfig",

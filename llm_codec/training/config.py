@@ -15,6 +15,7 @@ from ..mel import DAC_MEL_BANDS, DAC_MEL_WINDOWS
 DEFAULT_LOSS_WEIGHTS = {
     "mel": 15.0,  # multi-scale log-mel L1 (summed over the 7 scales, as DAC)
     "stft": 0.0,  # multi-scale STFT magnitude loss (off by default, as DAC)
+    "stoi": 0.0,  # 1 - a differentiable STOI (`losses.STOILoss`), off by default
     "adversarial": 1.0,  # least-squares generator loss
     "feature_matching": 2.0,
     "commitment": 0.25,

@@ -1,4 +1,5 @@
-"""Training losses of the codec: the multi-scale STFT loss and least-squares GAN losses (the multi-scale mel loss
+"""Training losses of the codec: the multi-scale STFT loss, an intelligibility (STOI-style) loss and least-squares GAN
+losses (the multi-scale mel loss
 lives in `llm_codec.mel`, shared with code refinement and the `mel_distance` metric).
 
 All losses are computed in float32 with autocast disabled (STFTs are not supported in half precision everywhere),
@@ -55,6 +56,74 @@ class MultiScaleSTFTLoss(nn.Module):
                 if self.mag_weight:
                     loss = loss + self.mag_weight * F.l1_loss(x, y)
             return loss
+
+
+class STOILoss(nn.Module):
+    """
+    One minus a differentiable short-time objective intelligibility: the measure of Taal et al. (2011) that the
+    `stoi` metric reports, computed at the codec's rate so that it can train the codec.
+
+    Both signals go through a 25.6 ms Hann-windowed STFT (half overlap); the power in 15 one-third-octave bands from
+    150 Hz (centres 150 Hz x 2^(k/3)) gives band envelopes; over every run of 30 frames (384 ms) the prediction's
+    envelope is scaled to the target's energy and clipped at 15 dB above it, and the two are correlated. The loss is
+    one minus the mean correlation, each 384 ms segment weighted by its share of frames within 40 dB of the loudest
+    frame of the target clip (the metric drops quieter frames; weighting keeps the batch rectangular). Differences
+    from the metric: no resampling to 10 kHz, and silent frames are weighted down instead of removed, so its values
+    track `stoi` without equalling it.
+
+    Args:
+        sample_rate (`int`, defaults to 16000).
+        segment_frames (`int`, defaults to 30), num_bands (`int`, defaults to 15), lowest_band_hz (`float`, defaults
+        to 150), clip_db (`float`, defaults to 15), dynamic_range_db (`float`, defaults to 40).
+    """
+
+    def __init__(self, sample_rate: int = 16000, segment_frames: int = 30, num_bands: int = 15,
+                 lowest_band_hz: float = 150.0, clip_db: float = 15.0, dynamic_range_db: float = 40.0):
+        super().__init__()
+        window = round(0.0256 * sample_rate)
+        self.n_fft = 1 << (window - 1).bit_length()
+        self.hop = window // 2
+        self.segment_frames, self.dynamic_range_db = segment_frames, dynamic_range_db
+        self.clip = 1.0 + 10.0 ** (clip_db / 20.0)
+        padded = torch.zeros(self.n_fft)
+        start = (self.n_fft - window) // 2
+        padded[start : start + window] = torch.hann_window(window, periodic=False)
+        self.register_buffer("window", padded, persistent=False)
+        centres = lowest_band_hz * 2.0 ** (torch.arange(num_bands) / 3.0)
+        frequencies = torch.arange(self.n_fft // 2 + 1) * sample_rate / self.n_fft
+        low, high = centres * 2.0 ** (-1 / 6), centres * 2.0 ** (1 / 6)
+        bands = ((frequencies[None] >= low[:, None]) & (frequencies[None] < high[:, None])).float()
+        if (bands.sum(1) == 0).any() or high[-1] > sample_rate / 2:
+            raise ValueError(f"{num_bands} one-third-octave bands from {lowest_band_hz} Hz do not fit {sample_rate} Hz audio.")
+        self.register_buffer("bands", bands, persistent=False)
+
+    def _envelopes(self, audio: torch.Tensor) -> torch.Tensor:
+        power = stft(audio, self.n_fft, self.hop, self.window).abs().square()  # (batch, bins, frames)
+        return torch.einsum("kf,bft->bkt", self.bands, power).clamp_min(1e-12).sqrt()  # (batch, bands, frames)
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """`prediction`, `target`: (batch, 1, samples) -> scalar loss in [0, 2] (0 when they are equal)."""
+        with torch.autocast(prediction.device.type, enabled=False):
+            prediction, target = prediction.float(), target.float()
+            x, y = self._envelopes(target), self._envelopes(prediction)
+            if x.shape[-1] < self.segment_frames:
+                raise ValueError(
+                    f"STOILoss needs at least {self.segment_frames} frames ({self.segment_frames * self.hop} samples) "
+                    f"per clip, got {x.shape[-1]}: train on longer crops."
+                )
+            energy = x.square().sum(1)  # (batch, frames)
+            loudest = energy.amax(-1, keepdim=True).clamp_min(1e-20)
+            active = (10 * torch.log10(energy.clamp_min(1e-20) / loudest) > -self.dynamic_range_db).float()
+            x = x.unfold(-1, self.segment_frames, 1)  # (batch, bands, segments, frames)
+            y = y.unfold(-1, self.segment_frames, 1)
+            scale = x.norm(dim=-1, keepdim=True) / y.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            y = torch.minimum(y * scale, x * self.clip)
+            x = x - x.mean(-1, keepdim=True)
+            y = y - y.mean(-1, keepdim=True)
+            correlation = (x * y).sum(-1) / (x.norm(dim=-1) * y.norm(dim=-1)).clamp_min(1e-12)  # (batch, bands, segments)
+            weight = active.unfold(-1, self.segment_frames, 1).mean(-1)  # (batch, segments)
+            mean = (correlation.mean(1) * weight).sum() / weight.sum().clamp_min(1e-12)
+            return 1.0 - mean
 
 
 # --------------------------------------------------------------------------------------------------- GAN losses

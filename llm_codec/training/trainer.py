@@ -50,7 +50,7 @@ from .data import AudioCropDataset, load_validation_clips, make_dataloader, reso
 from .discriminators import CodecDiscriminator
 from .export import export_codec
 from .generator import CodecTrainingModule
-from .losses import MultiScaleSTFTLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss
+from .losses import MultiScaleSTFTLoss, STOILoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss
 from .semantic_layer1 import draw_fit_clips, fit_layer1_groups, fit_semantic_layer1
 from .teachers import TeacherUnavailable, load_teacher
 
@@ -251,6 +251,7 @@ class Trainer:
         self.mel_loss = MultiScaleMelLoss(self.sample_rate, config.mel_window_lengths, config.mel_n_mels).to(self.device)
         self.stft_loss = (MultiScaleSTFTLoss(config.stft_window_lengths).to(self.device)
                           if config.loss_weights["stft"] > 0 else None)
+        self.stoi_loss = STOILoss(self.sample_rate).to(self.device) if config.loss_weights["stoi"] > 0 else None
         self._prepare_models_and_optimizers(codec)
         self._load_data(train_data, val_data, codec.config.pad_multiple)
 
@@ -490,6 +491,8 @@ class Trainer:
         losses = {"mel": self.mel_loss(reconstruction, audio)}
         if self.stft_loss is not None:
             losses["stft"] = self.stft_loss(reconstruction, audio)
+        if self.stoi_loss is not None:
+            losses["stoi"] = self.stoi_loss(reconstruction, audio)
         if adversarial:
             fake_logits, fake_features = self.discriminator(reconstruction)
             with torch.no_grad():
