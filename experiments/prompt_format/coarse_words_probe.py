@@ -16,6 +16,7 @@ from llm_codec.default_model import load_default_codec
 from llm_codec.language_model import load_language_model
 from llm_codec.evaluation.fewshot import FewShotEvaluator, load_pool, sample_episodes
 from llm_codec.training.semantic_layer1 import spherical_kmeans
+from word_lookup_probe import GROUP_KEYS  # this folder is on sys.path when run as a script
 lm_name, fmt, Gs, settings = sys.argv[1], sys.argv[2], [int(g) for g in sys.argv[3].split(",")], sys.argv[4].split(",")
 tasks = sys.argv[5].split(",")
 codec, _, (lm, tok) = load_default_codec()
@@ -24,7 +25,6 @@ if lm_name != "default":
 pipe = pipeline("audio-few-shot-classification", model=codec, language_model=lm, tokenizer=tok, **({"audio_format": fmt} if fmt != "ids" else {}))
 table = codec.quantizer.layers[0].search_table()[0].float()
 unit = F.normalize(table, dim=-1)
-GK = {"drum_type": "kit", "sound_event": "game"}
 for G in Gs:
     cent = spherical_kmeans(table, G, seed=0, restarts=2)
     cluster = (unit @ cent.T).argmax(1)
@@ -36,7 +36,7 @@ for G in Gs:
         ev = FewShotEvaluator(pipe, pool, progress=False, collapse_repeats=True)
         for st in settings:
             nw, ks = map(int, st.split("x"))
-            eps = sample_episodes(pool, nw, ks, 2, 20, 0, GK.get(task))
+            eps = sample_episodes(pool, nw, ks, 2, 20, 0, GROUP_KEYS[task])
             t0 = time.time(); corr = {}; n = 0; L = []
             for e in eps:
                 sc = ev.episode_scores(e, ("icl", "calibrated", "codes", "logmel"))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 
 from llm_codec.default_model import load_default_codec
 from llm_codec.evaluation.fewshot import FewShotEvaluator, load_pool, sample_episodes
+from llm_codec.evaluation.metrics import load_metric
 from llm_codec.language_model import load_language_model
 from llm_codec.pipeline_llm_codec import Prompt
 from transformers import pipeline
@@ -37,20 +37,9 @@ from transformers import pipeline
 GROUP_KEYS = {"drum_type": "kit", "sound_event": "game", "speaker_id": None, "language_id": None, "instrument": None}
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (round(centre - half, 3), round(centre + half, 3))
-
-
 def distinct(ids: list[int]) -> list[int]:
-    seen, out = set(), []
-    for i in ids:
-        if i not in seen:
-            seen.add(i)
-            out.append(i)
-    return out
+    """The ids in order of first appearance, each once."""
+    return list(dict.fromkeys(ids))
 
 
 def lookup_scores(pipe, evaluator, episode, max_words: int | None):
@@ -70,9 +59,10 @@ def lookup_scores(pipe, evaluator, episode, max_words: int | None):
     for words in words_per_query:
         block = table[start : start + len(words)]
         start += len(words)
-        means.append(block.mean(axis=0))
-        calibrated.append(block.mean(axis=0) - baseline)
-        votes.append(np.bincount(block.argmax(axis=1), minlength=len(episode.labels)) + 1e-3 * block.mean(axis=0))
+        mean = block.mean(axis=0)
+        means.append(mean)
+        calibrated.append(mean - baseline)
+        votes.append(np.bincount(block.argmax(axis=1), minlength=len(episode.labels)) + 1e-3 * mean)
     return np.stack(means), np.stack(votes), np.stack(calibrated), len(prefix)
 
 
@@ -100,6 +90,7 @@ def main():
     print(f"method: lookup prompt (one demonstration line per distinct layer-1 word), query scored per distinct word,"
           f" mean log-probability / vote; LM {args.lm}; codec {args.model or 'embedded default'};"
           f" {args.episodes} episodes, 2 queries per class, seed 0")
+    accuracy = load_metric("accuracy", keep_in_memory=True)  # with its Wilson interval
     results = {}
     for task in args.tasks:
         pool = load_pool(f"data/tasks/{task}", name=task)
@@ -107,21 +98,24 @@ def main():
         for setting in args.settings:
             n_way, k_shot = map(int, setting.split("x"))
             episodes = sample_episodes(pool, n_way, k_shot, 2, args.episodes, 0, GROUP_KEYS[task])
-            correct = {m: 0 for m in ("icl", "calibrated", "lookup", "lookup_vote", "lookup_calibrated", "codes", "logmel")}
-            total, began, prefix_lengths = 0, time.perf_counter(), []
+            predictions = {m: [] for m in ("icl", "calibrated", "lookup", "lookup_vote", "lookup_calibrated", "codes", "logmel")}
+            references, began, prefix_lengths = [], time.perf_counter(), []
             for episode in episodes:
                 scores = evaluator.episode_scores(episode, ("icl", "calibrated", "codes", "logmel"))
                 scores["lookup"], scores["lookup_vote"], scores["lookup_calibrated"], length = lookup_scores(pipe, evaluator, episode, args.max_words)
                 prefix_lengths.append(length)
-                truth = np.array([episode.labels.index(l) for l in episode.query_labels])
+                references += [episode.labels.index(l) for l in episode.query_labels]
                 for method, table in scores.items():
-                    correct[method] += int((np.asarray(table).argmax(axis=1) == truth).sum())
-                total += len(truth)
-            cell = {m: {"accuracy": round(c / total, 3), "interval": wilson(c, total)} for m, c in correct.items()}
-            cell.update(queries=total, seconds=round(time.perf_counter() - began, 1),
+                    predictions[method] += np.asarray(table).argmax(axis=1).tolist()
+            cell = {}
+            for method, predicted in predictions.items():
+                score = accuracy.compute(predictions=predicted, references=references)
+                cell[method] = {"accuracy": round(score["accuracy"], 3),
+                                "interval": (round(score["ci_low"], 3), round(score["ci_high"], 3))}
+            cell.update(queries=len(references), seconds=round(time.perf_counter() - began, 1),
                         mean_prefix_tokens=round(float(np.mean(prefix_lengths)), 1))
             results[f"{task} {setting}"] = cell
-            print(task, setting, {m: cell[m]["accuracy"] for m in correct}, f"{cell['seconds']} s,"
+            print(task, setting, {m: cell[m]["accuracy"] for m in predictions}, f"{cell['seconds']} s,"
                   f" prefix {cell['mean_prefix_tokens']} tokens", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))

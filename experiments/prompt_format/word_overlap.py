@@ -8,9 +8,11 @@ import numpy as np, collections
 from transformers import pipeline
 from llm_codec.default_model import load_default_codec
 from llm_codec.evaluation.fewshot import FewShotEvaluator, load_pool, sample_episodes
+from word_lookup_probe import GROUP_KEYS  # this folder is on sys.path when run as a script
 codec, _, (lm, tok) = load_default_codec()
 pipe = pipeline("audio-few-shot-classification", model=codec, language_model=lm, tokenizer=tok)
-for task, gk in [("instrument", None), ("sound_event", "game"), ("drum_type", "kit")]:
+for task in ("instrument", "sound_event", "drum_type"):
+    gk = GROUP_KEYS[task]
     pool = load_pool(f"data/tasks/{task}", name=task)
     ev = FewShotEvaluator(pipe, pool, progress=False, collapse_repeats=False)
     for nw, ks in [(2, 1), (3, 3)]:

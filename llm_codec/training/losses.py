@@ -1,6 +1,5 @@
 """Training losses of the codec: the multi-scale STFT loss, an intelligibility (STOI-style) loss and least-squares GAN
-losses (the multi-scale mel loss
-lives in `llm_codec.mel`, shared with code refinement and the `mel_distance` metric).
+losses (the multi-scale mel loss lives in `llm_codec.mel`, shared with code refinement and the `mel_distance` metric).
 
 All losses are computed in float32 with autocast disabled (STFTs are not supported in half precision everywhere),
 whatever dtype the inputs come in. Audio is `(batch, 1, samples)` or `(batch, samples)`.
