@@ -512,6 +512,21 @@ def test_config_file_can_start_from_a_base_file(tmp_path):
     assert (cpu.discriminator_start_step, cpu.lr_generator, cpu.batch_size) == (1_000_000_000, 3e-5, 8)
 
 
+
+def test_installed_configs_read_only_data_the_repos_scripts_write():
+    """A user runs an installed config after `scripts/prepare_data.sh` and `scripts/make_dev_split.py`: every data
+    file it names under data/ must be one those scripts write (the shipped run once validated on a file no script
+    wrote)."""
+    scripts = "".join(p.read_text(encoding="utf-8") for p in sorted((REPO / "scripts").iterdir()) if p.suffix in {".py", ".sh"})
+    for config_file in sorted((REPO / "llm_codec" / "training" / "configs").glob("*.yaml")):
+        config = TrainingConfig.from_file(config_file)
+        for field in ("train_data", "val_data", "semantic_fit_data"):
+            value = getattr(config, field)
+            if isinstance(value, str) and value.startswith("data/"):
+                assert Path(value).name in scripts, f"{config_file.name}: {field} {value} is written by no script"
+    shipped = TrainingConfig.from_file(example_config_path("default_smollm2"))
+    assert (shipped.train_data, shipped.val_data) == ("data/codec_train_nodev.jsonl", "data/dev_speech.jsonl")
+
 def write_lm_folder_and_clips(folder: Path) -> Path:
     """The tiny LM + tokenizer saved under `folder/lm` (returned), `folder/words.txt`, clips under `folder/data`."""
     tiny_lm().save_pretrained(folder / "lm")
