@@ -483,6 +483,23 @@ def test_config_files_and_example_config(tmp_path):
     assert round(example.crop_seconds * arch.sample_rate) % arch.pad_multiple == 0
 
 
+
+def test_replace_sets_every_given_field_and_the_cli_only_the_options_given(tmp_path):
+    from llm_codec.training.cli import _add_arguments, config_from_args
+
+    config = TrainingConfig(train_data="a.jsonl", val_data="b.jsonl", init_from="default", batch_size=4)
+    cleared = config.replace(val_data=None, init_from=None, batch_size=2)
+    assert (cleared.val_data, cleared.init_from, cleared.batch_size, cleared.train_data) == (None, None, 2, "a.jsonl")
+    path = config.save(tmp_path / "run.yaml")
+    parser = _add_arguments(argparse.ArgumentParser())
+    kept = config_from_args(parser.parse_args(["--config", str(path)]))
+    assert (kept.val_data, kept.init_from, kept.batch_size, kept.progress) == ("b.jsonl", "default", 4, config.progress)
+    given = config_from_args(parser.parse_args(["--config", str(path), "--val-data", "c", "--batch-size", "8",
+                                                "--no-progress", "--teacher", "none"]))
+    assert (given.val_data, given.batch_size, given.progress, given.consistency_teacher) == ("c", 8, False, None)
+    with pytest.raises(ValueError, match="No training data"):
+        config_from_args(parser.parse_args([]))
+
 def test_config_file_can_start_from_a_base_file(tmp_path):
     (tmp_path / "sub").mkdir()
     TrainingConfig(batch_size=4, lr_generator=1e-3, loss_weights={"mel": 10, "stft": 2}).save(tmp_path / "base.yaml")

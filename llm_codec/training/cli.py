@@ -36,15 +36,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """Runs training from parsed arguments; returns the exit status."""
+def config_from_args(args: argparse.Namespace):
+    """The `TrainingConfig` of parsed arguments: `--config` (or the defaults), with each option given replacing
+    its field; options not given leave the config's value."""
     from .config import TrainingConfig
-    from .trainer import train
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = TrainingConfig.from_file(args.config) if args.config else TrainingConfig()
     teacher = args.teacher
-    config = config.replace(
+    options = dict(
         train_data=args.data,
         val_data=args.val_data,
         output_dir=args.output,
@@ -58,10 +57,20 @@ def run_train(args: argparse.Namespace) -> int:
         log_with=args.log_with,
         tracker_project=args.tracker_project,
     )
+    config = config.replace(**{k: v for k, v in options.items() if v is not None})
     if teacher is not None:
         config.consistency_teacher = None if teacher.lower() == "none" else teacher
     if config.train_data is None:
         raise ValueError("No training data: pass --data or set `train_data` in the config.")
+    return config
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Runs training from parsed arguments; returns the exit status."""
+    from .trainer import train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = config_from_args(args)
     trainer = train(config, resume=bool(args.resume))
     trainer.accelerator.end_training()  # the end of the run: trackers already finished; frees the process group
     return 0

@@ -297,9 +297,9 @@ class TrainingConfig:
         return cls.from_dict(_read_config_values(Path(path), seen=()))
 
     def replace(self, **changes) -> "TrainingConfig":
-        """A copy with some fields changed (`None` values are ignored, so CLI defaults do not override)."""
+        """A copy with the fields of `changes` set to their values (`None` included: it clears a field)."""
         values = self.to_dict()
-        values.update({k: v for k, v in changes.items() if v is not None})
+        values.update(changes)
         return self.from_dict(values)
 
     def save(self, path: str | Path) -> Path:
