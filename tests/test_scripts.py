@@ -297,7 +297,7 @@ def test_gpu_scripts_carry_a_teacher_computed_layer1_exactly(tmp_path):
         gpu_train.add_bundled_semantic_layer1(gpu_train.rebuild_codec(bundle, pack), bundle, pack)
 
 
-def test_gpu_train_refuses_a_design2_run_it_cannot_do_exactly(tmp_path):
+def test_gpu_train_refuses_a_design2_run_it_cannot_do_exactly(tmp_path, monkeypatch):
     gpu_train, = _import_gpu("gpu_train")
     config = tmp_path / "design2.yaml"
     config.write_text("semantic_teacher: resemblyzer\nsemantic_clusters: 4\n")
@@ -308,6 +308,21 @@ def test_gpu_train_refuses_a_design2_run_it_cannot_do_exactly(tmp_path):
     with pytest.raises(SystemExit, match="--resume-from"):  # no starting codec: it would train a random one
         gpu_train.main(["--bundle", str(bundle), "--config", str(config), "--out", str(tmp_path / "o"),
                         "--state", str(tmp_path / "state")])
+    # a resume pack of another layer 1 is refused before any audio is decoded (minutes of a lent GPU)
+    from safetensors.torch import save_file
+
+    pack = tmp_path / "other_pack"
+    pack.mkdir()
+    save_file({"semantic.centroids": codec.semantic.centroids.contiguous(),
+               "semantic.word_codes": codec.semantic.word_codes.flip(0).contiguous()}, str(pack / "model.safetensors"))
+
+    def decode_audio(*args):
+        raise AssertionError("decoded the audio before checking the resume pack")
+
+    monkeypatch.setattr(gpu_train, "decode_audio", decode_audio)
+    with pytest.raises(SystemExit, match="word_codes differ"):
+        gpu_train.main(["--bundle", str(bundle), "--config", str(config), "--out", str(tmp_path / "o"),
+                        "--state", str(tmp_path / "state"), "--resume-from", str(pack)])
     config.write_text("semantic_teacher: resemblyzer\nsemantic_clusters: 16\n")
     with pytest.raises(SystemExit, match="16 clusters"):
         gpu_train.main(["--bundle", str(bundle), "--config", str(config), "--out", str(tmp_path / "o")])

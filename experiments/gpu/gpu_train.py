@@ -197,19 +197,30 @@ def add_bundled_semantic_layer1(codec, bundle: Path, resume_from: Path | None = 
         heads, word_codes = codec.quantizer.layers[0].word_heads, codec.semantic.word_codes
         if not groups_headed_by(heads, word_codes):
             raise ValueError("the bundled layer-1 word groups are not headed by the bundled words")
-    if resume_from is not None and (resume_from / "model.safetensors").is_file():
-        with safe_open(str(resume_from / "model.safetensors"), "pt") as handle:
-            kept = {k: handle.get_tensor(k) for k in ("semantic.centroids", "semantic.word_codes", HEADS_KEY)
-                    if k in handle.keys()}
-        for key, value in kept.items():
-            if key == HEADS_KEY and not groups:
-                raise ValueError(f"{resume_from}: a run with grouped layer-1 words (word_heads), the config has none")
-            bundled = tensors["word_heads" if key == HEADS_KEY else key.split(".")[-1]]
-            if not torch.equal(value.to(bundled.dtype), bundled):
-                raise ValueError(f"{resume_from}: its {key} differ from the bundle's (another layer 1)")
-        if groups and "semantic.centroids" in kept and HEADS_KEY not in kept:
-            raise ValueError(f"{resume_from}: a design-2 run (no layer-1 word groups), the config groups the words")
+    check_resume_semantic(tensors, resume_from, groups)
     return codec
+
+
+def check_resume_semantic(tensors: dict, resume_from: Path | None, groups: bool) -> None:
+    """
+    Refuses (`ValueError`) a resume pack in `resume_from` whose teacher-computed layer 1 is not the bundle's
+    (`tensors`, from `read_bundled_semantic`): other centroids or word codes, groups when the config has none, or
+    none when it groups the words. Reads only the pack's few semantic tensors, so `main` runs it before decoding
+    any audio.
+    """
+    if resume_from is None or not (resume_from / "model.safetensors").is_file():
+        return
+    with safe_open(str(resume_from / "model.safetensors"), "pt") as handle:
+        kept = {k: handle.get_tensor(k) for k in ("semantic.centroids", "semantic.word_codes", HEADS_KEY)
+                if k in handle.keys()}
+    for key, value in kept.items():
+        if key == HEADS_KEY and not groups:
+            raise ValueError(f"{resume_from}: a run with grouped layer-1 words (word_heads), the config has none")
+        bundled = tensors["word_heads" if key == HEADS_KEY else key.split(".")[-1]]
+        if not torch.equal(value.to(bundled.dtype), bundled):
+            raise ValueError(f"{resume_from}: its {key} differ from the bundle's (another layer 1)")
+    if groups and "semantic.centroids" in kept and HEADS_KEY not in kept:
+        raise ValueError(f"{resume_from}: a design-2 run (no layer-1 word groups), the config groups the words")
 
 
 def teacher_without_tf32(codec) -> None:
@@ -307,14 +318,18 @@ def main(argv=None) -> None:
                              "experiments/default_codec/training/resume (or a design-2 resume pack)")
     elif semantic is not None:
         print(f"{args.config} sets no semantic_teacher: the bundle's {SEMANTIC_FILE} is not used", flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = decode_audio(bundle, Path("/tmp/llm_codec_gpu_audio"))
-    print(f"audio decoded in {time.time() - started:.0f} s: {sum(1 for _ in open(manifest))} clips", flush=True)
-
     has_state = (state / "checkpoints" / "latest").is_file()
     resume_from = Path(args.resume_from) if args.resume_from and not has_state else None
     if resume_from is not None and not (resume_from / "model.safetensors").is_file():
         resume_from = None
+    if config.semantic_teacher:
+        try:  # a mismatched resume pack, before minutes of decoding
+            check_resume_semantic(semantic[1], resume_from, bool(config.semantic_groups))
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = decode_audio(bundle, Path("/tmp/llm_codec_gpu_audio"))
+    print(f"audio decoded in {time.time() - started:.0f} s: {sum(1 for _ in open(manifest))} clips", flush=True)
     codec = rebuild_codec(bundle, resume_from)
     if config.semantic_teacher:
         codec = add_bundled_semantic_layer1(codec, bundle, resume_from, groups=bool(config.semantic_groups))
