@@ -23,6 +23,7 @@ from . import example_audio_path
 from .audio_io import AUDIO_EXTENSIONS, load_audio, save_audio
 from .default_model import load_default_codec
 from .evaluation.fewshot import prototype_scores
+from .evaluation.metrics import load_metric
 from .evaluation.reference import REFERENCE_SAMPLE_RATE, logmel_statistics
 from .pipeline_llm_codec import rank_labels
 from .plotting import plot_spectrograms
@@ -52,6 +53,7 @@ class DemoResult:
     """What `run_demo` measured: per-method accuracy on the queries, each query's ranking, and the written files."""
 
     accuracy: dict[str, float]
+    intervals: dict[str, tuple[float, float]]  # per method, the 95 % Wilson interval of its accuracy
     rankings: dict[str, list[list[dict]]]
     queries: list[tuple[str, str]]
     demonstrations: list[tuple[str, str]]
@@ -123,6 +125,11 @@ def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenize
     rankings[REFERENCE] = logmel_rankings(demos, [path for path, _ in queries], labels)
     accuracy[REFERENCE] = sum(r[0]["label"] == label for r, (_, label) in zip(rankings[REFERENCE], queries)) / len(queries)
     shown = [*METHODS, REFERENCE]
+    metric, truth = load_metric("accuracy"), [labels.index(label) for _, label in queries]
+    intervals = {}
+    for name in shown:
+        result = metric.compute(predictions=[labels.index(r[0]["label"]) for r in rankings[name]], references=truth)
+        intervals[name] = (result["ci_low"], result["ci_high"])
     rows = []
     for index, (path, label) in enumerate(queries):
         cells = []
@@ -136,11 +143,12 @@ def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenize
     print(f"{'query':<40}  {'truth':>6}  " + "  ".join(f"{m:<{w}}" for m, w in zip(shown, widths)))
     for stem, label, cells in rows:
         print(f"{stem:<40}  {label:>6}  " + "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths)))
-    chance = 1 / len(labels)
-    print("\nAccuracy on the queries (chance {:.0%}): ".format(chance)
-          + ", ".join(f"{m} {accuracy[m]:.0%} ({round(accuracy[m] * len(queries))}/{len(queries)})" for m in METHODS)
-          + f"; no-learning reference {REFERENCE} {accuracy[REFERENCE]:.0%} "
-            f"({round(accuracy[REFERENCE] * len(queries))}/{len(queries)})")
+    def summary(name):
+        low, high = intervals[name]
+        return f"{name} {accuracy[name]:.0%} ({round(accuracy[name] * len(queries))}/{len(queries)}, {low:.0%}-{high:.0%})"
+
+    print(f"\nAccuracy on the queries (chance {1 / len(labels):.0%}; in brackets the count and the 95 % Wilson "
+          "interval): " + ", ".join(summary(m) for m in METHODS) + f"; no-learning reference {summary(REFERENCE)}")
 
     # ---- reconstruction of the bundled speech
     path = audio_path or example_audio_path()
@@ -165,7 +173,7 @@ def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenize
     )
     timings["total_s"] = time.perf_counter() - start
     print(f"Wrote {wav} and {png} ({timings['total_s']:.1f} s in all)")
-    return DemoResult(accuracy=accuracy, rankings=rankings, queries=[(str(p), l) for p, l in queries],
+    return DemoResult(accuracy=accuracy, intervals=intervals, rankings=rankings, queries=[(str(p), l) for p, l in queries],
                       demonstrations=[(str(p), l) for p, l in demos], trained=trained, wav=str(wav), png=str(png),
                       timings=timings)
 

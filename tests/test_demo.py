@@ -18,12 +18,16 @@ WORDS, ARCH = TINY_WORDS, TINY_ARCH
 def test_bundled_clips_are_labelled_and_from_other_kits():
     demos = labelled_clips(demo_clips_dir() / "demonstrations")
     queries = labelled_clips(demo_clips_dir() / "queries")
-    assert len(demos) == 9 and len(queries) == 15
+    assert len(demos) == 9 and len(queries) == 52
     assert {label for _, label in demos} == {label for _, label in queries} == {"hihat", "kick", "snare"}
     kit = lambda path: path.name.split("__")[0]  # noqa: E731
     assert {kit(p) for p, _ in demos}.isdisjoint({kit(p) for p, _ in queries})
     attribution = (demo_clips_dir().parent / "ATTRIBUTION.md").read_text()
-    assert all(name in attribution for name in ("BJA_Pacific", "rumpf_kit_z01_h2", "Audiophob"))
+    assert all(name in attribution for name in ("BJA_Pacific", "rumpf_kit_z01_h2", "Audiophob", "FluidR3"))
+    assert all(p.name.split("__")[0] in attribution for p, _ in queries)  # every kit's licence is stated
+    assert "Frank Wen" in (demo_clips_dir().parent / "FluidR3.LICENSE").read_text()  # the MIT notice travels along
+    counts = {label: sum(l == label for _, l in queries) for label in ("hihat", "kick", "snare")}
+    assert min(counts.values()) >= 15, counts
     with pytest.raises(FileNotFoundError, match="No labelled clips"):
         labelled_clips(demo_clips_dir())  # its subfolders hold folders, not audio
 
@@ -47,7 +51,8 @@ def test_demo_runs_end_to_end_on_tiny_models(tmp_path, capsys):
     assert torch.is_grad_enabled()  # run without gradient, the caller's mode left alone
     assert set(result.accuracy) == {"icl", "calibrated", "embedding", "logmel"}
     assert result.accuracy["logmel"] == 1.0  # 300 Hz vs 2 kHz tones: the no-learning reference cannot miss
-    assert "no-learning reference logmel 100%" in printed
+    assert "no-learning reference logmel 100% (6/6, 61%-100%)" in printed  # Wilson interval of 6 of 6
+    assert result.intervals["logmel"][0] < 1 and set(result.intervals) == set(result.accuracy)
     for name, rankings in result.rankings.items():
         assert len(rankings) == 6
         for ranked in rankings:
@@ -55,7 +60,9 @@ def test_demo_runs_end_to_end_on_tiny_models(tmp_path, capsys):
             assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
         hits = sum(r[0]["label"] == label for r, (_, label) in zip(rankings, result.queries))
         assert result.accuracy[name] == hits / 6
-        assert f"{name} {result.accuracy[name]:.0%}" in printed
+        low, high = result.intervals[name]
+        assert low <= result.accuracy[name] <= high
+        assert f"{name} {result.accuracy[name]:.0%} ({hits}/6, {low:.0%}-{high:.0%})" in printed
     assert Path(result.wav).is_file() and Path(result.png).is_file()
     assert sf.info(result.wav).frames == 4000
 
@@ -64,5 +71,5 @@ def test_demo_runs_end_to_end_on_tiny_models(tmp_path, capsys):
 def test_demo_on_the_embedded_default(tmp_path):
     result = run_demo(str(tmp_path))
     assert result.trained, "the shipped default codec weights were not found"
-    assert len(result.queries) == 15 and all(0 <= a <= 1 for a in result.accuracy.values())
+    assert len(result.queries) == 52 and all(0 <= a <= 1 for a in result.accuracy.values())
     assert Path(result.wav).is_file() and Path(result.png).is_file()
