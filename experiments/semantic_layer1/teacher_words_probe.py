@@ -17,7 +17,7 @@ prompt ids replaced), next to prototypes without an LM, on the episodes of docs/
         --out experiments/semantic_layer1/results/teacher_words_probe.json
 
 `--teacher whisper` makes the words from Whisper tiny.en frames averaged over 6 (probe.py's words) instead, for the
-same collapsed view. Method printed with the results. This is an experiment, not part of the package.
+same collapsed view; `--teacher whisper-slow` from Whisper frames averaged over the Resemblyzer windows' 1.6 s. Method printed with the results. This is an experiment, not part of the package.
 """
 
 from __future__ import annotations
@@ -47,8 +47,10 @@ from llm_codec.evaluation.reference import logmel_statistics  # noqa: E402
 from llm_codec.language_model import load_language_model  # noqa: E402
 from llm_codec.training.teachers import ResemblyzerSpeakerTeacher, WhisperTeacher  # noqa: E402
 
-TASKS = {"speaker_id": None, "drum_type": "kit", "language_id": None, "instrument": None}  # task -> group key
+TASKS = {"speaker_id": None, "drum_type": "kit", "language_id": None, "instrument": None,
+         "sound_event": "game"}  # task -> group key
 DENSE_RATE = 100 / 12  # windows per second: a step of 12 mel frames (120 ms)
+SLOW_WINDOW, SLOW_STEP = 80, 6  # whisper-slow: Whisper frames (50/s) averaged over 1.6 s windows every 120 ms
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -65,7 +67,9 @@ def collapse(codes: list[int]) -> list[int]:
 
 
 class Frames:
-    """One teacher vector per layer-1 position (dense Resemblyzer windows, or Whisper frames averaged over 6)."""
+    """One teacher vector per layer-1 position: dense Resemblyzer windows, Whisper frames averaged over 6
+    ("whisper"), or Whisper frames averaged over 1.6 s windows every 120 ms ("whisper-slow": the Resemblyzer
+    windows' span and step; a clip shorter than 1.6 s is one window of all its frames)."""
 
     def __init__(self, name: str):
         self.name = name
@@ -78,6 +82,12 @@ class Frames:
         if self.name == "resemblyzer":
             clip = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
             return self.teacher.partials(clip)[0][0]
+        if self.name == "whisper-slow":
+            features = self.teacher.features(torch.from_numpy(audio)[None, None])[0]
+            if len(features) <= SLOW_WINDOW:
+                return features.mean(0, keepdim=True)
+            starts = range(0, len(features) - SLOW_WINDOW + 1, SLOW_STEP)
+            return torch.stack([features[s : s + SLOW_WINDOW].mean(0) for s in starts])
         return teacher_frames(self.teacher, audio)
 
 
@@ -125,6 +135,9 @@ def method_text(args) -> str:
         "(d - 1.6) / 0.12 + 1 windows)"
         if args.teacher == "resemblyzer" else
         "Whisper tiny.en encoder frames averaged over 6 (8.33/s, probe.py's words)"
+        if args.teacher == "whisper" else
+        "Whisper tiny.en encoder frames (50/s) averaged over 1.6 s windows (80 frames) every 120 ms (6 frames); a "
+        "clip shorter than 1.6 s is one window of all its frames"
     )
     return (
         f"Layer-1 words from {frames}; spherical k-means (30 iterations, seed 0) with K in {args.k} fitted without "
@@ -144,7 +157,7 @@ def method_text(args) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default=list(TASKS), nargs="+")
-    parser.add_argument("--teacher", default="resemblyzer", choices=("resemblyzer", "whisper"))
+    parser.add_argument("--teacher", default="resemblyzer", choices=("resemblyzer", "whisper", "whisper-slow"))
     parser.add_argument("--k", type=int, default=[16, 64], nargs="+")
     parser.add_argument("--lm", default=[], nargs="*", help="LMs to score with ('default': the default codec's SmolLM2-135M; none: prototypes and overlap only)")
     parser.add_argument("--lm-settings", default=None, help="settings scored with the LMs (default: --settings)")
