@@ -2,7 +2,7 @@
 The main job: few-shot classification of real drum sounds by a frozen LLM, plus a round trip through the codec.
 
 The embedded default codec turns each bundled clip into SmolLM2 tokens; the LM is shown labelled demonstrations from
-one drum kit and classifies hits from two other kits, with no parameter update, by three methods: in-context label
+one drum kit and classifies hits from ten other kits, with no parameter update, by three methods: in-context label
 scoring (`icl`), the same with contextual calibration (`calibrated`) and LM-embedding prototypes (`embedding`). The
 no-learning reference (`logmel`: nearest class prototype of log-mel statistics, no codec, no LM) is printed next to
 them, so each figure is read against chance and against what needs no learning at all.
