@@ -16,7 +16,9 @@ from .conversion.convert_llm_codec_checkpoint import main as convert_main
 from .demo import run_demo
 from .evaluation.codec_cli import MODEL_HELP, REFINE_STEPS_HELP, load_codec, non_negative_int
 from .evaluation.codec_cli import add_parsers as add_codec_parsers
+from .evaluation.fewshot_cli import add_model_arguments
 from .evaluation.fewshot_cli import add_parsers as add_fewshot_parsers
+from .evaluation.fewshot_cli import load_models
 from .feature_extraction_llm_codec import LLMCodecFeatureExtractor
 from .language_model import DEFAULT_LM_NAME, load_language_model
 from .processing_llm_codec import LLMCodecProcessor
@@ -176,7 +178,13 @@ def cmd_reconstruct(args) -> int:
 
 def cmd_demo(args) -> int:
     check_output_folder(args.output)
-    run_demo(args.output, args.clips, args.audio)
+    models = {}
+    if args.model is not None or args.lm is not None:  # another stack than the default codec and LM
+        codec, language_model, tokenizer = load_models(args.model, args.lm, args.device, args.audio_format)
+        models = dict(codec=codec, language_model=language_model, tokenizer=tokenizer)
+    elif args.audio_format != "ids":
+        raise ValueError("--audio-format text is for another LM than the default codec's: add --lm NAME|FOLDER.")
+    run_demo(args.output, args.clips, args.audio, audio_format=args.audio_format, **models)
     return 0
 
 
@@ -248,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="outputs", help="folder for the demo's outputs (default: %(default)s)")
     demo.add_argument("--clips", default=None, help="folder with demonstrations/<label>/ and queries/<label>/ audio")
     demo.add_argument("--audio", default=None, help="use this clip instead of the bundled one")
+    add_model_arguments(demo)  # the same job with another codec / LM
     demo.set_defaults(func=cmd_demo)
     return parser
 

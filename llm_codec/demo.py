@@ -64,7 +64,8 @@ class DemoResult:
 
 
 def run_demo(output_dir: str = "outputs", clips_dir: str | Path | None = None, audio_path: str | None = None,
-             codec=None, language_model=None, tokenizer=None, max_words: int = 12) -> DemoResult:
+             codec=None, language_model=None, tokenizer=None, max_words: int = 12,
+             audio_format: str = "ids") -> DemoResult:
     """
     Runs the main job and prints it.
 
@@ -75,15 +76,18 @@ def run_demo(output_dir: str = "outputs", clips_dir: str | Path | None = None, a
         audio_path (`str`, *optional*): the clip to reconstruct (default: the bundled speech).
         codec, language_model, tokenizer (*optional*): use these instead of the embedded default codec and LM.
         max_words (`int`): layer-1 words printed per clip.
+        audio_format (`str`): how the LM reads the codes, `"ids"` (the codec's own LM) or `"text"` (layer-1 words as
+            text, for an LM with another vocabulary, e.g. `load_language_model("Qwen/Qwen2.5-Coder-1.5B-Instruct")`).
 
     Returns:
         `DemoResult`.
     """
     with torch.no_grad():  # the caller's grad mode is left as it was
-        return _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenizer, max_words)
+        return _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenizer, max_words, audio_format)
 
 
-def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenizer, max_words) -> DemoResult:
+def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenizer, max_words,
+              audio_format) -> DemoResult:
     timings, start = {}, time.perf_counter()
     trained = True
     if codec is None:
@@ -103,15 +107,19 @@ def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenize
     demos = labelled_clips(root / "demonstrations")
     queries = labelled_clips(root / "queries")
     labels = list(dict.fromkeys(label for _, label in demos))
-    processor = LLMCodecProcessor.from_codec(codec, tokenizer)
-    classify = pipeline("audio-few-shot-classification", model=codec, language_model=language_model, tokenizer=tokenizer)
+    processor = LLMCodecProcessor.from_codec(codec, tokenizer, audio_format=audio_format)
+    classify = pipeline("audio-few-shot-classification", model=codec, language_model=language_model, tokenizer=tokenizer,
+                        **({"audio_format": audio_format} if audio_format != "ids" else {}))
     demo_audio = [load_audio(p) for p, _ in demos]
     query_audio = [load_audio(p) for p, _ in queries]
-    print(f"\nFew-shot classification: {len(labels)} labels {labels}, {len(demos)} demonstrations, {len(queries)} queries")
+    reader = getattr(getattr(language_model, "config", None), "_name_or_path", "") or type(language_model).__name__
+    print(f"\nFew-shot classification: {len(labels)} labels {labels}, {len(demos)} demonstrations, {len(queries)} queries; "
+          f"LM {reader} reading the codes as {'token ids' if audio_format == 'ids' else 'text'}")
     print("Demonstrations (the prompt shows each as layer-1 codec words, then its label):")
     for (path, label), (audio, rate) in zip(demos, demo_audio):
-        codes = codec.encode(**processor(audio=audio, sampling_rate=rate, return_tensors="pt")).audio_codes
-        words = processor.codes_to_words(codes[0])[0]
+        inputs = processor(audio=audio, sampling_rate=rate, return_tensors="pt").to(codec.device)
+        codes = [c.cpu() for c in codec.encode(**inputs).audio_codes]
+        words = processor.codes_to_words(processor.read_layer1(codes[0]))[0]  # as the LM reads them
         print(f"  {label:>8}  {path.name:<40} {' '.join(words[:max_words])}{' ...' if len(words) > max_words else ''}")
     demonstrations = [({"array": a, "sampling_rate": r}, label) for (a, r), (_, label) in zip(demo_audio, demos)]
     inputs = [{"array": a, "sampling_rate": r} for a, r in query_audio]
@@ -155,18 +163,19 @@ def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenize
     audio, rate = load_audio(path)
     encoded_inputs = processor(audio=audio, sampling_rate=rate, return_tensors="pt")
     t0 = time.perf_counter()
-    encoded = codec.encode(**encoded_inputs)
-    generator = torch.Generator().manual_seed(0)
-    decoded = codec.decode(encoded.audio_codes, audio_lengths=encoded.audio_lengths, generator=generator).audio_values[0, 0]
+    encoded = codec.encode(**encoded_inputs.to(codec.device))
+    generator = torch.Generator(device=codec.device).manual_seed(0)
+    decoded = codec.decode(encoded.audio_codes, audio_lengths=encoded.audio_lengths,
+                           generator=generator).audio_values[0, 0].cpu()
     timings["reconstruct_s"] = time.perf_counter() - t0
     seconds = encoded_inputs["input_values"].shape[-1] / config.sample_rate
-    words = processor.codes_to_words(encoded.audio_codes[0])[0]
+    words = processor.codes_to_words(encoded.audio_codes[0].cpu())[0]
     print(f"\nReconstruction of {Path(path).name} ({seconds:.2f} s, {sum(c.shape[1] for c in encoded.audio_codes)} codes)")
     print(f"  layer 1 as words: {' '.join(words[:max_words])}{' ...' if len(words) > max_words else ''}")
     output = Path(output_dir)
     wav = save_audio(output / "reconstruction.wav", decoded, config.sample_rate)
     png = plot_spectrograms(
-        {"original": encoded_inputs["input_values"][0, 0].numpy(), "reconstruction": decoded.numpy()},
+        {"original": encoded_inputs["input_values"][0, 0].cpu().numpy(), "reconstruction": decoded.numpy()},
         config.sample_rate,
         output / "spectrogram.png",
         title=f"LLM-Codec ({'trained' if trained else 'untrained'}) at {config.bitrate:.0f} bit/s",

@@ -10,7 +10,7 @@ import torch
 from llm_codec import LLMCodecModel
 from llm_codec.demo import demo_clips_dir, labelled_clips, run_demo
 
-from .conftest import TINY_ARCH, TINY_WORDS, tiny_llama, tiny_tokenizer
+from .conftest import TINY_ARCH, TINY_WORDS, foreign_llama, foreign_tokenizer, tiny_llama, tiny_tokenizer
 
 WORDS, ARCH = TINY_WORDS, TINY_ARCH
 
@@ -73,3 +73,43 @@ def test_demo_on_the_embedded_default(tmp_path):
     assert result.trained, "the shipped default codec weights were not found"
     assert len(result.queries) == 52 and all(0 <= a <= 1 for a in result.accuracy.values())
     assert Path(result.wav).is_file() and Path(result.png).is_file()
+
+
+def test_demo_runs_another_stack_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """`llm-codec demo --model ... --lm ... --audio-format text`: the same job with another codec and LM."""
+    import llm_codec.cli as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "load_models", lambda *args: seen.setdefault("load", args) and ("codec", "lm", "tok"))
+    monkeypatch.setattr(cli, "run_demo", lambda *args, **kwargs: seen.setdefault("run", (args, kwargs)))
+    out = str(tmp_path / "out")
+    assert cli.main(["demo", "--output", out, "--model", "my-codec", "--lm", "Qwen/Qwen2.5-Coder-1.5B-Instruct",
+                     "--audio-format", "text"]) == 0
+    assert seen["load"] == ("my-codec", "Qwen/Qwen2.5-Coder-1.5B-Instruct", None, "text")
+    args, kwargs = seen["run"]
+    assert args[0] == out and kwargs == dict(audio_format="text", codec="codec", language_model="lm", tokenizer="tok")
+    seen.clear()
+    assert cli.main(["demo", "--output", out]) == 0  # the default stack: run_demo loads it
+    assert "load" not in seen and seen["run"][1] == dict(audio_format="ids")
+    assert cli.main(["demo", "--output", out, "--audio-format", "text"]) == 2
+    assert "add --lm" in capsys.readouterr().err
+
+
+def test_demo_reads_the_codes_as_text_for_another_lm(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    for role in ("demonstrations", "queries"):
+        for label, freq in (("low", 300.0), ("high", 2000.0)):
+            folder = tmp_path / "clips" / role / label
+            folder.mkdir(parents=True)
+            t = np.arange(3200) / 16000
+            sf.write(folder / f"k{role[0]}__0.wav", (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000)
+    sf.write(tmp_path / "speech.wav", (0.1 * rng.standard_normal(4000)).astype(np.float32), 16000)
+    codec = LLMCodecModel.from_language_model(tiny_llama(), tiny_tokenizer(200), word_list=WORDS, **ARCH).eval()
+    other = foreign_tokenizer(200)  # an LM of another vocabulary: it can only read the layer-1 words as text
+    clips, speech = tmp_path / "clips", str(tmp_path / "speech.wav")
+    with pytest.raises(ValueError, match="vocabulary"):
+        run_demo(str(tmp_path / "out"), clips, speech, codec=codec, language_model=foreign_llama(other), tokenizer=other)
+    result = run_demo(str(tmp_path / "out"), clips, speech, codec=codec, language_model=foreign_llama(other),
+                      tokenizer=other, audio_format="text")
+    assert "reading the codes as text" in capsys.readouterr().out
+    assert len(result.queries) == 2 and set(result.accuracy) == {"icl", "calibrated", "embedding", "logmel"}

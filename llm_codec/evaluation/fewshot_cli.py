@@ -95,7 +95,9 @@ def _pipeline(task: str, args, **kwargs):
     return pipeline(task, model=codec, language_model=lm, tokenizer=tokenizer, device=codec.device, **kwargs)
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser, audio_format: bool = True) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, audio_format: bool = True) -> None:
+    """Adds the "models" options that `load_models` reads: --model, --lm, --audio-format (unless `audio_format` is
+    False) and --device."""
     group = parser.add_argument_group("models")
     group.add_argument("--model", default=None, metavar="FOLDER|HUB_ID", help="codec: a local folder or a Hugging Face "
                        "Hub id such as user/repo (default: the shipped default codec)")
@@ -328,7 +330,7 @@ def add_parsers(sub, evaluate_sub) -> None:
     classify.add_argument("--top-k", type=int, default=None, help="print only the best k labels per query")
     classify.add_argument("--output", default=None, metavar="JSON", help="also write the rankings to this JSON file")
     classify.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
-    _add_model_arguments(classify)
+    add_model_arguments(classify)
     classify.set_defaults(func=cmd_classify)
 
     generate = sub.add_parser(
@@ -353,7 +355,7 @@ def add_parsers(sub, evaluate_sub) -> None:
     generate.add_argument("--seed", type=int, default=None, help="seed of sampling and of the decoder noise")
     generate.add_argument("--separator", default="\\n", help="the token between layer 1 and layers 2-3 "
                           "(default a newline; escapes like \\n are understood)")
-    _add_model_arguments(generate, audio_format=False)
+    add_model_arguments(generate, audio_format=False)
     generate.set_defaults(func=cmd_generate)
 
     fewshot = evaluate_sub.add_parser(
@@ -393,7 +395,7 @@ def add_parsers(sub, evaluate_sub) -> None:
     fewshot.add_argument("--batch-size", type=int, default=8, help="queries per LM pass and clips per codec batch (default 8)")
     fewshot.add_argument("--output", required=True, metavar="DIR", help="folder for results.json, results.md and PNGs")
     fewshot.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_model_arguments(fewshot)
+    add_model_arguments(fewshot)
     fewshot.set_defaults(func=cmd_evaluate_fewshot)
 
 
