@@ -94,8 +94,10 @@ def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenize
         print("Loading the default LM (SmolLM2-135M-Instruct, offline; converted once per machine) and the codec ...")
         codec, trained, (language_model, tokenizer) = load_default_codec()
     config = codec.config
+    teacher = sum(p.numel() for name, p in codec.named_parameters() if name.startswith("semantic."))
     print(
-        f"Codec: {sum(p.numel() for p in codec.parameters()) / 1e6:.2f} M trained parameters, codebooks "
+        f"Codec: {(sum(p.numel() for p in codec.parameters()) - teacher) / 1e6:.2f} M trained parameters"
+        f"{f' (and a frozen {config.semantic_teacher} teacher, {teacher / 1e6:.2f} M)' if teacher else ''}, codebooks "
         f"{list(config.codebook_sizes)} x {config.codebook_dim} from {config.llm_name_or_path} "
         f"({'trained weights' if trained else 'UNTRAINED: random encoder/decoder'}); "
         f"{[round(r, 2) for r in config.tokens_per_second]} codes/s per layer, {config.bitrate:.0f} bit/s"
