@@ -11,7 +11,6 @@ prototypes (mean last-layer hidden state). The codec is not involved: this measu
 
 import argparse
 import json
-import math
 import sys
 import time
 
@@ -19,15 +18,6 @@ import numpy as np
 import torch
 
 LABELS = ["apple", "river", "chair", "cloud", "horse", "lemon", "pencil", "garden", "window", "bottle"]
-
-
-def wilson(correct: int, total: int, z: float = 1.96):
-    if total == 0:
-        return (float("nan"), float("nan"))
-    p = correct / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return centre - half, centre + half
 
 
 def main(argv=None) -> int:
@@ -47,6 +37,7 @@ def main(argv=None) -> int:
     from transformers import pipeline
 
     from llm_codec.default_model import DEFAULT_CODEC_ARCH
+    from llm_codec.evaluation.statistics import wilson_interval
     from llm_codec.language_model import load_language_model
     from llm_codec.modeling_llm_codec import LLMCodecModel
 
@@ -82,9 +73,8 @@ def main(argv=None) -> int:
                     scores = pipe.score_labels(prefix, queries, labels, batch_size=ways)
                     content_free = pipe.tokenizer("N/A", add_special_tokens=False)["input_ids"]
                     baseline = pipe.score_labels(prefix, [content_free], labels, batch_size=1)[0]
-                    embedding = pipe._embedding_scores(
-                        [d for d, _ in demos], [l for _, l in demos], queries, labels, ways, False
-                    )
+                    prototypes = pipe._prototypes([d for d, _ in demos], [l for _, l in demos], labels, ways)
+                    embedding = pipe._prototype_scores(queries, prototypes)
                     for c in range(ways):
                         correct["icl"] += int(scores[c].argmax() == c)
                         correct["calibrated"] += int((scores[c] - baseline).argmax() == c)
@@ -93,7 +83,7 @@ def main(argv=None) -> int:
                 elapsed = time.perf_counter() - start
                 row = {"noise": noise, "ways": ways, "shots": shots, "queries": total, "chance": 1 / ways, "seconds": elapsed}
                 for method, value in correct.items():
-                    low, high = wilson(value, total)
+                    low, high = wilson_interval(value, total)
                     row[method] = {"accuracy": value / total, "ci95": [low, high]}
                 rows.append(row)
                 print(

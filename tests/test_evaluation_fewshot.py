@@ -282,6 +282,14 @@ def test_accuracy_metric_module(monkeypatch):
     assert strings["accuracy"] == pytest.approx(2 / 3) and 0 < strings["ci_low"] < 2 / 3 < strings["ci_high"] < 1
     perfect = metric.compute(predictions=[1] * 5, references=[1] * 5)
     assert perfect["ci_high"] == pytest.approx(1.0) and perfect["ci_low"] < 1.0
+    # the same interval from counts (benchmarks and probes that count successes rather than predictions)
+    from llm_codec.evaluation.statistics import wilson_interval
+
+    assert wilson_interval(6, 8) == pytest.approx((result["ci_low"], result["ci_high"]), abs=1e-12)
+    assert wilson_interval(5, 5) == pytest.approx((perfect["ci_low"], perfect["ci_high"]), abs=1e-12)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    with pytest.raises(ValueError, match="between 0 and n"):
+        wilson_interval(9, 8)
 
 
 def test_evaluate_fewshot_results_and_files(classifier, tone_data, tmp_path):

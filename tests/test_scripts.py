@@ -457,3 +457,19 @@ def test_load_returned_rebuilds_the_design2_codec_strictly(tmp_path):
                           ({**returned, "semantic.voice_encoder.linear.bias": torch.zeros(256)}, "unexpected")):
         with pytest.raises(ValueError, match=match):
             load_returned.load_returned_codec(broken, base=plain)
+
+
+@pytest.mark.slow
+def test_synthetic_fewshot_benchmark_runs(tmp_path):
+    """benchmarks/bench_fewshot_synthetic.py (docs/benchmarks.md) on one tiny cell with the real default LM: it must
+    keep up with the pipeline's private scoring helpers, which it calls directly."""
+    out = tmp_path / "synthetic.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_fewshot_synthetic.py"), "--episodes", "2",
+                           "--ways", "2", "--shots", "1", "--noise", "0.0", "--output", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["queries"] == 4 and set(row) >= {"icl", "calibrated", "embedding"}
+    for method in ("icl", "calibrated", "embedding"):
+        low, high = row[method]["ci95"]
+        assert low <= row[method]["accuracy"] <= high

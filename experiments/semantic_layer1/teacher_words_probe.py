@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
@@ -44,6 +43,7 @@ from llm_codec.default_model import load_default_codec  # noqa: E402
 from llm_codec.evaluation.fewshot import FewShotEvaluator, load_pool, prototype_scores, sample_episodes  # noqa: E402
 from llm_codec.evaluation.metrics import load_metric  # noqa: E402
 from llm_codec.evaluation.reference import logmel_statistics  # noqa: E402
+from llm_codec.evaluation.statistics import wilson_interval  # noqa: E402
 from llm_codec.language_model import load_language_model  # noqa: E402
 from llm_codec.training.teachers import ResemblyzerSpeakerTeacher, WhisperTeacher  # noqa: E402
 
@@ -51,15 +51,6 @@ TASKS = {"speaker_id": None, "drum_type": "kit", "language_id": None, "instrumen
          "sound_event": "game"}  # task -> group key
 DENSE_RATE = 100 / 12  # windows per second: a step of 12 mel frames (120 ms)
 SLOW_WINDOW, SLOW_STEP = 80, 6  # whisper-slow: Whisper frames (50/s) averaged over 1.6 s windows every 120 ms
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (centre - half, centre + half)
 
 
 def collapse(codes: list[int]) -> list[int]:
@@ -247,7 +238,8 @@ def main() -> None:
                 n = len(references)
                 overlap.append(dict(task=t, k=k, setting=f"{n_way}x{k_shot}", n=n,
                                     **{name: value / n for name, value in (("own_class", own), ("other_class", other), ("own_only", only_own))},
-                                    own_class_ci=wilson(own, n), other_class_ci=wilson(other, n), own_only_ci=wilson(only_own, n)))
+                                    own_class_ci=wilson_interval(own, n), other_class_ci=wilson_interval(other, n),
+                                    own_only_ci=wilson_interval(only_own, n)))
                 print(f"{t} K={k} {n_way}x{k_shot} overlap: own {own / n:.3f} other {other / n:.3f} own only {only_own / n:.3f} (n={n})")
                 if t in lm_tasks and (n_way, k_shot) in lm_settings:
                     for lm_name in args.lm:

@@ -1,4 +1,5 @@
-"""Statistics of paired per-clip scores: the mean difference between two systems with a bootstrap interval."""
+"""Statistics of the evaluations: the mean difference of paired per-clip scores with a bootstrap interval, and the
+Wilson interval of a proportion."""
 
 from __future__ import annotations
 
@@ -29,3 +30,18 @@ def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, see
 
 
 __all__ = ["paired_difference"]
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """
+    Wilson score interval `(low, high)` of the proportion `successes / n` (scipy's `binomtest(...).proportion_ci(
+    method="wilson")`, as the shipped `accuracy` metric reports it); `(nan, nan)` when `n` is 0.
+    """
+    if n == 0:
+        return (float("nan"), float("nan"))
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be between 0 and n ({n}), got {successes}.")
+    from scipy.stats import binomtest  # lazy: the "eval" extra
+
+    interval = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(interval.low), float(interval.high))
