@@ -473,3 +473,14 @@ def test_synthetic_fewshot_benchmark_runs(tmp_path):
     for method in ("icl", "calibrated", "embedding"):
         low, high = row[method]["ci95"]
         assert low <= row[method]["accuracy"] <= high
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None or not Path("/usr/share/sounds/sf2/FluidR3_GM.sf2").is_file(),
+                    reason="needs fluidsynth and fluid-soundfont-gm (scripts/prepare_data.sh installs them)")
+def test_bundled_fluidr3_drum_hits_are_what_the_script_renders():
+    """The main job's FluidR3 query clips come from scripts/render_fluidr3_drum_hits.py; `--check` renders them again
+    and compares with the bundled files."""
+    done = subprocess.run([sys.executable, str(SCRIPTS / "render_fluidr3_drum_hits.py"), "--check"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stdout.count(" same /") == 37 and "DIFFERS" not in done.stdout  # every bundled FluidR3 clip
