@@ -119,27 +119,24 @@ def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenize
           f"LM {reader} reading the codes as {'token ids' if audio_format == 'ids' else 'text'}")
     print("Demonstrations (the prompt shows each as layer-1 codec words, then its label):")
     for (path, label), (audio, rate) in zip(demos, demo_audio):
-        inputs = processor(audio=audio, sampling_rate=rate, return_tensors="pt").to(codec.device)
-        codes = [c.cpu() for c in codec.encode(**inputs).audio_codes]
+        features = processor(audio=audio, sampling_rate=rate, return_tensors="pt").to(codec.device)
+        codes = [c.cpu() for c in codec.encode(**features).audio_codes]
         words = processor.codes_to_words(processor.read_layer1(codes[0]))[0]  # as the LM reads them
         print(f"  {label:>8}  {path.name:<40} {' '.join(words[:max_words])}{' ...' if len(words) > max_words else ''}")
     demonstrations = [({"array": a, "sampling_rate": r}, label) for (a, r), (_, label) in zip(demo_audio, demos)]
     inputs = [{"array": a, "sampling_rate": r} for a, r in query_audio]
-    rankings, accuracy = {}, {}
+    rankings = {}
     t0 = time.perf_counter()
     for name, kwargs in METHODS.items():
         rankings[name] = classify(inputs, demonstrations=demonstrations, candidate_labels=labels, progress=False, **kwargs)
-        hits = sum(r[0]["label"] == label for r, (_, label) in zip(rankings[name], queries))
-        accuracy[name] = hits / len(queries)
     timings["classify_s"] = time.perf_counter() - t0
     rankings[REFERENCE] = logmel_rankings(demos, [path for path, _ in queries], labels)
-    accuracy[REFERENCE] = sum(r[0]["label"] == label for r, (_, label) in zip(rankings[REFERENCE], queries)) / len(queries)
     shown = [*METHODS, REFERENCE]
-    metric, truth = load_metric("accuracy"), [labels.index(label) for _, label in queries]
-    intervals = {}
-    for name in shown:
-        result = metric.compute(predictions=[labels.index(r[0]["label"]) for r in rankings[name]], references=truth)
-        intervals[name] = (result["ci_low"], result["ci_high"])
+    metric = load_metric("accuracy")  # accuracy, correct count and Wilson interval of each method
+    scores = {name: metric.compute(predictions=[r[0]["label"] for r in rankings[name]],
+                                   references=[label for _, label in queries]) for name in shown}
+    accuracy = {name: score["accuracy"] for name, score in scores.items()}
+    intervals = {name: (score["ci_low"], score["ci_high"]) for name, score in scores.items()}
     rows = []
     for index, (path, label) in enumerate(queries):
         cells = []
@@ -154,8 +151,9 @@ def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenize
     for stem, label, cells in rows:
         print(f"{stem:<40}  {label:>6}  " + "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths)))
     def summary(name):
-        low, high = intervals[name]
-        return f"{name} {accuracy[name]:.0%} ({round(accuracy[name] * len(queries))}/{len(queries)}, {low:.0%}-{high:.0%})"
+        score = scores[name]
+        return (f"{name} {score['accuracy']:.0%} ({score['correct']}/{score['n']}, "
+                f"{score['ci_low']:.0%}-{score['ci_high']:.0%})")
 
     print(f"\nAccuracy on the queries (chance {1 / len(labels):.0%}; in brackets the count and the 95 % Wilson "
           "interval): " + ", ".join(summary(m) for m in METHODS) + f"; no-learning reference {summary(REFERENCE)}")

@@ -29,9 +29,6 @@ def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, see
             "higher": float((diff > 0).mean())}
 
 
-__all__ = ["paired_difference"]
-
-
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """
     Wilson score interval `(low, high)` of the proportion `successes / n` (scipy's `binomtest(...).proportion_ci(
@@ -45,3 +42,6 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
     interval = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
     return (float(interval.low), float(interval.high))
+
+
+__all__ = ["paired_difference", "wilson_interval"]
