@@ -27,24 +27,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
-import soundfile
-import soxr
 import torch
 import torch.nn.functional as F
 from transformers import pipeline
 
+from llm_codec.audio_io import read_audio
 from llm_codec.default_model import load_default_codec
 from llm_codec.evaluation.fewshot import FewShotEvaluator, load_pool, sample_episodes
 from llm_codec.evaluation.metrics import load_metric
 from llm_codec.language_model import load_language_model
 from llm_codec.training.semantic_layer1 import spherical_kmeans
-
-GROUP_KEYS = {"drum_type": "kit", "sound_event": "game", "speaker_id": None, "language_id": None, "instrument": None}
+from word_lookup_probe import GROUP_KEYS  # this folder is on sys.path when run as a script
 
 
 def background_clips(manifest: str, per_kind: int, seed: int = 0) -> list[np.ndarray]:
@@ -55,12 +52,7 @@ def background_clips(manifest: str, per_kind: int, seed: int = 0) -> list[np.nda
     for kind in sorted({r["kind"] for r in rows}):
         of_kind = [r for r in rows if r["kind"] == kind]
         chosen += [of_kind[i] for i in rng.choice(len(of_kind), min(per_kind, len(of_kind)), replace=False)]
-    arrays = []
-    for row in chosen:
-        audio, rate = soundfile.read(Path(manifest).parent / row["path"], dtype="float32", always_2d=True)
-        audio = audio.mean(1)
-        arrays.append(soxr.resample(audio, rate, 16000) if rate != 16000 else audio)
-    return arrays
+    return [read_audio(str(Path(manifest).parent / row["path"]), 16000) for row in chosen]
 
 
 def layer1_codes(pipe, arrays, batch_size=8) -> list[list[int]]:
