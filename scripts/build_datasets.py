@@ -545,20 +545,26 @@ def note_sequence(program: int, notes: list[tuple[int, int]]) -> bytes:
     return midi_file(events)
 
 
-def render_program(program: int, notes: list[tuple[int, int]]) -> list[np.ndarray]:
-    """Renders the notes with fluidsynth at 44.1 kHz (no reverb/chorus), resamples with soxr, slices one clip per note."""
+def render_midi(midi: bytes, gain: float = 1.5) -> np.ndarray:
+    """Renders a MIDI file with fluidsynth and SOUNDFONT at 44.1 kHz (no reverb/chorus, `gain`), mixed to mono and
+    resampled to 16 kHz with soxr: `(samples,)` float32."""
     if shutil.which("fluidsynth") is None:
         raise RuntimeError("fluidsynth is not installed (run scripts/prepare_data.sh)")
     rate = 44100
     with tempfile.TemporaryDirectory() as tmp:
         mid, wav = Path(tmp) / "notes.mid", Path(tmp) / "notes.wav"
-        mid.write_bytes(note_sequence(program, notes))
-        cmd = ["fluidsynth", "-ni", "-q", "-R", "0", "-C", "0", "-g", "1.5", "-r", str(rate), "-T", "wav", "-O", "float", "-F", str(wav), str(SOUNDFONT), str(mid)]
+        mid.write_bytes(midi)
+        cmd = ["fluidsynth", "-ni", "-q", "-R", "0", "-C", "0", "-g", str(gain), "-r", str(rate), "-T", "wav", "-O", "float", "-F", str(wav), str(SOUNDFONT), str(mid)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not wav.is_file():
             raise RuntimeError(f"fluidsynth failed: {proc.stderr.strip()[-300:]}")
         data, got = sf.read(str(wav), dtype="float32", always_2d=True)
-    mono = to_16k(data.mean(axis=1), got)
+    return to_16k(data.mean(axis=1), got)
+
+
+def render_program(program: int, notes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Renders the notes with fluidsynth (`render_midi`), slices one clip per note."""
+    mono = render_midi(note_sequence(program, notes))
     clips = []
     for i in range(len(notes)):
         start = int((100 + i * NOTE_SLOT_MS) / 1000 * SR)

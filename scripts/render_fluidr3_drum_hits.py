@@ -18,16 +18,14 @@ difference) without writing.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_datasets import SOUNDFONT, midi_file, to_16k, trim_edges  # noqa: E402
+from build_datasets import SOUNDFONT, midi_file, render_midi, trim_edges  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # bank-128 presets of FluidR3_GM.sf2 (`inst 1` in fluidsynth's shell): the first of each family
@@ -36,24 +34,13 @@ KITS = {0: "Standard", 8: "Room", 16: "Power", 24: "Electronic", 25: "TR-808", 3
 # General MIDI percussion keys: acoustic bass drum, bass drum 1; acoustic snare, electric snare; closed, pedal and
 # open hi-hat
 HITS = {"kick": (35, 36), "snare": (38, 40), "hihat": (42, 44, 46)}
-RATE = 44100
 
 
 def render(kit: int, key: int) -> np.ndarray:
     """One hit of percussion preset `kit` at MIDI `key`: 16 kHz mono float32, edges trimmed, at most 1 s."""
     events = [(0, bytes([0xC9, kit])), (0, b"\xb9\x07\x64"), (0, b"\xb9\x5b\x00"), (0, b"\xb9\x5d\x00"),
               (100, bytes([0x99, key, 100])), (300, bytes([0x89, key, 0])), (1600, b"\xb9\x7b\x00")]
-    with tempfile.TemporaryDirectory() as tmp:
-        mid, wav = Path(tmp) / "hit.mid", Path(tmp) / "hit.wav"
-        mid.write_bytes(midi_file(events))
-        command = ["fluidsynth", "-ni", "-q", "-R", "0", "-C", "0", "-g", "1.0", "-r", str(RATE), "-T", "wav",
-                   "-O", "float", "-F", str(wav), str(SOUNDFONT), str(mid)]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0 or not wav.is_file():
-            raise RuntimeError(f"fluidsynth failed: {done.stderr.strip()[-300:]} (apt-get install fluidsynth "
-                               "fluid-soundfont-gm, or run scripts/prepare_data.sh)")
-        data, rate = sf.read(str(wav), dtype="float32", always_2d=True)
-    mono = to_16k(data.mean(axis=1), rate)[int(0.1 * 16000):]  # from the note-on
+    mono = render_midi(midi_file(events), gain=1.0)[int(0.1 * 16000):]  # from the note-on
     return trim_edges(mono)[:16000]
 
 
