@@ -280,7 +280,28 @@ def test_decoder_only_training_keeps_the_codes(tmp_path):
     train = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert all("commitment" not in r and "consistency" not in r and math.isfinite(r["adversarial"]) for r in train)
     with pytest.raises(ValueError, match="trainable"):
-        config.replace(trainable="encoder")
+        config.replace(trainable="quantizer")
+
+
+def test_encoder_only_training_keeps_the_decoder(tmp_path):
+    pytest.importorskip("accelerate")
+    write_clips(tmp_path / "data", np.random.default_rng(4))
+    config = run_config(tmp_path / "run", tmp_path / "data", trainable="encoder", eval_every=0, save_every=0,
+                        lr_generator=1e-2)
+    trainer = make_trainer(config)
+    before = {k: v.detach().clone() for k, v in trainer.codec.state_dict().items()}
+    trained = {id(p) for group in trainer.opt_g.param_groups for p in group["params"]}
+    names = [n for n, p in trainer.generator.named_parameters() if id(p) in trained]
+    assert any(n.startswith("codec.encoder.") for n in names)
+    assert any(n.startswith("codec.quantizer.") for n in names)
+    assert not any(n.startswith("codec.decoder.") for n in names)
+    trainer.train()
+    after = trainer.codec.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("encoder.") for k in changed), sorted(changed)[:5]
+    assert not any(k.startswith("decoder.") for k in changed), sorted(changed)[:5]
+    train = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all("commitment" in r for r in train)  # the VQ losses still train the encoder side
 
 
 def test_hf_dataset_audio_column(tmp_path):

@@ -22,8 +22,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--lm", default=None, help="'default' (offline SmolLM2-135M) or a local LM folder")
     parser.add_argument("--init-from", default=None,
                         help="start from a saved codec folder, or 'default' for the shipped default codec")
-    parser.add_argument("--trainable", choices=("all", "decoder"), default=None,
-                        help="'decoder': fine-tune only the decoder; the codes of every clip stay unchanged")
+    parser.add_argument("--trainable", choices=("all", "decoder", "encoder"), default=None,
+                        help="'decoder': fine-tune only the decoder (the codes of every clip stay unchanged); "
+                             "'encoder': freeze the decoder, train the encoder and quantizer projections")
     parser.add_argument("--teacher", default=None,
                         help="consistency teacher: 'whisper', 'whisper:<ctranslate2 folder>', 'whisper-30s' or 'none'")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")

@@ -26,7 +26,7 @@ DEFAULT_LOSS_WEIGHTS = {
 }
 
 
-TRAINABLE = ("all", "decoder")
+TRAINABLE = ("all", "decoder", "encoder")
 
 # Lists longer than this are summarised ("<N items>") in `TrainingConfig.to_flat_dict` (the full config is in
 # `training_config.yaml`; a 4000-word `word_list` is no hyperparameter to show in a dashboard).
@@ -109,7 +109,10 @@ class TrainingConfig:
         trainable (`str`, defaults to "all"): "all" trains encoder, VQ projections and decoder; "decoder" fine-tunes
             only the decoder: the encoder and quantizer are frozen and run without gradient, so every clip keeps
             exactly the codes of the initial codec (codes already stored or emitted by an LM stay valid); the VQ,
-            consistency and semantic losses then have nothing to train and are skipped.
+            consistency and semantic losses then have nothing to train and are skipped; "encoder" freezes the
+            decoder instead: the encoder, VQ projections and teacher heads learn to give the unchanged decoder the
+            latents it reconstructs best from (a changed layer 1, e.g. grouped words, without retraining the
+            decoder that larger batches fitted).
 
     Optimisation:
         max_steps (`int`), time_limit_minutes (`float`, *optional*: stop, with a checkpoint, after this much

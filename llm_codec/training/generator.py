@@ -28,14 +28,20 @@ class CodecTrainingModule(nn.Module):
             defaults to 0): 0-based VQ layers.
         decoder_only (`bool`, defaults to `False`): freeze the encoder and quantizer (no gradient, codes unchanged);
             only the decoder learns, and no VQ / consistency / semantic losses are returned.
+        frozen_decoder (`bool`, defaults to `False`): freeze the decoder instead (gradients still flow through it
+            to the encoder and quantizer, which learn).
     """
 
     def __init__(self, codec: LLMCodecModel, consistency_dim: int | None = None, semantic_dim: int | None = None,
                  consistency_layer: int = 1, semantic_layer: int = 0, decoder_only: bool = False,
-                 distill_dim: int | None = None, distill_layer: int = 0):
+                 distill_dim: int | None = None, distill_layer: int = 0, frozen_decoder: bool = False):
         super().__init__()
         self.codec = codec
         self.decoder_only = decoder_only
+        if decoder_only and frozen_decoder:
+            raise ValueError("`decoder_only` and `frozen_decoder` together would leave nothing to train.")
+        if frozen_decoder:
+            codec.decoder.requires_grad_(False)
         if decoder_only:
             if consistency_dim or semantic_dim or distill_dim:
                 raise ValueError("A decoder-only run has no VQ-layer losses: pass no consistency/semantic/distill teacher.")

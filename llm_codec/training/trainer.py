@@ -308,6 +308,7 @@ class Trainer:
             consistency_layer=config.consistency_layer,
             semantic_layer=config.semantic_layer,
             decoder_only=config.trainable == "decoder",
+            frozen_decoder=config.trainable == "encoder",
             distill_dim=self.distill_teacher.dim if self.distill_teacher is not None else None,
             distill_layer=config.distill_layer,
         )
@@ -326,7 +327,7 @@ class Trainer:
             else None
         )
         betas = tuple(float(b) for b in config.betas)
-        self.trainable_g = [p for p in generator.parameters() if p.requires_grad]  # decoder-only runs freeze some
+        self.trainable_g = [p for p in generator.parameters() if p.requires_grad]  # decoder- and encoder-only runs freeze some
         opt_g = torch.optim.AdamW(self.trainable_g, lr=config.lr_generator, betas=betas, eps=config.eps,
                                   weight_decay=config.weight_decay)
         sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=config.lr_decay_gamma)
