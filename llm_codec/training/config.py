@@ -130,7 +130,8 @@ class TrainingConfig:
         consistency_layer (`int`, defaults to 1): 0-based VQ layer compared with the teacher (1 = layer 2).
         semantic_layer (`int`, defaults to 0): VQ layer of the semantic loss (layer 1).
         distill_teacher (`str`, *optional*): a frame teacher (the values of `consistency_teacher`, or
-            `"resemblyzer"` for the speaker encoder, see `teachers.load_teacher`) distilled, frame
+            `"resemblyzer"` for the speaker encoder, `"musicnn"` for the music tagger, see `teachers.load_teacher`)
+            distilled, frame
             by frame, into the quantized vectors of `distill_layer`: the semantic first layer of SpeechTokenizer and
             Mimi (`teachers.distillation_loss`, weight `loss_weights["distill"]`). `None` (default) turns it off.
         distill_layer (`int`, defaults to 0): 0-based VQ layer made semantic (0 = layer 1).

