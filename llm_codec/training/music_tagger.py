@@ -30,7 +30,6 @@ On 40 task clips, tag probabilities and penultimate features match the package's
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import struct
 from pathlib import Path
 
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..mel import mel_filterbank
-from ..voice_encoder import TeacherUnavailable, file_sha256
+from ..voice_encoder import file_sha256, find_distribution_files
 
 MUSICNN_DISTRIBUTION = "musicnn"
 MUSICNN_REQUIREMENT = "musicnn==0.1.0"
@@ -149,19 +148,11 @@ def find_musicnn_checkpoint() -> str:
     `MTT_musicnn/.index` and `MTT_musicnn/.data-00000-of-00001`), found through the distribution's metadata without
     importing `musicnn` (which would import TensorFlow). Raises `TeacherUnavailable` naming the pip command.
     """
-    install = f"pip install --no-deps {MUSICNN_REQUIREMENT}"
-    try:
-        distribution = importlib.metadata.distribution(MUSICNN_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        raise TeacherUnavailable(
-            f"The musicnn teacher needs the weights of the PyPI package `{MUSICNN_REQUIREMENT}` (ISC licence; only its "
-            f"checkpoint files are read, so TensorFlow is not needed): {install}"
-        ) from None
-    prefix = str(Path(distribution.locate_file("musicnn/MTT_musicnn/")))
-    prefix = prefix.rstrip("/") + "/"
-    missing = [name for name in MUSICNN_SHA256 if not Path(prefix + name).is_file()]
-    if missing:
-        raise TeacherUnavailable(f"musicnn {distribution.version} is installed but {prefix}{missing[0]} is missing: {install}")
+    paths = find_distribution_files(
+        MUSICNN_DISTRIBUTION, MUSICNN_REQUIREMENT, [f"musicnn/MTT_musicnn/{name}" for name in MUSICNN_SHA256],
+        "The musicnn teacher (ISC licence; only its checkpoint files are read, so TensorFlow is not needed) needs",
+    )
+    prefix = str(paths[0].parent) + "/"
     return prefix
 
 
