@@ -181,7 +181,7 @@ def main() -> None:
 
                         began = time.perf_counter()
                         names = [f"{m} {short} {kind}" for m in ("icl", "calibrated", "icl per-word sum", "icl word lines",
-                                                                  "calibrated word lines")]
+                                                                  "calibrated word lines", "icl glossary")]
                         if not args.per_word_sum:
                             names[2] = None
                         for name in names:
@@ -211,7 +211,22 @@ def main() -> None:
                             for (q, _), row_scores in zip(singles, line_scores):
                                 voted[q] += row_scores
                                 voted_calibrated[q] += row_scores - line_baseline
-                            for name, table in zip(names, (icl, icl - baseline[None], summed, voted, voted_calibrated)):
+                            # one line per label listing its demonstrations' distinct words; each query word scored
+                            # alone after "<word> ->", label log-likelihoods summed over the query's words
+                            glossary_text = "".join(
+                                f"{label}: " + " ".join(dict.fromkeys(
+                                    text[w] for i, l in zip(e.demos, e.demo_labels) if l == label for w in words[i][kind]))
+                                + "\n" for label in e.labels)
+                            glossary = Prompt().add_ids(pipe.bos_ids).add_text(
+                                pipe.tokenizer, "Each word below belongs to the label of the line it appears on.\n"
+                                + glossary_text + "###\nInput:").ids
+                            glossary_scores = pipe.score_labels(glossary, [ids([w]) for _, w in singles], e.labels,
+                                                                True, 8, False)
+                            looked_up = np.zeros_like(icl)
+                            for (q, _), row_scores in zip(singles, glossary_scores):
+                                looked_up[q] += row_scores
+                            for name, table in zip(names, (icl, icl - baseline[None], summed, voted, voted_calibrated,
+                                                           looked_up)):
                                 if name is None:
                                     continue
                                 predictions[name] += [e.labels[j] for j in table.argmax(1)]
