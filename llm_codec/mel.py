@@ -55,7 +55,8 @@ def _as_batch_of_signals(audio: torch.Tensor) -> torch.Tensor:
     return audio.float()
 
 
-def stft(audio: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+def stft(audio: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor, normalized: bool = False,
+         pad_mode: str = "reflect") -> torch.Tensor:
     """
     Centred STFT (reflect padding, or zero padding when the clip is shorter than half a window).
 
@@ -65,13 +66,17 @@ def stft(audio: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor,
         hop_length (`int`): hop in samples.
         window (`torch.Tensor` of shape `(n_fft,)`).
         normalized (`bool`): scale by `n_fft ** -0.5`.
+        pad_mode (`str`, defaults to "reflect"): "constant" pads with zeros whatever the clip's length (librosa's
+            default since 0.10).
 
     Returns:
         `torch.ComplexTensor` of shape `(batch, n_fft // 2 + 1, frames)` with `frames = samples // hop_length + 1`.
     """
     signal = _as_batch_of_signals(audio)
     pad = n_fft // 2
-    mode = "reflect" if signal.shape[-1] > pad else "constant"
+    if pad_mode not in ("reflect", "constant"):
+        raise ValueError(f"`pad_mode` must be 'reflect' or 'constant', got {pad_mode!r}.")
+    mode = "reflect" if pad_mode == "reflect" and signal.shape[-1] > pad else "constant"
     signal = F.pad(signal[:, None], (pad, pad), mode=mode)[:, 0]
     return torch.stft(
         signal, n_fft, hop_length, window=window.to(signal.device, torch.float32), center=False,

@@ -127,3 +127,15 @@ def test_musicnn_refuses_a_changed_checkpoint(tmp_path):
         MusicnnTeacher.from_pretrained(tmp_path)
     assert isinstance(MusicnnTagger.from_checkpoint(str(tmp_path) + "/", check_sha256=False), MusicnnTagger)
 
+
+
+def test_stft_zero_padding_is_torch_centred_constant_padding():
+    from llm_codec.mel import stft
+
+    audio = torch.randn(2, 3000, generator=torch.Generator().manual_seed(0))
+    window = torch.hann_window(512)
+    expected = torch.stft(audio, 512, 256, window=window, center=True, pad_mode="constant", return_complex=True)
+    assert torch.allclose(stft(audio, 512, 256, window, pad_mode="constant"), expected, atol=1e-5)
+    assert not torch.allclose(stft(audio, 512, 256, window), expected, atol=1e-5)  # reflect differs at the edges
+    with pytest.raises(ValueError, match="pad_mode"):
+        stft(audio, 512, 256, window, pad_mode="edge")

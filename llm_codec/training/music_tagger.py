@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..mel import mel_filterbank
+from ..mel import mel_filterbank, stft
 from ..voice_encoder import file_sha256, find_distribution_files
 
 MUSICNN_DISTRIBUTION = "musicnn"
@@ -181,10 +181,9 @@ class MusicnnBranch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`(batch, 1, frames, 96)` -> `(batch, frames, filters)`."""
-        if self.frames == 7:  # timbral: 3 frames of zeros each side
-            x = F.pad(x, (0, 0, 3, 3))
-        else:  # TensorFlow "same": the extra frame of padding goes after
-            x = F.pad(x, (0, 0, (self.frames - 1) // 2, self.frames // 2))
+        # TensorFlow "same" in time (an even kernel's extra frame of zeros goes after; for the timbral branches'
+        # 7 frames this is their explicit 3 + 3)
+        x = F.pad(x, (0, 0, (self.frames - 1) // 2, self.frames // 2))
         y = F.relu(self.conv(x))  # (B, filters, T, bands')
         return self.norm(y.permute(0, 2, 3, 1)).amax(2)  # (B, T, filters)
 
@@ -292,8 +291,7 @@ def musicnn_log_mel(audio) -> torch.Tensor:
     wave = torch.as_tensor(audio, dtype=torch.float32)
     if wave.dim() != 1 or wave.numel() == 0:
         raise ValueError(f"Expected mono audio of shape (samples,) with at least one sample, got {tuple(wave.shape)}.")
-    spectrum = torch.stft(F.pad(wave[None], (256, 256))[0], 512, 256, window=torch.hann_window(512), center=False,
-                          return_complex=True).abs() ** 2  # (257, frames)
+    spectrum = stft(wave, 512, 256, torch.hann_window(512), pad_mode="constant")[0].abs() ** 2  # (257, frames)
     mel = (_mel_filters() @ spectrum).T
     return torch.log10(10000 * mel.half().float() + 1)
 

@@ -656,10 +656,9 @@ class MusicnnTeacher(nn.Module):
         if audio.dim() != 2:
             raise ValueError(f"Expected audio of shape (batch, samples) or (batch, 1, samples), got {tuple(audio.shape)}.")
         device = next(self.tagger.parameters()).device
-        patches = [musicnn_patches(musicnn_log_mel(clip.float().cpu())) for clip in audio]
-        counts = [len(p) for p in patches]
-        tags, features = self.tagger(torch.cat(patches).to(device))
-        return tags.reshape(len(audio), counts[0], -1), features.reshape(len(audio), counts[0], -1)
+        patches = torch.stack([musicnn_patches(musicnn_log_mel(clip.float().cpu())) for clip in audio])
+        tags, features = self.tagger(patches.flatten(0, 1).to(device))  # (batch x patches, ...)
+        return tags.unflatten(0, patches.shape[:2]), features.unflatten(0, patches.shape[:2])
 
     def features(self, audio: torch.Tensor) -> torch.Tensor:
         """Frame-teacher view: `audio` (batch, 1, samples) -> `(batch, patches, 200)`."""
