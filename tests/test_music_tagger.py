@@ -128,7 +128,6 @@ def test_musicnn_refuses_a_changed_checkpoint(tmp_path):
     assert isinstance(MusicnnTagger.from_checkpoint(str(tmp_path) + "/", check_sha256=False), MusicnnTagger)
 
 
-
 def test_stft_zero_padding_is_torch_centred_constant_padding():
     from llm_codec.mel import stft
 

@@ -5,7 +5,7 @@ frequency at `--edges` (Hz):
 
     python experiments/semantic_layer1/mel_band_gap.py \\
         --results experiments/semantic_layer1/results/grouped_bigbatch_read_speech/results.json \\
-        --a runs/semantic_grouped_bigbatch_cpu/model --b default
+        --a runs/grouped_bigbatch_step449 --b default
 
 Prints, per band range, each codec's share of the distance and the mean paired difference (a minus b) with a 95 % bootstrap
 interval over clips. An experiment, not part of the package.
@@ -20,6 +20,7 @@ import torch
 from llm_codec.audio_io import load_audio
 from llm_codec.evaluation.codec_cli import load_codec
 from llm_codec.evaluation.scoring import align_to_reference
+from llm_codec.evaluation.statistics import paired_difference
 from llm_codec.mel import MultiScaleMelLoss
 
 
@@ -70,17 +71,16 @@ def main() -> None:
             aligned, _ = align_to_reference(prediction, reference, rate)
             rows[name].append(band_distances(loss, aligned, reference, centres, args.edges))
     a, b = np.array(rows["a"]), np.array(rows["b"])
-    rng = np.random.default_rng(0)
     print(f"{len(clips)} clips; multi-scale log-mel L1 split at {args.edges} Hz; a = {args.a}, b = {args.b}")
     bounds = [0.0, *args.edges, rate / 2]
     for j in range(a.shape[1]):
         part = f"bands centred in {bounds[j]:.0f}-{bounds[j + 1]:.0f} Hz"
-        d = a[:, j] - b[:, j]
-        boots = [d[rng.integers(0, len(d), len(d))].mean() for _ in range(10000)]
-        lo, hi = np.percentile(boots, [2.5, 97.5])
-        print(f"{part}: a {a[:, j].mean():.3f}, b {b[:, j].mean():.3f}, a - b {d.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]")
-    total = (a.sum(1) - b.sum(1))
-    print(f"all bands: a {a.sum(1).mean():.3f}, b {b.sum(1).mean():.3f}, a - b {total.mean():+.4f}")
+        d = paired_difference(a[:, j], b[:, j])
+        print(f"{part}: a {a[:, j].mean():.3f}, b {b[:, j].mean():.3f}, "
+              f"a - b {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
+    total = paired_difference(a.sum(1), b.sum(1))
+    print(f"all bands: a {a.sum(1).mean():.3f}, b {b.sum(1).mean():.3f}, "
+          f"a - b {total['mean']:+.4f} [{total['low']:+.4f}, {total['high']:+.4f}]")
 
 
 if __name__ == "__main__":
