@@ -101,6 +101,7 @@ def test_ship_script_takes_a_decoder_only_checkpoint_and_refuses_changed_codes(t
     candidate = LLMCodecModel.from_pretrained(str(tmp_path / "candidate")).state_dict()
     assert all(torch.equal(candidate[k].float(), v) for k, v in shipped.items())
     assert any(k.endswith(".codebook") for k in candidate)
+    shutil.rmtree(tmp_path / "candidate")  # a full codec folder is 0.25 GB: keep the test's disk use small
 
     tampered = tmp_path / "tampered"
     shutil.copytree(checkpoint, tampered)
