@@ -96,6 +96,10 @@ class MultiScaleMelLoss(nn.Module):
         clamp_eps (`float`, defaults to 1e-5): floor before the log.
         log_weight (`float`, defaults to 1): weight of the log-mel L1 term.
         mag_weight (`float`, defaults to 0): weight of an L1 term on the linear mel magnitudes.
+        low_band_hz (`float`, *optional*): with `low_band_weight`, the mel bands whose centre lies below this
+            frequency count `low_band_weight` times in the L1 mean (the others once). `None` (default) weighs every
+            band alike, which is DAC's loss and the `mel_distance` metric.
+        low_band_weight (`float`, defaults to 1): weight of the bands below `low_band_hz`.
     """
 
     def __init__(
@@ -106,15 +110,29 @@ class MultiScaleMelLoss(nn.Module):
         clamp_eps: float = 1e-5,
         log_weight: float = 1.0,
         mag_weight: float = 0.0,
+        low_band_hz: float | None = None,
+        low_band_weight: float = 1.0,
     ):
         super().__init__()
         if len(window_lengths) != len(n_mels):
             raise ValueError(f"Give one mel band count per window length ({len(window_lengths)} vs {len(n_mels)}).")
+        if low_band_hz is not None and not 0 < low_band_hz < sample_rate / 2:
+            raise ValueError(f"`low_band_hz` must lie between 0 and the Nyquist frequency {sample_rate / 2:g} Hz, "
+                             f"got {low_band_hz}.")
+        if low_band_weight <= 0:
+            raise ValueError(f"`low_band_weight` must be positive, got {low_band_weight}.")
         self.window_lengths = [int(w) for w in window_lengths]
         self.clamp_eps, self.log_weight, self.mag_weight = clamp_eps, log_weight, mag_weight
+        self.band_weighted = low_band_hz is not None and low_band_weight != 1.0
         for k, (window, bands) in enumerate(zip(self.window_lengths, n_mels)):
+            filters = mel_filterbank(sample_rate, window, int(bands))
             self.register_buffer(f"window_{k}", torch.hann_window(window), persistent=False)
-            self.register_buffer(f"filters_{k}", mel_filterbank(sample_rate, window, int(bands)), persistent=False)
+            self.register_buffer(f"filters_{k}", filters, persistent=False)
+            if self.band_weighted:
+                bin_hz = torch.linspace(0, sample_rate / 2, filters.shape[1])
+                centre_hz = (filters * bin_hz).sum(1) / filters.sum(1).clamp_min(1e-12)  # centre of mass of each band
+                weights = torch.where(centre_hz < low_band_hz, float(low_band_weight), 1.0)
+                self.register_buffer(f"band_weights_{k}", weights[:, None], persistent=False)
 
     def mel_spectrograms(self, audio: torch.Tensor) -> list[torch.Tensor]:
         """`audio`: (batch, 1, samples) -> one `(batch, n_mels[k], frames_k)` mel magnitude per scale."""
@@ -128,14 +146,20 @@ class MultiScaleMelLoss(nn.Module):
         """`prediction`, `target`: (batch, 1, samples) -> scalar loss (0 when they are equal)."""
         with torch.autocast(prediction.device.type, enabled=False):
             loss = prediction.new_zeros((), dtype=torch.float32)
-            for x, y in zip(self.mel_spectrograms(prediction), self.mel_spectrograms(target)):
+            for k, (x, y) in enumerate(zip(self.mel_spectrograms(prediction), self.mel_spectrograms(target))):
                 if self.log_weight:
-                    loss = loss + self.log_weight * F.l1_loss(
-                        x.clamp_min(self.clamp_eps).log10(), y.clamp_min(self.clamp_eps).log10()
+                    loss = loss + self.log_weight * self._l1(
+                        x.clamp_min(self.clamp_eps).log10(), y.clamp_min(self.clamp_eps).log10(), k
                     )
                 if self.mag_weight:
-                    loss = loss + self.mag_weight * F.l1_loss(x, y)
+                    loss = loss + self.mag_weight * self._l1(x, y, k)
             return loss
+
+    def _l1(self, x: torch.Tensor, y: torch.Tensor, scale: int) -> torch.Tensor:
+        """Mean absolute difference of two `(batch, n_mels, frames)` spectrograms, bands weighted if asked."""
+        if not self.band_weighted:
+            return F.l1_loss(x, y)
+        return ((x - y).abs() * getattr(self, f"band_weights_{scale}")).mean()
 
 
 __all__ = ["DAC_MEL_BANDS", "DAC_MEL_WINDOWS", "MultiScaleMelLoss", "mel_filterbank", "stft"]

@@ -150,6 +150,40 @@ def test_spectral_losses_vanish_only_for_identical_audio():
     assert bank.shape == (40, 257) and (bank >= 0).all() and (bank.sum(dim=1) > 0).all()
 
 
+def test_mel_loss_can_weigh_the_low_bands():
+    # an error in a low band counts `low_band_weight` times, one in a band above `low_band_hz` once
+    t = torch.arange(16000) / 16000
+    x = 0.1 * torch.randn(1, 1, 16000, generator=torch.Generator().manual_seed(0))
+    plain, weighted = MultiScaleMelLoss(16000), MultiScaleMelLoss(16000, low_band_hz=4000, low_band_weight=2.0)
+    assert weighted(x, x).item() == 0.0
+    low, high = (x + 0.05 * torch.sin(2 * torch.pi * hz * t) for hz in (500, 6500))
+    assert weighted(low, x).item() == pytest.approx(2 * plain(low, x).item(), rel=1e-3)
+    assert weighted(high, x).item() == pytest.approx(plain(high, x).item(), rel=0.05)
+    unweighted = MultiScaleMelLoss(16000, low_band_hz=4000, low_band_weight=1.0)
+    assert not unweighted.band_weighted and unweighted(low, x).item() == plain(low, x).item()
+    with pytest.raises(ValueError, match="Nyquist"):
+        MultiScaleMelLoss(16000, low_band_hz=9000, low_band_weight=2.0)
+    with pytest.raises(ValueError, match="positive"):
+        MultiScaleMelLoss(16000, low_band_hz=4000, low_band_weight=0.0)
+    with pytest.raises(ValueError, match="mel_low_band_hz"):
+        TrainingConfig(mel_low_band_weight=2.0)
+    with pytest.raises(ValueError, match="positive"):
+        TrainingConfig(mel_low_band_hz=4000, mel_low_band_weight=-1.0)
+
+
+def test_a_band_weighted_mel_loss_leaves_the_mel_distance_metric_alone(tmp_path):
+    pytest.importorskip("accelerate")
+    write_clips(tmp_path / "data", np.random.default_rng(5))
+    metrics, losses = [], []
+    for name, extra in (("plain", {}), ("weighted", {"mel_low_band_hz": 4000, "mel_low_band_weight": 3.0})):
+        trainer = make_trainer(run_config(tmp_path / name, tmp_path / "data", eval_every=0, save_every=0, **extra))
+        metrics.append(trainer.evaluate()["mel_distance"])
+        clip = trainer.val_clips[0]
+        with torch.no_grad():
+            losses.append(float(trainer.mel_loss(0.5 * clip, clip)))
+    assert metrics[0] == metrics[1]  # the same codec (same seed), the same metric
+    assert losses[1] > 1.5 * losses[0]  # while the training loss weighs the low bands (a gain error is in all bands)
+
 
 def test_whisper_mel_filters_are_whispers():
     # the filters openai-whisper ships (mel_filters.npz, 80 and 128 bands) and transformers' WhisperFeatureExtractor

@@ -125,6 +125,9 @@ class TrainingConfig:
     Losses:
         loss_weights (`dict`): see `DEFAULT_LOSS_WEIGHTS`; given keys replace the defaults.
         mel_window_lengths / mel_n_mels: the multi-scale mel loss scales; stft_window_lengths: the STFT loss scales.
+        mel_low_band_hz (`float`, *optional*) / mel_low_band_weight (`float`, defaults to 1): weigh the mel loss's
+            bands centred below this frequency this many times (e.g. 4000 and 2.0 to favour the speech band).
+            `None` (default) weighs all bands alike, as DAC and the `mel_distance` metric do.
         consistency_teacher (`str`, *optional*): "whisper", "whisper:<CTranslate2 folder>", "whisper-30s" (see
             `teachers.load_teacher`) or `None`.
         consistency_layer (`int`, defaults to 1): 0-based VQ layer compared with the teacher (1 = layer 2).
@@ -204,6 +207,8 @@ class TrainingConfig:
     mel_window_lengths: list[int] = field(default_factory=lambda: list(DAC_MEL_WINDOWS))
     mel_n_mels: list[int] = field(default_factory=lambda: list(DAC_MEL_BANDS))
     stft_window_lengths: list[int] = field(default_factory=lambda: [2048, 512])
+    mel_low_band_hz: float | None = None
+    mel_low_band_weight: float = 1.0
     consistency_teacher: str | None = None
     consistency_layer: int = 1
     semantic_layer: int = 0
@@ -251,6 +256,10 @@ class TrainingConfig:
             raise ValueError(f"`crop_seconds` must be positive, got {self.crop_seconds}.")
         if len(self.mel_window_lengths) != len(self.mel_n_mels):
             raise ValueError("`mel_window_lengths` and `mel_n_mels` need the same number of entries.")
+        if self.mel_low_band_weight <= 0:
+            raise ValueError(f"`mel_low_band_weight` must be positive, got {self.mel_low_band_weight}.")
+        if self.mel_low_band_weight != 1.0 and self.mel_low_band_hz is None:
+            raise ValueError("`mel_low_band_weight` needs `mel_low_band_hz`, the frequency below which it applies.")
         if self.gain_db is not None and len(self.gain_db) != 2:
             raise ValueError(f"`gain_db` must be [low, high] in dB, got {self.gain_db!r}.")
         self.codec = dict(self.codec or {})

@@ -248,7 +248,12 @@ class Trainer:
         codec = self._prepare_codec(codec if codec is not None else build_codec(config, lm, tokenizer))
         self.sample_rate = codec.config.sample_rate
         self._load_teachers(consistency_teacher, semantic_teacher, distill_teacher)
-        self.mel_loss = MultiScaleMelLoss(self.sample_rate, config.mel_window_lengths, config.mel_n_mels).to(self.device)
+        self.mel_loss = MultiScaleMelLoss(self.sample_rate, config.mel_window_lengths, config.mel_n_mels,
+                                          low_band_hz=config.mel_low_band_hz,
+                                          low_band_weight=config.mel_low_band_weight).to(self.device)
+        # the `mel_distance` metric of `evaluate`: every band alike, whatever weights the loss uses
+        self.mel_metric = (MultiScaleMelLoss(self.sample_rate, config.mel_window_lengths, config.mel_n_mels)
+                           .to(self.device) if self.mel_loss.band_weighted else self.mel_loss)
         self.stft_loss = (MultiScaleSTFTLoss(config.stft_window_lengths).to(self.device)
                           if config.loss_weights["stft"] > 0 else None)
         self.stoi_loss = STOILoss(self.sample_rate).to(self.device) if config.loss_weights["stoi"] > 0 else None
@@ -650,7 +655,7 @@ class Trainer:
                 reconstruction = codec(clip, generator=generator).audio_values.float()
                 values, clip_errors = speech_scores(clip[0, 0].cpu().numpy(), reconstruction[0, 0].cpu().numpy(),
                                                     self.sample_rate)
-                values["mel_distance"] = float(self.mel_loss(reconstruction, clip))
+                values["mel_distance"] = float(self.mel_metric(reconstruction, clip))
                 per_clip.append(values)
                 for name, reason in clip_errors.items():
                     errors.setdefault(name, []).append(f"clip {index}: {reason}")
