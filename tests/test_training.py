@@ -169,6 +169,8 @@ def test_mel_loss_can_weigh_the_low_bands():
         TrainingConfig(mel_low_band_weight=2.0)
     with pytest.raises(ValueError, match="positive"):
         TrainingConfig(mel_low_band_hz=4000, mel_low_band_weight=-1.0)
+    with pytest.raises(ValueError, match="positive frequency"):
+        TrainingConfig(mel_low_band_hz=0, mel_low_band_weight=2.0)
 
 
 def test_a_band_weighted_mel_loss_leaves_the_mel_distance_metric_alone(tmp_path):

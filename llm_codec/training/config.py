@@ -258,6 +258,8 @@ class TrainingConfig:
             raise ValueError("`mel_window_lengths` and `mel_n_mels` need the same number of entries.")
         if self.mel_low_band_weight <= 0:
             raise ValueError(f"`mel_low_band_weight` must be positive, got {self.mel_low_band_weight}.")
+        if self.mel_low_band_hz is not None and not float(self.mel_low_band_hz) > 0:
+            raise ValueError(f"`mel_low_band_hz` must be a positive frequency in Hz, got {self.mel_low_band_hz}.")
         if self.mel_low_band_weight != 1.0 and self.mel_low_band_hz is None:
             raise ValueError("`mel_low_band_weight` needs `mel_low_band_hz`, the frequency below which it applies.")
         if self.gain_db is not None and len(self.gain_db) != 2:
