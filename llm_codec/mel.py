@@ -43,6 +43,21 @@ def mel_filterbank(
     return torch.from_numpy(filters.T).float()
 
 
+def mel_band_centres(filters: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """
+    Centre of each mel band: the centre of mass, in Hz, of its triangular filter.
+
+    Args:
+        filters (`torch.Tensor` of shape `(n_mels, n_fft // 2 + 1)`): a filterbank from `mel_filterbank`.
+        sample_rate (`int`): audio rate in Hz.
+
+    Returns:
+        `torch.FloatTensor` of shape `(n_mels,)`.
+    """
+    bin_hz = torch.linspace(0, sample_rate / 2, filters.shape[1])
+    return (filters * bin_hz).sum(1) / filters.sum(1).clamp_min(1e-12)
+
+
 def _as_batch_of_signals(audio: torch.Tensor) -> torch.Tensor:
     if audio.dim() == 3:
         if audio.shape[1] != 1:
@@ -129,8 +144,7 @@ class MultiScaleMelLoss(nn.Module):
             self.register_buffer(f"window_{k}", torch.hann_window(window), persistent=False)
             self.register_buffer(f"filters_{k}", filters, persistent=False)
             if self.band_weighted:
-                bin_hz = torch.linspace(0, sample_rate / 2, filters.shape[1])
-                centre_hz = (filters * bin_hz).sum(1) / filters.sum(1).clamp_min(1e-12)  # centre of mass of each band
+                centre_hz = mel_band_centres(filters, sample_rate)
                 weights = torch.where(centre_hz < low_band_hz, float(low_band_weight), 1.0)
                 self.register_buffer(f"band_weights_{k}", weights[:, None], persistent=False)
 
@@ -162,4 +176,4 @@ class MultiScaleMelLoss(nn.Module):
         return ((x - y).abs() * getattr(self, f"band_weights_{scale}")).mean()
 
 
-__all__ = ["DAC_MEL_BANDS", "DAC_MEL_WINDOWS", "MultiScaleMelLoss", "mel_filterbank", "stft"]
+__all__ = ["DAC_MEL_BANDS", "DAC_MEL_WINDOWS", "MultiScaleMelLoss", "mel_band_centres", "mel_filterbank", "stft"]

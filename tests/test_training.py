@@ -37,7 +37,7 @@ from llm_codec.training.data import (
     read_manifest,
     resolve_sources,
 )
-from llm_codec.mel import mel_filterbank
+from llm_codec.mel import mel_band_centres, mel_filterbank
 from llm_codec.training.teachers import (
     WhisperEncoder,
     WhisperTeacher,
@@ -159,6 +159,8 @@ def test_mel_loss_can_weigh_the_low_bands():
     low, high = (x + 0.05 * torch.sin(2 * torch.pi * hz * t) for hz in (500, 6500))
     assert weighted(low, x).item() == pytest.approx(2 * plain(low, x).item(), rel=1e-3)
     assert weighted(high, x).item() == pytest.approx(plain(high, x).item(), rel=0.05)
+    centres = mel_band_centres(mel_filterbank(16000, 2048, 320), 16000)  # what "below low_band_hz" is judged by
+    assert (centres.diff() > 0).all() and 0 < centres[0] < 20 and 7800 < centres[-1] < 8000
     unweighted = MultiScaleMelLoss(16000, low_band_hz=4000, low_band_weight=1.0)
     assert not unweighted.band_weighted and unweighted(low, x).item() == plain(low, x).item()
     with pytest.raises(ValueError, match="Nyquist"):

@@ -21,7 +21,7 @@ from llm_codec.audio_io import load_audio
 from llm_codec.evaluation.codec_cli import load_codec
 from llm_codec.evaluation.scoring import align_to_reference
 from llm_codec.evaluation.statistics import paired_difference
-from llm_codec.mel import MultiScaleMelLoss
+from llm_codec.mel import MultiScaleMelLoss, mel_band_centres
 
 
 def band_distances(loss: MultiScaleMelLoss, prediction, reference, centres, edges):
@@ -53,11 +53,7 @@ def main() -> None:
     codecs = {name: load_codec(None if spec == "default" else spec)[0].eval() for name, spec in (("a", args.a), ("b", args.b))}
     rate = 16000
     loss = MultiScaleMelLoss(rate)
-    centres = []
-    for k in range(len(loss.window_lengths)):
-        filters = getattr(loss, f"filters_{k}")
-        freqs = torch.linspace(0, rate / 2, filters.shape[1])
-        centres.append((filters * freqs).sum(1) / filters.sum(1).clamp_min(1e-12))
+    centres = [mel_band_centres(getattr(loss, f"filters_{k}"), rate) for k in range(len(loss.window_lengths))]
     rows = {"a": [], "b": []}
     for index, clip in enumerate(clips):
         samples, _ = load_audio(f"{args.data_root}/{clip}", rate)
