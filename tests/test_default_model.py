@@ -1,4 +1,5 @@
-"""The embedded default codec as shipped: weights that fit its architecture, a model card, nothing mistakable."""
+"""The embedded codecs as shipped (the default one and the opt-in semantic one): weights that fit their architecture,
+a model card, nothing mistakable."""
 
 import json
 from pathlib import Path
@@ -8,7 +9,9 @@ import torch
 from safetensors import safe_open
 
 from llm_codec import LLMCodecConfig, LLMCodecModel
-from llm_codec.default_model import DEFAULT_CODEC_ARCH, WEIGHTS_NAME, default_codec_dir
+from llm_codec.default_model import (
+    DEFAULT_CODEC_ARCH, WEIGHTS_NAME, default_codec_dir, load_default_codec, load_semantic_codec, semantic_codec_dir,
+)
 
 
 def test_shipped_weights_fit_the_architecture_without_codebooks():
@@ -114,3 +117,140 @@ def test_ship_script_takes_a_decoder_only_checkpoint_and_refuses_changed_codes(t
     assert not (tmp_path / "refused.safetensors").exists()
     ship.main([str(tampered), "--evaluation-folder", str(tmp_path / "tampered_candidate")])  # evaluating is allowed
     assert (tmp_path / "tampered_candidate" / "config.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------- the semantic codec
+
+
+def _resemblyzer_installed() -> bool:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("Resemblyzer")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+needs_resemblyzer = pytest.mark.skipif(
+    not _resemblyzer_installed(), reason="the Resemblyzer weights are not installed (pip install --no-deps Resemblyzer==0.1.4)"
+)
+FIXTURE = Path(__file__).parent / "fixtures" / "semantic_codec_example.json"
+
+
+def test_shipped_semantic_weights_fit_a_grouped_default_codec_without_codebooks_or_teacher():
+    folder = semantic_codec_dir()
+    config = LLMCodecConfig.from_pretrained(folder)
+    default = LLMCodecConfig.from_pretrained(default_codec_dir())
+    assert {k: getattr(config, k) for k in DEFAULT_CODEC_ARCH} == {k: getattr(default, k) for k in DEFAULT_CODEC_ARCH}
+    assert config.llm_vocab_fingerprint == default.llm_vocab_fingerprint
+    assert config.layer1_words == default.layer1_words
+    assert (config.semantic_teacher, config.semantic_clusters, config.semantic_groups) == ("resemblyzer", 16, True)
+    expected = {k: v.shape for k, v in LLMCodecModel(config).state_dict().items()
+                if not k.endswith(".codebook") and not k.startswith("semantic.voice_encoder.")}
+    with safe_open(str(folder / WEIGHTS_NAME), "pt") as handle:
+        shipped = {k: handle.get_slice(k).get_shape() for k in handle.keys()}
+        heads = handle.get_tensor("quantizer.layers.0.word_heads")
+        words = handle.get_tensor("semantic.word_codes")
+        assert all(torch.isfinite(handle.get_tensor(k)).all() for k in handle.keys())
+    assert shipped.keys() == expected.keys()
+    assert all(list(expected[k]) == list(shipped[k]) for k in expected)
+    # every word belongs to the group of one of the 16 centroid words, each of which heads its own group
+    assert set(heads.tolist()) == set(words.tolist()) and all(heads[w] == w for w in words.tolist())
+    card = (folder / "README.md").read_text()
+    assert "load_semantic_codec" in card and "shipped:semantic" in card and "## Reconstruction" in card
+    assert "## Few-shot classification" in card and "logmel" in card
+    with pytest.raises(OSError):
+        LLMCodecModel.from_pretrained(folder)  # not a complete checkpoint: only load_semantic_codec() will do
+
+
+@pytest.mark.slow
+@needs_resemblyzer
+def test_semantic_codec_gives_the_codes_of_the_codec_it_was_shipped_from():
+    from llm_codec import example_audio_path
+    from llm_codec.audio_io import read_audio
+    from llm_codec.processing_llm_codec import LLMCodecProcessor
+
+    expected = json.loads(FIXTURE.read_text())  # written from the trained folder before shipping
+    codec, (lm, tokenizer) = load_semantic_codec()
+    assert not any(p.requires_grad for p in codec.semantic.parameters())
+    audio = torch.from_numpy(read_audio(example_audio_path(), 16000))[None, None]
+    with torch.no_grad():
+        codes = codec.encode(audio).audio_codes
+        out = codec.decode(codes, generator=torch.Generator().manual_seed(0)).audio_values[0, 0]
+    assert [c[0].tolist() for c in codes] == expected["audio_codes"]
+    assert torch.allclose(out[1000:1016], torch.tensor(expected["decoded_first_samples"]), atol=1e-4)
+    assert abs(float(out.pow(2).mean().sqrt()) - expected["decoded_rms"]) < 1e-4
+    # what an LM reads for understanding: each word's group head, the teacher's word
+    processor = LLMCodecProcessor.from_codec(codec, tokenizer)
+    assert processor.read_layer1(codes[0][0].tolist()) == expected["group_heads"]
+    words = {codec.config.layer1_words[h] for h in expected["group_heads"]}
+    assert sorted(words) == expected["head_words"] and len(words) < 8  # few, slowly varying words
+    # the default codec's layer 1 on the same clip: many more distinct words
+    default, _, _ = load_default_codec(lm, tokenizer)
+    with torch.no_grad():
+        default_words = set(default.encode(audio).audio_codes[0][0].tolist())
+    assert len(default_words) > 3 * len(words)
+
+
+def test_shipped_codec_names_on_the_command_line():
+    from llm_codec.default_model import shipped_codec_name
+    from llm_codec.evaluation.fewshot_cli import load_models
+
+    assert shipped_codec_name("shipped:semantic") == "semantic" and shipped_codec_name("shipped:default") == "default"
+    assert shipped_codec_name(None) is None and shipped_codec_name("runs/my_codec") is None
+    with pytest.raises(ValueError, match="shipped:default, shipped:semantic"):
+        shipped_codec_name("shipped:semantics")
+    with pytest.raises(ValueError, match="--audio-format text"):  # both shipped codecs speak SmolLM2's vocabulary
+        load_models("shipped:semantic", "Qwen/Qwen2.5-Coder-1.5B-Instruct", "cpu", "ids")
+
+
+@pytest.mark.slow
+def test_semantic_codec_without_resemblyzer_names_the_pip_command(monkeypatch):
+    import importlib.metadata
+
+    from llm_codec.language_model import load_language_model
+    from llm_codec.voice_encoder import TeacherUnavailable
+
+    lm, tokenizer = load_language_model()
+
+    real = importlib.metadata.distribution
+
+    def distribution(name):
+        if name.lower() == "resemblyzer":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    with pytest.raises(TeacherUnavailable, match="pip install --no-deps Resemblyzer==0.1.4"):
+        load_semantic_codec(lm, tokenizer)
+
+
+@pytest.mark.slow
+@needs_resemblyzer
+def test_ship_script_reproduces_the_shipped_semantic_codec_and_refuses_a_plain_codec(tmp_path):
+    import importlib.util
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from llm_codec.training.export import export_codec
+
+    spec = importlib.util.spec_from_file_location("ship_semantic", Path(__file__).resolve().parents[1] / "scripts/ship_semantic_codec.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    codec, _ = load_semantic_codec()
+    export_codec(codec, tmp_path / "source")  # a complete folder, as export_checkpoint.py writes one
+    ship.main([str(tmp_path / "source"), "--output", str(tmp_path / "out")])
+    shutil.rmtree(tmp_path / "source")  # a full codec folder is 0.25 GB: keep the test's disk use small
+    written, shipped = load_file(str(tmp_path / "out" / WEIGHTS_NAME)), load_file(str(semantic_codec_dir() / WEIGHTS_NAME))
+    assert written.keys() == shipped.keys() and all(torch.equal(written[k], v) for k, v in shipped.items())
+    assert LLMCodecConfig.from_pretrained(tmp_path / "out").to_dict() == LLMCodecConfig.from_pretrained(semantic_codec_dir()).to_dict()
+    assert "## Why a second codec" in (tmp_path / "out" / "README.md").read_text()
+
+    default, _, _ = load_default_codec()
+    export_codec(default, tmp_path / "plain")
+    with pytest.raises(SystemExit, match="not a grouped codec"):
+        ship.main([str(tmp_path / "plain"), "--output", str(tmp_path / "refused")])
+    shutil.rmtree(tmp_path / "plain")
+    assert not (tmp_path / "refused").exists()

@@ -18,7 +18,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 
 from ..audio_io import atomic_write, check_output, check_output_folder
-from ..default_model import load_default_codec
+from ..default_model import SHIPPED_CODECS, load_shipped_codec, shipped_codec_name
 from ..modeling_llm_codec import LLMCodecModel
 from .baselines import DEFAULT_BASELINES, Baseline
 from .codec_quality import evaluate_codec
@@ -33,12 +33,14 @@ def load_codec(model: str | None):
 
     Args:
         model (`str`, *optional*): a folder written by `save_pretrained` / `llm-codec convert` / training, or a
-            Hugging Face Hub id (`user/repo`, see `load_pretrained_codec`); `None` loads the shipped default codec
-            (`load_default_codec`, which also loads the offline default LM, whose tokenizer is returned).
+            Hugging Face Hub id (`user/repo`, see `load_pretrained_codec`); `None` or `"shipped:default"` loads the
+            shipped default codec, `"shipped:semantic"` the shipped semantic codec (`load_shipped_codec`, which also
+            loads the offline default LM, whose tokenizer is returned).
     """
-    if model is None:
-        codec, trained, (_, tokenizer) = load_default_codec()
-        description = "the shipped default codec" + ("" if trained else " (UNTRAINED: random weights)")
+    name = "default" if model is None else shipped_codec_name(model)
+    if name is not None:
+        codec, trained, (_, tokenizer) = load_shipped_codec(name)
+        description = SHIPPED_CODECS[name] + ("" if trained else " (UNTRAINED: random weights)")
         return codec.eval(), description, tokenizer
     codec = load_pretrained_codec(model)
     where = f"the codec in {model}" if Path(model).is_dir() else f"the codec {model} (Hugging Face Hub)"
@@ -48,10 +50,14 @@ def load_codec(model: str | None):
 def load_pretrained_codec(model: str, flag: str = "--model"):
     """
     `LLMCodecModel.from_pretrained(model)` for a command's `flag`: `model` is a local folder (written by
-    `save_pretrained`, `llm-codec convert` or training) or a Hugging Face Hub id (`user/repo`), which is passed through
+    `save_pretrained`, `llm-codec convert` or training), a shipped codec (`shipped:default`, `shipped:semantic`), or
+    a Hugging Face Hub id (`user/repo`), which is passed through
     to `from_pretrained` (downloaded, or read from the Hub cache). Raises `FileNotFoundError` / `OSError` saying that
     `model` is neither a local folder nor reachable on the Hub, with the Hub client's own reason.
     """
+    name = shipped_codec_name(model)
+    if name is not None:
+        return load_shipped_codec(name)[0]
     path = Path(model)
     if path.is_file():
         raise FileNotFoundError(f"{flag} {model} is a file: give a codec folder (save_pretrained / `llm-codec "
@@ -182,7 +188,9 @@ def _bench(args) -> int:
     return 0
 
 
-MODEL_HELP = "codec: a local folder or a Hugging Face Hub id such as user/repo (default: the shipped default codec)"
+MODEL_HELP = ("codec: a local folder, a Hugging Face Hub id such as user/repo, or shipped:semantic (the shipped codec "
+              "whose layer-1 words a frozen LM can learn voices from; needs Resemblyzer) (default: the shipped "
+              "default codec)")
 
 REFINE_STEPS_HELP = (
     "refine the codes of layers 2-3 by this many analysis-by-synthesis steps against the input (`refine_codes`): "

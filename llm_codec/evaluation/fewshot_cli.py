@@ -26,10 +26,10 @@ from ..audio_io import (
     read_audio,
     save_audio,
 )
-from ..default_model import load_default_codec
+from ..default_model import load_shipped_codec, shipped_codec_name
 from ..language_model import find_offline_language_model, load_language_model
 from ..processing_llm_codec import resolve_collapse_repeats
-from .codec_cli import load_pretrained_codec
+from .codec_cli import MODEL_HELP, load_pretrained_codec
 from .fewshot import (
     LM_METHODS,
     ClipPool,
@@ -62,21 +62,24 @@ _COLLAPSE_HELP = (
 
 def load_models(codec: str | None = None, lm: str | None = None, device: str | None = None, audio_format: str = "ids"):
     """
-    `(codec, language_model, tokenizer)` for the commands: the default codec and LM when both are `None`, else
+    `(codec, language_model, tokenizer)` for the commands: the default codec and LM when both are `None`, a shipped
+    codec for `shipped:default` / `shipped:semantic` (both speak the default LM's vocabulary), else
     `LLMCodecModel.from_pretrained(codec)` (a local folder or a Hub id) and `load_language_model(lm)` (a local transformers folder, or the name of
     an offline LM such as `Qwen/Qwen2.5-Coder-0.5B-Instruct`; the default LM when `lm` is `None`). An LM other than
     the codec's own needs `audio_format="text"` (the pipeline checks the vocabulary otherwise). Everything in eval
     mode on `device` (default: CUDA when available, else CPU).
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if codec is None and lm is not None and audio_format != "text":
-        raise ValueError("--lm without --model needs --audio-format text: the default codec speaks SmolLM2's vocabulary, "
-                         "so another LM can only read its layer-1 words as text (or give the codec built for that LM).")
+    shipped = "default" if codec is None else shipped_codec_name(codec)
+    if shipped is not None and lm is not None and audio_format != "text":
+        raise ValueError("--lm with a shipped codec needs --audio-format text: the shipped codecs speak SmolLM2's "
+                         "vocabulary, so another LM can only read their layer-1 words as text (or give the codec built "
+                         "for that LM).")
     if lm is not None and not Path(lm).is_dir() and find_offline_language_model(lm) is None:
         raise FileNotFoundError(f"--lm: {lm} is neither a local LM folder nor an offline LM name "
                                 "(see `llm_codec.language_model.OFFLINE_LANGUAGE_MODELS`).")
-    if codec is None:
-        model, trained, (language_model, tokenizer) = load_default_codec()
+    if shipped is not None:
+        model, trained, (language_model, tokenizer) = load_shipped_codec(shipped)
         if not trained:
             logger.warning("The default codec is untrained (random encoder): results are not meaningful.")
     else:
@@ -99,8 +102,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, audio_format: bool = Tr
     """Adds the "models" options that `load_models` reads: --model, --lm, --audio-format (unless `audio_format` is
     False) and --device."""
     group = parser.add_argument_group("models")
-    group.add_argument("--model", default=None, metavar="FOLDER|HUB_ID", help="codec: a local folder or a Hugging Face "
-                       "Hub id such as user/repo (default: the shipped default codec)")
+    group.add_argument("--model", default=None, metavar="FOLDER|HUB_ID|shipped:semantic", help=MODEL_HELP)
     group.add_argument("--lm", default=None, metavar="NAME|FOLDER", help="causal LM: a local folder with its tokenizer, "
                        "or an offline LM name such as Qwen/Qwen2.5-Coder-0.5B-Instruct (default: the offline "
                        "SmolLM2-135M-Instruct). An LM other than the codec's own needs --audio-format text")
