@@ -34,7 +34,8 @@ from llm_codec.training.data import load_validation_clips, resolve_sources
 @torch.no_grad()
 def searched_codes(codec, latents: torch.Tensor, heads: torch.LongTensor | None, candidates: int):
     """`latents` (1, dim, frames) -> the three layers' codes, layer 1 chosen among its `candidates` best words (by
-    cosine, within `heads`' groups when given) for the smallest error after layers 2 and 3."""
+    cosine, within `heads`' groups when given) for the smallest error after layers 2 and 3. `latents` may also be a
+    target other than the encoder's latent (`--target free`)."""
     layers = codec.quantizer.layers
     first = layers[0]
     stride = first.stride
@@ -71,6 +72,10 @@ def main() -> None:
     parser.add_argument("--candidates", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--config", default="experiments/semantic_layer1/grouped_cpu.yaml")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--target", choices=["latent", "free"], default="latent",
+                        help="what the three layers approximate: the encoder's latent, or (free) the latent as the "
+                        "codec's own free rule quantizes it, i.e. what the decoder was trained on (meaningful for an "
+                        "untrained grouped codec, whose decoder is the shipped one)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = TrainingConfig.from_file(args.config)
@@ -87,10 +92,13 @@ def main() -> None:
                 latents = codec._encode_batch_latents(codec._pad(clip), lengths)
                 heads = codec.semantic_codes(clip, lengths, latents.shape[-1])
                 start = time.perf_counter()
-                if k == 1:
+                target = latents
+                if args.target == "free":
+                    target = codec.quantizer(latents)[0]  # no group restriction: the free rule's quantized latent
+                if k == 1 and args.target == "latent":
                     _, codes, *_ = codec.quantizer(latents, first_codes=heads)
                 else:
-                    codes = searched_codes(codec, latents, heads, k)
+                    codes = searched_codes(codec, target, heads, k)
                 seconds += time.perf_counter() - start
                 errors.append(float((codec.quantizer.from_codes(codes).float() - latents.float()).pow(2).mean()))
                 audio = codec.decode(codes, generator=torch.Generator().manual_seed(0)).audio_values
@@ -101,8 +109,8 @@ def main() -> None:
             mean = {m: round(float(np.nanmean([r[m] for r in rows])), 4) for m in ("pesq_wb", "stoi", "mel_distance")}
             mean["latent_mse"] = round(float(np.mean(errors)), 5)
             mean["quantize_s"] = round(seconds, 2)
-            report[f"{name} k={k}"] = mean
-            print(f"{name} k={k}: {mean}", flush=True)
+            report[f"{name} k={k} target={args.target}"] = mean
+            print(f"{name} k={k} target={args.target}: {mean}", flush=True)
     print(json.dumps({"clips": len(clips), "results": report}, indent=2))
 
 
