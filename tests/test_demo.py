@@ -68,8 +68,9 @@ def test_demo_runs_end_to_end_on_tiny_models(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_demo_on_the_embedded_default(tmp_path):
+def test_demo_on_the_embedded_default(tmp_path, capsys):
     result = run_demo(str(tmp_path))
+    assert "llm-codec demo --model shipped:semantic" in capsys.readouterr().out  # where to go for in-context learning
     assert result.trained, "the shipped default codec weights were not found"
     assert len(result.queries) == 52 and all(0 <= a <= 1 for a in result.accuracy.values())
     assert Path(result.wav).is_file() and Path(result.png).is_file()
