@@ -221,6 +221,12 @@ def test_training_fits_the_groups_and_a_resumed_run_keeps_them(tmp_path, monkeyp
     trainer.train()
     heads = layer.word_heads.clone()
     assert sorted(heads.unique().tolist()) == sorted(trainer.codec.semantic.word_codes.tolist())
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "out" / "checkpoints" / "step_00000002" / "model.safetensors"), "pt") as handle:
+        saved = set(handle.keys())  # the teacher's network is rebuilt from its wheel; what was fitted is saved
+    assert not any(".voice_encoder." in k or k.endswith(".codebook") for k in saved)
+    assert {"codec.semantic.centroids", "codec.semantic.word_codes", "codec.quantizer.layers.0.word_heads"} <= saved
 
     def no_refit(*args, **kwargs):
         raise AssertionError("a resumed run must keep the checkpoint's groups")

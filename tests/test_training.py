@@ -409,6 +409,42 @@ def test_resume_continues_exactly(runs):
     assert last_a["step"] == last_b["step"] == 3 and last_a["loss_g"] == last_b["loss_g"]
 
 
+def test_checkpoints_leave_out_the_rebuilt_frozen_tensors_and_check_them_on_resume(runs, tmp_path):
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    folder = runs["root"] / "a" / "checkpoints" / "step_00000002"
+    with safe_open(str(folder / "model.safetensors"), "pt") as handle:
+        saved = set(handle.keys())
+    expected = set(runs["a"].generator.state_dict())
+    assert saved and not any(k.endswith(".codebook") for k in saved)  # the LM's embeddings are not copied
+    assert expected - saved == {k for k in expected if k.endswith(".codebook")}
+    recorded = json.loads((folder / "trainer_state.json").read_text())["rebuilt_weights"]
+    assert set(recorded) == expected - saved and all(len(v) == 64 for v in recorded.values())
+    with safe_open(str(runs["root"] / "a" / "model" / "model.safetensors"), "pt") as handle:  # the export stays whole
+        assert any(k.endswith(".codebook") for k in handle.keys())
+
+    # codebooks that differ from those trained with (another LM): refused, not silently mixed
+    changed = tmp_path / "changed"
+    shutil.copytree(folder, changed)
+    state = json.loads((changed / "trainer_state.json").read_text())
+    state["rebuilt_weights"]["codec.quantizer.layers.1.codebook"] = "0" * 64
+    (changed / "trainer_state.json").write_text(json.dumps(state))
+    trainer = make_trainer(run_config(tmp_path / "c", runs["root"] / "data", eval_every=0, save_every=0))
+    with pytest.raises(RuntimeError, match="other frozen tensors"):
+        trainer.load_checkpoint(changed)
+    # a trained weight missing from the checkpoint: refused
+    weights = load_file(str(folder / "model.safetensors"))
+    del weights[next(k for k in sorted(weights) if k.startswith("codec.decoder."))]
+    save_file(weights, str(changed / "model.safetensors"))
+    with pytest.raises(ValueError, match="lacks weights"):
+        trainer.load_checkpoint(changed)
+    trainer.load_checkpoint(folder)  # the real one loads, codebooks as rebuilt
+    assert trainer.step == 2
+
+
 def test_saved_model_reloads_without_weight_norm(runs):
     from safetensors import safe_open
 

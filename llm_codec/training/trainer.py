@@ -59,6 +59,20 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 STATE_FILE = "trainer_state.json"
+REBUILT_KEY = "rebuilt_weights"  # trainer_state.json: sha256 of each frozen tensor left out of the checkpoint
+
+
+def is_rebuilt_weight(name: str) -> bool:
+    """Whether a generator state-dict entry is frozen and rebuilt whenever the trainer is built from its config, so
+    checkpoints leave it out: the codebooks (the LM's embeddings) and a semantic teacher's network (its wheel)."""
+    return name.endswith(".codebook") or ".semantic.voice_encoder." in f".{name}"
+
+
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    """The sha256 of a tensor's bytes (any dtype), to check that a rebuilt frozen tensor is the one trained with."""
+    import hashlib
+
+    return hashlib.sha256(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
 
 # What to `pip install` for each of accelerate's built-in trackers.
 TRACKER_PACKAGES = {
@@ -351,6 +365,7 @@ class Trainer:
             self.generator, self.opt_g = self.accelerator.prepare(generator, opt_g)
             self.discriminator = self.opt_d = None
         self.accelerator.register_for_checkpointing(_SchedulerState(sched_g, sched_d))
+        self.accelerator.register_save_state_pre_hook(self._drop_rebuilt_weights)  # frozen tensors: not saved
 
     def _load_data(self, train_data, val_data, pad_multiple: int):
         """The training crops (`train_dataset`) and the validation clips (`val_clips`: `val_data`, or clips held
@@ -695,13 +710,16 @@ class Trainer:
         """
         Saves the full training state to `checkpoints/step_XXXXXXXX` (accelerate state: models, optimizers,
         schedulers, RNG states; plus `trainer_state.json`), points `checkpoints/latest` at it, keeps the newest
-        `keep_last`, and refreshes `model/` (the codec, weight norm folded).
+        `keep_last`, and refreshes `model/` (the codec, weight norm folded, complete). The checkpoint leaves out the
+        frozen tensors the trainer rebuilds from its config (the LM's codebooks, a semantic teacher's network: 0.24 GB
+        for the SmolLM2 vocabulary); `trainer_state.json` records their sha256s, which `load_checkpoint` checks.
         """
         folder = self.output_dir / CHECKPOINTS / f"step_{self.step:08d}"
         self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(folder))
+        self.accelerator.save_state(str(folder))  # without the rebuilt frozen tensors (`_drop_rebuilt_weights`)
         if self.is_main:
-            (folder / STATE_FILE).write_text(json.dumps({"step": self.step, "config": self.config.to_dict()}, indent=2))
+            state = {"step": self.step, "config": self.config.to_dict(), REBUILT_KEY: self._rebuilt_digests()}
+            (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
             pointer = self.output_dir / CHECKPOINTS / LATEST
             tmp = pointer.with_suffix(".tmp")
             tmp.write_text(folder.name)
@@ -714,12 +732,56 @@ class Trainer:
         return folder
 
     def load_checkpoint(self, folder: str | Path):
-        """Restores a state written by `save_checkpoint` (weights, optimizers, schedulers, RNG, step)."""
+        """
+        Restores a state written by `save_checkpoint` (weights, optimizers, schedulers, RNG, step). The frozen
+        tensors a checkpoint leaves out (codebooks, a semantic teacher's network) are the ones this trainer rebuilt
+        from its config; their sha256s, recorded at saving, must match, else a `RuntimeError` says what changed. Any
+        other weight missing from the checkpoint is a `ValueError`.
+        """
+        from safetensors import safe_open
+
         folder = Path(folder)
         state = json.loads((folder / STATE_FILE).read_text())
-        self.accelerator.load_state(str(folder))
+        weights_file = folder / "model.safetensors"  # the generator's weights (accelerate's name for model 0)
+        if not weights_file.is_file():
+            raise FileNotFoundError(f"{folder} has no model.safetensors: not a checkpoint written by this trainer.")
+        with safe_open(str(weights_file), "pt") as handle:
+            saved = set(handle.keys())
+        expected = set(self.accelerator.unwrap_model(self.generator).state_dict())
+        missing = sorted(k for k in expected - saved if not is_rebuilt_weight(k))
+        if missing:
+            raise ValueError(f"{folder} lacks weights of this run's model: {missing[:5]}{' ...' if len(missing) > 5 else ''}. "
+                             "It was written by another configuration.")
+        left_out = {k for k in expected - saved}
+        recorded = state.get(REBUILT_KEY) or {}
+        if left_out - set(recorded):
+            raise ValueError(f"{folder} leaves out {sorted(left_out - set(recorded))[:3]} without recording them.")
+        self.accelerator.load_state(str(folder), strict=False)  # the left-out tensors keep their rebuilt values
+        current = self._rebuilt_digests(only=left_out)
+        changed = sorted(k for k in left_out if current[k] != recorded[k])
+        if changed:
+            raise RuntimeError(
+                f"{folder} was trained with other frozen tensors than this trainer rebuilt ({changed[:3]}): the LM "
+                "of the codebooks or the teacher's weights changed since. Use the LM and teacher of that run."
+            )
         self.step = int(state["step"])
         logger.info("Resumed from %s (step %d).", folder, self.step)
+
+    def _rebuilt_digests(self, only: set[str] | None = None) -> dict[str, str]:
+        """sha256 of the generator's rebuilt frozen tensors (`is_rebuilt_weight`), computed once and reused (they
+        never change in training); `only`: a subset of their names."""
+        if getattr(self, "_rebuilt_digest_cache", None) is None:
+            state = self.accelerator.unwrap_model(self.generator).state_dict()
+            self._rebuilt_digest_cache = {k: tensor_sha256(v) for k, v in state.items() if is_rebuilt_weight(k)}
+        digests = self._rebuilt_digest_cache
+        return digests if only is None else {k: digests[k] for k in only}
+
+    @staticmethod
+    def _drop_rebuilt_weights(models, weights, output_dir):
+        """accelerate's save-state hook: leaves the rebuilt frozen tensors out of every saved state dict."""
+        for state in weights:
+            for name in [k for k in state if is_rebuilt_weight(k)]:
+                del state[name]
 
 
 def train(config: TrainingConfig, resume: bool | str = False, max_steps: int | None = None, **trainer_kwargs) -> Trainer:
