@@ -13,6 +13,8 @@ from llm_codec.default_model import (
     DEFAULT_CODEC_ARCH, WEIGHTS_NAME, default_codec_dir, load_default_codec, load_semantic_codec, semantic_codec_dir,
 )
 
+from .test_training import needs_resemblyzer
+
 
 def test_shipped_weights_fit_the_architecture_without_codebooks():
     folder = default_codec_dir()
@@ -122,19 +124,6 @@ def test_ship_script_takes_a_decoder_only_checkpoint_and_refuses_changed_codes(t
 # ---------------------------------------------------------------------------------------- the semantic codec
 
 
-def _resemblyzer_installed() -> bool:
-    import importlib.metadata
-
-    try:
-        importlib.metadata.distribution("Resemblyzer")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-needs_resemblyzer = pytest.mark.skipif(
-    not _resemblyzer_installed(), reason="the Resemblyzer weights are not installed (pip install --no-deps Resemblyzer==0.1.4)"
-)
 FIXTURE = Path(__file__).parent / "fixtures" / "semantic_codec_example.json"
 
 
