@@ -409,6 +409,26 @@ def test_resume_continues_exactly(runs):
     assert last_a["step"] == last_b["step"] == 3 and last_a["loss_g"] == last_b["loss_g"]
 
 
+def test_learning_rate_warmup_rises_linearly_then_decays(tmp_path):
+    from llm_codec.training.trainer import lr_schedule
+
+    write_clips(tmp_path / "data", np.random.default_rng(0))
+    config = run_config(tmp_path / "run", tmp_path / "data", lr_warmup_steps=4, lr_generator=1e-3, lr_decay_gamma=0.5,
+                        max_steps=5, save_every=0, eval_every=0)
+    trainer = make_trainer(config)
+    assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3 / 4)  # the first step's rate
+    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(2e-4 / 4)
+    trainer.train()
+    logged = [json.loads(x)["lr_g"] for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+              if json.loads(x)["type"] == "train"]
+    # the rate for step n + 1 (logged after step n): min(1, (n + 1) / 4) * 0.5 ** n
+    assert logged == pytest.approx([1e-3 * min(1, (n + 1) / 4) * 0.5 ** n for n in range(1, 6)])
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    assert isinstance(lr_schedule(optimizer, 0.9), torch.optim.lr_scheduler.ExponentialLR)  # no warmup: as before
+    with pytest.raises(ValueError, match="lr_warmup_steps"):
+        config.replace(lr_warmup_steps=-1)
+
+
 def test_checkpoints_leave_out_the_rebuilt_frozen_tensors_and_check_them_on_resume(runs, tmp_path):
     import shutil
 

@@ -118,6 +118,9 @@ class TrainingConfig:
         max_steps (`int`), time_limit_minutes (`float`, *optional*: stop, with a checkpoint, after this much
         wall-clock training time in one call; `--resume` continues), lr_generator / lr_discriminator (`float`, 2e-4), betas (`[0.8, 0.99]`), eps (1e-6),
         weight_decay (0.01, torch's AdamW default), lr_decay_gamma (per-step exponential decay, 0.999996 as DAC),
+        lr_warmup_steps (0: the learning rates rise linearly from 0 over this many steps, then decay as set; eases
+        a fresh optimiser into a trained codec, whose first Adam steps otherwise move every weight by about the
+        learning rate),
         grad_clip_generator (1000, as DAC) / grad_clip_discriminator (10; `None` disables clipping),
         discriminator_start_step (adversarial losses start at this step), mixed_precision ("no", "fp16", "bf16"),
         seed.
@@ -197,6 +200,7 @@ class TrainingConfig:
     eps: float = 1e-6
     weight_decay: float = 0.01
     lr_decay_gamma: float = 0.999996
+    lr_warmup_steps: int = 0
     grad_clip_generator: float | None = 1000.0
     grad_clip_discriminator: float | None = 10.0
     discriminator_start_step: int = 0
@@ -249,6 +253,8 @@ class TrainingConfig:
             raise ValueError(f"`num_workers` must be 0 or more, got {self.num_workers}.")
         if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
             raise ValueError(f"`time_limit_minutes` must be positive (or null), got {self.time_limit_minutes}.")
+        if int(self.lr_warmup_steps) < 0:
+            raise ValueError(f"`lr_warmup_steps` must be 0 or more, got {self.lr_warmup_steps}.")
         for name in ("batch_size", "max_steps", "keep_last"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}.")

@@ -68,6 +68,17 @@ def is_rebuilt_weight(name: str) -> bool:
     return name.endswith(".codebook") or ".semantic.voice_encoder." in f".{name}"
 
 
+def lr_schedule(optimizer, gamma: float, warmup_steps: int = 0):
+    """The learning-rate schedule, stepped once per training step: a linear rise over `warmup_steps` (from
+    1 / warmup_steps of the rate at the first step to all of it), times `gamma ** step`. Without warmup it is
+    `ExponentialLR(optimizer, gamma)`."""
+    if warmup_steps <= 0:
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup_steps) * gamma ** step
+    )
+
+
 def tensor_sha256(tensor: torch.Tensor) -> str:
     """The sha256 of a tensor's bytes (any dtype), to check that a rebuilt frozen tensor is the one trained with."""
     import hashlib
@@ -349,12 +360,12 @@ class Trainer:
         self.trainable_g = [p for p in generator.parameters() if p.requires_grad]  # decoder- and encoder-only runs freeze some
         opt_g = torch.optim.AdamW(self.trainable_g, lr=config.lr_generator, betas=betas, eps=config.eps,
                                   weight_decay=config.weight_decay)
-        sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=config.lr_decay_gamma)
+        sched_g = lr_schedule(opt_g, config.lr_decay_gamma, config.lr_warmup_steps)
         opt_d = sched_d = None
         if discriminator is not None:
             opt_d = torch.optim.AdamW(discriminator.parameters(), lr=config.lr_discriminator, betas=betas,
                                       eps=config.eps, weight_decay=config.weight_decay)
-            sched_d = torch.optim.lr_scheduler.ExponentialLR(opt_d, gamma=config.lr_decay_gamma)
+            sched_d = lr_schedule(opt_d, config.lr_decay_gamma, config.lr_warmup_steps)
         # Schedulers are stepped here once per step (not prepared: accelerate would step them once per process).
         self.sched_g, self.sched_d = sched_g, sched_d
         if discriminator is not None:
