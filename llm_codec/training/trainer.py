@@ -761,9 +761,10 @@ class Trainer:
         expected = set(self.accelerator.unwrap_model(self.generator).state_dict())
         missing = sorted(k for k in expected - saved if not is_rebuilt_weight(k))
         if missing:
-            raise ValueError(f"{folder} lacks weights of this run's model: {missing[:5]}{' ...' if len(missing) > 5 else ''}. "
-                             "It was written by another configuration.")
-        left_out = {k for k in expected - saved}
+            more = " ..." if len(missing) > 5 else ""
+            raise ValueError(f"{folder} lacks weights of this run's model: {missing[:5]}{more}. It was written by "
+                             "another configuration.")
+        left_out = expected - saved
         recorded = state.get(REBUILT_KEY) or {}
         if left_out - set(recorded):
             raise ValueError(f"{folder} leaves out {sorted(left_out - set(recorded))[:3]} without recording them.")
