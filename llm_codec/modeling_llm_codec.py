@@ -690,6 +690,15 @@ class LLMCodecSemanticLayer1(nn.Module):
         return codes
 
 
+def is_rebuilt_weight(name: str) -> bool:
+    """
+    Whether a state-dict entry of a codec (or of a module holding one under a prefix, e.g. `codec.`) is a frozen
+    tensor that is rebuilt rather than trained: a codebook (rebuilt from the LM's embedding table) or the semantic
+    teacher's network (read from its wheel). Shipped codecs and training checkpoints leave these out.
+    """
+    return name.endswith(".codebook") or ".semantic.voice_encoder." in f".{name}"
+
+
 class LLMCodecPreTrainedModel(PreTrainedModel):
     config_class = LLMCodecConfig
     config: LLMCodecConfig
@@ -1194,6 +1203,7 @@ class LLMCodecModel(LLMCodecPreTrainedModel):
 
 
 __all__ = [
+    "is_rebuilt_weight",
     "LLMCodecModel",
     "LLMCodecPreTrainedModel",
     "LLMCodecEncoderOutput",

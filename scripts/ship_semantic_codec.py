@@ -100,6 +100,7 @@ def main(argv=None) -> None:
         DEFAULT_CODEC_ARCH, WEIGHTS_NAME, load_default_codec, load_semantic_codec, semantic_codec_dir,
     )
     from llm_codec.model_card import build_model_card
+    from llm_codec.modeling_llm_codec import is_rebuilt_weight
     from llm_codec.training.export import weights_without_codebooks
 
     source = LLMCodecModel.from_pretrained(args.source).eval()
@@ -115,7 +116,7 @@ def main(argv=None) -> None:
 
     folder = Path(args.output) if args.output else semantic_codec_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    weights = {k: v for k, v in weights_without_codebooks(source).items() if not k.startswith("semantic.voice_encoder.")}
+    weights = {k: v for k, v in weights_without_codebooks(source).items() if not is_rebuilt_weight(k)}  # no teacher
     save_file(weights, str(folder / WEIGHTS_NAME), metadata={"source": Path(args.source).name})
     (folder / WEIGHTS_NAME).chmod(0o644)
     config.to_json_file(str(folder / "config.json"))  # the config alone: this folder is not a complete checkpoint

@@ -42,7 +42,7 @@ from ..audio_io import resample, save_audio
 from ..evaluation.metrics import speech_scores
 from ..evaluation.report import json_safe
 from ..mel import MultiScaleMelLoss
-from ..modeling_llm_codec import LLMCodecModel
+from ..modeling_llm_codec import LLMCodecModel, is_rebuilt_weight
 from ..plotting import plot_spectrograms
 from .build import build_codec, has_weight_norm
 from .config import TrainingConfig
@@ -60,12 +60,6 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 STATE_FILE = "trainer_state.json"
 REBUILT_KEY = "rebuilt_weights"  # trainer_state.json: sha256 of each frozen tensor left out of the checkpoint
-
-
-def is_rebuilt_weight(name: str) -> bool:
-    """Whether a generator state-dict entry is frozen and rebuilt whenever the trainer is built from its config, so
-    checkpoints leave it out: the codebooks (the LM's embeddings) and a semantic teacher's network (its wheel)."""
-    return name.endswith(".codebook") or ".semantic.voice_encoder." in f".{name}"
 
 
 def lr_schedule(optimizer, gamma: float, warmup_steps: int = 0):
