@@ -94,20 +94,21 @@ def main(argv=None) -> None:
                         "llm_codec/assets/semantic_codec/, which the check then loads)")
     args = parser.parse_args(argv)
 
-    from llm_codec import LLMCodecModel
+    from llm_codec import LLMCodecConfig, LLMCodecModel, example_audio_path
     from llm_codec.audio_io import read_audio
     from llm_codec.default_model import (
-        DEFAULT_CODEC_ARCH, WEIGHTS_NAME, load_default_codec, load_semantic_codec, semantic_codec_dir,
+        DEFAULT_CODEC_ARCH, WEIGHTS_NAME, default_codec_dir, load_semantic_codec, semantic_codec_dir,
     )
+    from llm_codec.language_model import load_language_model
     from llm_codec.model_card import build_model_card
     from llm_codec.modeling_llm_codec import is_rebuilt_weight
     from llm_codec.training.export import weights_without_codebooks
 
     source = LLMCodecModel.from_pretrained(args.source).eval()
     config = source.config
-    default, _, (lm, tokenizer) = load_default_codec()
-    wrong = [k for k in DEFAULT_CODEC_ARCH if getattr(config, k) != getattr(default.config, k)]
-    if wrong or config.llm_vocab_fingerprint != default.config.llm_vocab_fingerprint:
+    default = LLMCodecConfig.from_pretrained(default_codec_dir())  # the default codec's config: no need to build it
+    wrong = [k for k in DEFAULT_CODEC_ARCH if getattr(config, k) != getattr(default, k)]
+    if wrong or config.llm_vocab_fingerprint != default.llm_vocab_fingerprint:
         raise SystemExit(f"{args.source} is not the default codec's architecture and vocabulary ({wrong}).")
     if config.semantic_teacher != "resemblyzer" or not config.semantic_groups:
         raise SystemExit(f"{args.source} is not a grouped codec with the Resemblyzer teacher.")
@@ -121,8 +122,8 @@ def main(argv=None) -> None:
     (folder / WEIGHTS_NAME).chmod(0o644)
     config.to_json_file(str(folder / "config.json"))  # the config alone: this folder is not a complete checkpoint
 
-    shipped, _ = load_semantic_codec(lm, tokenizer, folder=folder)
-    audio = torch.from_numpy(read_audio(str(ROOT / "llm_codec/assets/example_speech.flac"), 16000))[None, None]
+    shipped, _ = load_semantic_codec(*load_language_model(), folder=folder)
+    audio = torch.from_numpy(read_audio(example_audio_path(), 16000))[None, None]
     expected, got = source.encode(audio).audio_codes, shipped.encode(audio).audio_codes
     if any(not torch.equal(a, b) for a, b in zip(expected, got)):
         raise SystemExit("The shipped copy does not give the source folder's codes: not shipped as it is.")
