@@ -176,9 +176,15 @@ def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenize
                            generator=generator).audio_values[0, 0].cpu()
     timings["reconstruct_s"] = time.perf_counter() - t0
     seconds = encoded_inputs["input_values"].shape[-1] / config.sample_rate
-    words = processor.codes_to_words(encoded.audio_codes[0].cpu())[0]
+    layer1 = encoded.audio_codes[0].cpu()
+
+    def shown_words(codes):
+        return " ".join(processor.codes_to_words(codes)[0][:max_words]) + (" ..." if codes.shape[-1] > max_words else "")
+
     print(f"\nReconstruction of {Path(path).name} ({seconds:.2f} s, {sum(c.shape[1] for c in encoded.audio_codes)} codes)")
-    print(f"  layer 1 as words: {' '.join(words[:max_words])}{' ...' if len(words) > max_words else ''}")
+    print(f"  layer 1 as words: {shown_words(layer1)}")
+    if processor.layer1_heads is not None:  # grouped layer-1 words: the LM reads each word's group head
+        print(f"  as the LM reads them (group heads): {shown_words(processor.read_layer1(layer1))}")
     output = Path(output_dir)
     wav = save_audio(output / "reconstruction.wav", decoded, config.sample_rate)
     png = plot_spectrograms(

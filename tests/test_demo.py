@@ -52,6 +52,7 @@ def test_demo_runs_end_to_end_on_tiny_models(tmp_path, capsys):
     assert set(result.accuracy) == {"icl", "calibrated", "embedding", "logmel"}
     assert result.accuracy["logmel"] == 1.0  # 300 Hz vs 2 kHz tones: the no-learning reference cannot miss
     assert "no-learning reference logmel 100% (6/6, 61%-100%)" in printed  # Wilson interval of 6 of 6
+    assert "  layer 1 as words: " in printed and "group heads" not in printed  # the paper's layer 1: no heads
     assert result.intervals["logmel"][0] < 1 and set(result.intervals) == set(result.accuracy)
     for name, rankings in result.rankings.items():
         assert len(rankings) == 6

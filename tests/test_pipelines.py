@@ -365,6 +365,32 @@ def grouped_codecs(setup, monkeypatch):
     return codecs
 
 
+def test_the_demo_prints_grouped_layer1_words_and_the_heads_the_lm_reads(setup, monkeypatch, tmp_path, capsys):
+    import soundfile as sf
+
+    from llm_codec.demo import run_demo
+
+    _, lm, tokenizer, _ = setup
+    codec, _ = grouped_codecs(setup, monkeypatch)
+    for role in ("demonstrations", "queries"):
+        for label, seed in (("w50", 7), ("w60", 8)):
+            folder = tmp_path / "clips" / role / label
+            folder.mkdir(parents=True)
+            sf.write(folder / f"k{role[0]}__0.wav", clips(1, seed, length=8000)[0], 16000)
+    speech = clips(1, 3, length=24000)[0]
+    sf.write(tmp_path / "speech.wav", speech, 16000)
+    run_demo(str(tmp_path / "out"), tmp_path / "clips", str(tmp_path / "speech.wav"), codec=codec, language_model=lm,
+             tokenizer=tokenizer, max_words=100)
+    printed = capsys.readouterr().out
+    processor = LLMCodecProcessor.from_codec(codec, tokenizer)
+    with torch.no_grad():
+        codes = codec.encode(**processor(audio=speech, sampling_rate=16000, return_tensors="pt")).audio_codes[0]
+    words, heads = processor.codes_to_words(codes)[0], processor.codes_to_words(processor.read_layer1(codes))[0]
+    assert words != heads  # the codes that decode are not the words the LM reads
+    assert f"  layer 1 as words: {' '.join(words)}\n" in printed
+    assert f"  as the LM reads them (group heads): {' '.join(heads)}\n" in printed
+
+
 def test_an_lm_reads_grouped_layer1_words_as_their_heads(setup, monkeypatch, tmp_path):
     _, lm, tokenizer, _ = setup
     codec, twin = grouped_codecs(setup, monkeypatch)

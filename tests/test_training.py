@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 
 from llm_codec import LLMCodecModel
 from llm_codec.training import (
@@ -432,7 +433,6 @@ def test_learning_rate_warmup_rises_linearly_then_decays(tmp_path):
 def test_checkpoints_leave_out_the_rebuilt_frozen_tensors_and_check_them_on_resume(runs, tmp_path):
     import shutil
 
-    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     folder = runs["root"] / "a" / "checkpoints" / "step_00000002"
@@ -466,8 +466,6 @@ def test_checkpoints_leave_out_the_rebuilt_frozen_tensors_and_check_them_on_resu
 
 
 def test_saved_model_reloads_without_weight_norm(runs):
-    from safetensors import safe_open
-
     folder = runs["root"] / "a" / "model"
     with safe_open(str(folder / "model.safetensors"), "pt") as handle:
         keys = list(handle.keys())
@@ -554,6 +552,59 @@ def test_semantic_distillation_trains_layer1_towards_the_teacher(tmp_path):
     assert not torch.equal(head_before, module.distill_head.weight.detach())
     off = make_trainer(run_config(tmp_path / "off", tmp_path / "data"))
     assert off.distill_teacher is None and off.accelerator.unwrap_model(off.generator).distill_head is None
+
+
+def test_output_distillation_pulls_the_output_towards_the_teacher_codec(tmp_path):
+    """codec_teacher: the mel loss to a frozen codec's output is logged, lowers that distance, and leaves the teacher
+    as it was and out of the checkpoints."""
+    pytest.importorskip("accelerate")
+    write_clips(tmp_path / "data", np.random.default_rng(6))
+    lm = tiny_lm()
+    torch.manual_seed(7)  # other weights than the trained codec's (make_trainer seeds 0)
+    teacher = LLMCodecModel.from_language_model(lm, tiny_tokenizer(VOCAB), word_list=WORDS, **TINY_ARCH)
+    teacher.save_pretrained(tmp_path / "teacher")
+    frozen = {k: v.clone() for k, v in teacher.state_dict().items()}
+    config = run_config(tmp_path / "out", tmp_path / "data", max_steps=40, save_every=40, eval_every=0, log_every=1,
+                        lr_generator=3e-4, codec_teacher=str(tmp_path / "teacher"),
+                        loss_weights={"mel": 0.0, "codec_teacher": 1.0, "adversarial": 0.0,
+                                      "feature_matching": 0.0, "consistency": 0.0, "semantic": 0.0})
+    trainer = make_trainer(config)  # the teacher from the config's folder
+    assert trainer.codec_teacher is not None and not trainer.codec_teacher.training
+    assert not any(p.requires_grad for p in trainer.codec_teacher.parameters())
+    probe = torch.stack([torch.from_numpy(sf.read(tmp_path / "data" / name, dtype="float32")[0][:1600])
+                         for name in ("c0.wav", "a/c1.wav")])[:, None]  # training audio
+
+    def distance():
+        torch.manual_seed(0)  # the same decoder noise for both codecs and both times
+        with torch.no_grad():
+            student = trainer.codec.eval()(probe).audio_values
+            torch.manual_seed(0)
+            target = trainer.codec_teacher(probe).audio_values
+        trainer.codec.train()
+        return float(trainer.mel_loss(student, target))
+
+    before = distance()
+    trainer.train()
+    train = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    train = [r for r in train if r["type"] == "train"]
+    assert all(math.isfinite(r["codec_teacher"]) for r in train) and len(train) == 40
+    assert np.mean([r["codec_teacher"] for r in train[-5:]]) < np.mean([r["codec_teacher"] for r in train[:5]])
+    after = distance()
+    assert after < 0.9 * before  # the output moved towards the teacher's
+    assert all(torch.equal(v, trainer.codec_teacher.state_dict()[k]) for k, v in frozen.items())
+    saved = list((tmp_path / "out" / "checkpoints" / "step_00000040").rglob("*.safetensors"))
+    assert saved
+    for path in saved:
+        with safe_open(path, "pt") as handle:
+            assert not any("teacher" in key for key in handle.keys()), path
+    with pytest.raises(ValueError, match="loss_weights.codec_teacher"):
+        config.replace(loss_weights={"codec_teacher": 0.0})
+    with pytest.raises(FileNotFoundError, match="no codec folder"):
+        make_trainer(config.replace(codec_teacher=str(tmp_path / "missing")))
+    with pytest.raises(ValueError, match="Hz"):
+        teacher.config.sample_rate = 24000
+        make_trainer(config, codec_teacher=teacher)
+    assert make_trainer(run_config(tmp_path / "off", tmp_path / "data")).codec_teacher is None
 
 
 def test_semantic_distillation_experiment_config():

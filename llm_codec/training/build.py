@@ -74,6 +74,35 @@ def build_codec(config: TrainingConfig, lm=None, tokenizer=None) -> LLMCodecMode
     return codec
 
 
+def load_codec_teacher(source: str, lm=None, tokenizer=None) -> LLMCodecModel:
+    """
+    The frozen codec of `TrainingConfig.codec_teacher`: "default" for the shipped default codec (codebooks from
+    `lm` / `tokenizer` when given, else from the offline default LM), or a saved codec folder.
+    """
+    if source == "default":
+        codec, trained, _ = load_default_codec(lm, tokenizer)
+        if not trained:
+            raise FileNotFoundError("`codec_teacher: default`: this installation ships no trained default codec.")
+        return codec
+    if not Path(source).is_dir():
+        raise FileNotFoundError(f"`codec_teacher`: no codec folder at {source}; give a folder written by "
+                                "save_pretrained (or the trainer's export), or 'default'.")
+    return LLMCodecModel.from_pretrained(source)
+
+
+def check_codec_teacher(teacher: LLMCodecModel, codec: LLMCodecModel) -> LLMCodecModel:
+    """
+    `teacher` ready to give targets for `codec`: float32, eval mode, every tensor frozen. Raises `ValueError` when
+    its sample rate differs from the trained codec's (their outputs could not be compared sample by sample).
+    """
+    if teacher is codec:
+        raise ValueError("`codec_teacher` must be another codec object than the one trained (a frozen copy).")
+    if teacher.config.sample_rate != codec.config.sample_rate:
+        raise ValueError(f"`codec_teacher` runs at {teacher.config.sample_rate} Hz but the trained codec at "
+                         f"{codec.config.sample_rate} Hz: their outputs cannot be compared.")
+    return teacher.float().eval().requires_grad_(False)
+
+
 def has_weight_norm(codec: nn.Module) -> bool:
     """Whether some convolution of `codec` is already weight-normalised (e.g. by an earlier `Trainer`)."""
     return any(
@@ -86,4 +115,5 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-__all__ = ["build_codec", "count_parameters", "has_weight_norm", "resolve_word_list"]
+__all__ = ["build_codec", "check_codec_teacher", "count_parameters", "has_weight_norm", "load_codec_teacher",
+           "resolve_word_list"]

@@ -23,6 +23,7 @@ DEFAULT_LOSS_WEIGHTS = {
     "consistency": 1.0,  # only used with a `consistency_teacher`
     "semantic": 1.0,  # only used with a semantic (clip) teacher passed to the Trainer
     "distill": 1.0,  # only used with a `distill_teacher` (frame-level semantic distillation into layer 1)
+    "codec_teacher": 1.0,  # only used with a `codec_teacher` (mel loss between the output and the teacher codec's)
 }
 
 
@@ -143,6 +144,11 @@ class TrainingConfig:
         distill_layer (`int`, defaults to 0): 0-based VQ layer made semantic (0 = layer 1).
         teacher_required (`bool`, defaults to `False`): fail, rather than warn and skip the loss, when the teacher
             cannot be loaded.
+        codec_teacher (`str`, *optional*): a trained codec whose output the trained one also learns to match
+            (output distillation): "default" for the shipped default codec, or a saved codec folder. Each step it
+            encodes and decodes the same crops, frozen and in eval mode, and the multi-scale mel loss between the
+            two outputs is added with weight `loss_weights["codec_teacher"]`. It is never saved in checkpoints.
+            `None` (default) turns it off.
 
     Discriminator:
         disc_hop_lengths, disc_hidden_channels, disc_domain, disc_mel_scale: the multi-frequency discriminator.
@@ -219,6 +225,7 @@ class TrainingConfig:
     distill_teacher: str | None = None
     distill_layer: int = 0
     teacher_required: bool = False
+    codec_teacher: str | None = None
     # discriminator
     disc_hop_lengths: list[int] = field(default_factory=lambda: list(LLM_CODEC_HOP_LENGTHS))
     disc_hidden_channels: list[int] = field(default_factory=lambda: list(LLM_CODEC_HIDDEN_CHANNELS))
@@ -270,6 +277,11 @@ class TrainingConfig:
             raise ValueError("`mel_low_band_weight` needs `mel_low_band_hz`, the frequency below which it applies.")
         if self.gain_db is not None and len(self.gain_db) != 2:
             raise ValueError(f"`gain_db` must be [low, high] in dB, got {self.gain_db!r}.")
+        if self.codec_teacher is not None and not (isinstance(self.codec_teacher, str) and self.codec_teacher.strip()):
+            raise ValueError(f"`codec_teacher` must be 'default' or a codec folder, got {self.codec_teacher!r}.")
+        if self.codec_teacher is not None and self.loss_weights["codec_teacher"] <= 0:
+            raise ValueError("`codec_teacher` is set but `loss_weights.codec_teacher` is not positive: give it a "
+                             "weight, or drop `codec_teacher`.")
         self.codec = dict(self.codec or {})
         self.log_with = _tracker_names(self.log_with)
         if not isinstance(self.tracker_project, str) or not self.tracker_project.strip():

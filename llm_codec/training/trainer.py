@@ -44,7 +44,7 @@ from ..evaluation.report import json_safe
 from ..mel import MultiScaleMelLoss
 from ..modeling_llm_codec import LLMCodecModel, is_rebuilt_weight
 from ..plotting import plot_spectrograms
-from .build import build_codec, has_weight_norm
+from .build import build_codec, check_codec_teacher, has_weight_norm, load_codec_teacher
 from .config import TrainingConfig
 from .data import AudioCropDataset, load_validation_clips, make_dataloader, resolve_sources, split_holdout
 from .discriminators import CodecDiscriminator
@@ -240,6 +240,9 @@ class Trainer:
             ignored (with a warning when they differ), and it is an error to ask for trackers it was built without.
         log_with (`str`, `accelerate.tracking.GeneralTracker` or a list of them, *optional*): overrides
             `config.log_with`: tracker names and/or tracker objects (see `check_trackers`).
+        codec_teacher (`LLMCodecModel`, *optional*): the codec whose output is matched (default: the one
+            `config.codec_teacher` names, loaded by `load_codec_teacher`); used only when `config.codec_teacher` is
+            set.
 
     Attributes:
         step (`int`): completed training steps.
@@ -247,7 +250,7 @@ class Trainer:
 
     def __init__(self, config: TrainingConfig, codec: LLMCodecModel | None = None, train_data=None, val_data=None,
                  consistency_teacher=None, semantic_teacher=None, lm=None, tokenizer=None, accelerator=None,
-                 distill_teacher=None, log_with=None):
+                 distill_teacher=None, log_with=None, codec_teacher=None):
         from accelerate import Accelerator  # optional dependency (the "train" extra)
         from accelerate.utils import set_seed
 
@@ -267,6 +270,11 @@ class Trainer:
         codec = self._prepare_codec(codec if codec is not None else build_codec(config, lm, tokenizer))
         self.sample_rate = codec.config.sample_rate
         self._load_teachers(consistency_teacher, semantic_teacher, distill_teacher)
+        self.codec_teacher = None
+        if config.codec_teacher is not None:
+            self.codec_teacher = check_codec_teacher(
+                codec_teacher if codec_teacher is not None else load_codec_teacher(config.codec_teacher, lm, tokenizer),
+                codec).to(self.device)
         self.mel_loss = MultiScaleMelLoss(self.sample_rate, config.mel_window_lengths, config.mel_n_mels,
                                           low_band_hz=config.mel_low_band_hz,
                                           low_band_weight=config.mel_low_band_weight).to(self.device)
@@ -515,6 +523,10 @@ class Trainer:
             logs["loss_d"] = float(loss_d.detach())
 
         losses = {"mel": self.mel_loss(reconstruction, audio)}
+        if self.codec_teacher is not None:
+            with torch.no_grad():
+                target = self.codec_teacher(audio).audio_values
+            losses["codec_teacher"] = self.mel_loss(reconstruction, target)
         if self.stft_loss is not None:
             losses["stft"] = self.stft_loss(reconstruction, audio)
         if self.stoi_loss is not None:
