@@ -604,6 +604,9 @@ def test_output_distillation_pulls_the_output_towards_the_teacher_codec(tmp_path
     with pytest.raises(ValueError, match="Hz"):
         teacher.config.sample_rate = 24000
         make_trainer(config, codec_teacher=teacher)
+    same = LLMCodecModel.from_language_model(lm, tiny_tokenizer(VOCAB), word_list=WORDS, **TINY_ARCH)
+    with pytest.raises(ValueError, match="another codec object"):  # freezing it would freeze the trained codec
+        Trainer(config, codec=same, codec_teacher=same)
     assert make_trainer(run_config(tmp_path / "off", tmp_path / "data")).codec_teacher is None
 
 
