@@ -56,11 +56,12 @@ def load_default_codec(language_model=None, tokenizer=None):
     if language_model is None:
         language_model, tokenizer = load_language_model()
     folder = default_codec_dir()
-    torch.manual_seed(0)
-    if (folder / WEIGHTS_NAME).is_file():
-        return _load_shipped(folder, language_model, tokenizer), True, (language_model, tokenizer)
-    logger.warning("No trained default codec is shipped yet: using random encoder/decoder weights.")
-    codec = LLMCodecModel.from_language_model(language_model, tokenizer, **DEFAULT_CODEC_ARCH)
+    with torch.random.fork_rng(devices=[]):  # a seeded initialisation that leaves the caller's random numbers alone
+        torch.manual_seed(0)
+        if (folder / WEIGHTS_NAME).is_file():
+            return _load_shipped(folder, language_model, tokenizer), True, (language_model, tokenizer)
+        logger.warning("No trained default codec is shipped yet: using random encoder/decoder weights.")
+        codec = LLMCodecModel.from_language_model(language_model, tokenizer, **DEFAULT_CODEC_ARCH)
     return codec.eval(), False, (language_model, tokenizer)
 
 
