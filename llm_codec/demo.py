@@ -111,6 +111,11 @@ def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenize
     queries = labelled_clips(root / "queries")
     labels = list(dict.fromkeys(label for _, label in demos))
     processor = LLMCodecProcessor.from_codec(codec, tokenizer, audio_format=audio_format)
+
+    def shown_words(codes):
+        """Layer-1 codes (1, T1) -> their first `max_words` words as one line."""
+        return " ".join(processor.codes_to_words(codes)[0][:max_words]) + (" ..." if codes.shape[-1] > max_words else "")
+
     classify = pipeline("audio-few-shot-classification", model=codec, language_model=language_model, tokenizer=tokenizer,
                         **({"audio_format": audio_format} if audio_format != "ids" else {}))
     demo_audio = [load_audio(p) for p, _ in demos]
@@ -122,8 +127,7 @@ def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenize
     for (path, label), (audio, rate) in zip(demos, demo_audio):
         features = processor(audio=audio, sampling_rate=rate, return_tensors="pt").to(codec.device)
         codes = [c.cpu() for c in codec.encode(**features).audio_codes]
-        words = processor.codes_to_words(processor.read_layer1(codes[0]))[0]  # as the LM reads them
-        print(f"  {label:>8}  {path.name:<40} {' '.join(words[:max_words])}{' ...' if len(words) > max_words else ''}")
+        print(f"  {label:>8}  {path.name:<40} {shown_words(processor.read_layer1(codes[0]))}")  # as the LM reads them
     demonstrations = [({"array": a, "sampling_rate": r}, label) for (a, r), (_, label) in zip(demo_audio, demos)]
     inputs = [{"array": a, "sampling_rate": r} for a, r in query_audio]
     rankings = {}
@@ -177,10 +181,6 @@ def _run_demo(output_dir, clips_dir, audio_path, codec, language_model, tokenize
     timings["reconstruct_s"] = time.perf_counter() - t0
     seconds = encoded_inputs["input_values"].shape[-1] / config.sample_rate
     layer1 = encoded.audio_codes[0].cpu()
-
-    def shown_words(codes):
-        return " ".join(processor.codes_to_words(codes)[0][:max_words]) + (" ..." if codes.shape[-1] > max_words else "")
-
     print(f"\nReconstruction of {Path(path).name} ({seconds:.2f} s, {sum(c.shape[1] for c in encoded.audio_codes)} codes)")
     print(f"  layer 1 as words: {shown_words(layer1)}")
     if processor.layer1_heads is not None:  # grouped layer-1 words: the LM reads each word's group head

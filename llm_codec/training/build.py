@@ -40,10 +40,7 @@ def build_codec(config: TrainingConfig, lm=None, tokenizer=None) -> LLMCodecMode
     architecture. Returns it in float32, without weight norm.
     """
     if config.init_from == "default":
-        codec, trained, _ = load_default_codec(lm, tokenizer)
-        if not trained:
-            raise FileNotFoundError("`init_from: default`: this installation ships no trained default codec.")
-        codec = codec.float()
+        codec = _trained_default_codec("init_from", lm, tokenizer).float()
     elif config.init_from:
         codec = LLMCodecModel.from_pretrained(config.init_from)
     else:
@@ -74,16 +71,22 @@ def build_codec(config: TrainingConfig, lm=None, tokenizer=None) -> LLMCodecMode
     return codec
 
 
+def _trained_default_codec(option: str, lm=None, tokenizer=None) -> LLMCodecModel:
+    """The shipped default codec for a config `option` set to "default" (codebooks from `lm` / `tokenizer` when
+    given, else from the offline default LM); `FileNotFoundError` when no trained weights are installed."""
+    codec, trained, _ = load_default_codec(lm, tokenizer)
+    if not trained:
+        raise FileNotFoundError(f"`{option}: default`: this installation ships no trained default codec.")
+    return codec
+
+
 def load_codec_teacher(source: str, lm=None, tokenizer=None) -> LLMCodecModel:
     """
     The frozen codec of `TrainingConfig.codec_teacher`: "default" for the shipped default codec (codebooks from
     `lm` / `tokenizer` when given, else from the offline default LM), or a saved codec folder.
     """
     if source == "default":
-        codec, trained, _ = load_default_codec(lm, tokenizer)
-        if not trained:
-            raise FileNotFoundError("`codec_teacher: default`: this installation ships no trained default codec.")
-        return codec
+        return _trained_default_codec("codec_teacher", lm, tokenizer)
     if not Path(source).is_dir():
         raise FileNotFoundError(f"`codec_teacher`: no codec folder at {source}; give a folder written by "
                                 "save_pretrained (or the trainer's export), or 'default'.")
